@@ -1,0 +1,41 @@
+# One-command set-up on a fresh Debian-like machine with Python 3.11:
+#   make demo   - venv, install, redis-server if missing, start the stack, run a demo
+#   make test   - same bootstrap, then the whole test suite
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3.12 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: bootstrap demo test down clean lint
+
+bootstrap: $(STAMP) redis-server
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; assert (3,11) <= sys.version_info[:2] < (3,13), "atp-stream needs Python 3.11 or 3.12, found " + sys.version.split()[0]'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+# redis-server comes from the OS packages; install it only when it is missing.
+.PHONY: redis-server
+redis-server:
+	@command -v redis-server >/dev/null 2>&1 || { \
+	  echo "redis-server not found: installing it with apt-get"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; \
+	}
+	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server is still missing: install Debian's redis-server package"; exit 1; }
+
+demo: bootstrap
+	$(BIN)/atp demo
+
+test: bootstrap
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+down:
+	-$(BIN)/atp stack down
+
+clean: down
+	rm -rf .atp $(VENV) *.egg-info

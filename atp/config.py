@@ -1,0 +1,137 @@
+"""Settings, validated once at the edge. Inner code takes explicit parameters, never the environment.
+
+Every field is the environment variable ``ATP_<FIELD>`` (e.g. ``ATP_REDIS_URL``); an optional TOML
+file named by ``ATP_CONFIG`` supplies defaults that the environment overrides.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from atp.errors import ConfigError
+
+ENV_PREFIX = "ATP_"
+
+
+class Settings(BaseSettings):
+    """All of atp-stream's settings; see the README for the table."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
+
+    state_dir: Path = Field(Path(".atp"), description="Where the local stack and the dataflow keep files.")
+    kafka_bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers, host:port[,host:port].")
+    redis_url: str = Field("redis://127.0.0.1:16379/0", description="Redis URL for positions.")
+    redis_key_prefix: str = Field("atp", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    schema_registry_url: str | None = Field(None, description="Confluent schema registry; unset = single-object.")
+    api_host: str = "127.0.0.1"
+    api_port: int = Field(8080, ge=1, le=65535)
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = Field(9108, ge=0, le=65535, description="Dataflow metrics port; 0 disables.")
+    topic_partitions: int = Field(4, ge=1, le=1024)
+    topic_wms: str = "wms.inventory.v1"
+    topic_orders: str = "oms.order-lines.v1"
+    topic_snapshots: str = "erp.inventory-snapshots.v1"
+    topic_availability: str = "atp.availability.v1"
+    topic_dead_letter: str = "atp.dead-letter.v1"
+    workers: int = Field(1, ge=1, le=64, description="Bytewax worker threads in this process.")
+    recovery: bool = True
+    snapshot_interval_s: float = Field(5.0, gt=0, le=3600)
+    dedup_window_hours: float = Field(24.0, gt=0)
+    safety_stock_file: Path | None = None
+    kafka_batch_size: int = Field(1000, ge=1, le=100_000)
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _hosts(cls, v: str) -> str:
+        for part in v.split(","):
+            host, sep, port = part.strip().rpartition(":")
+            if not sep or not host or not port.isdigit():
+                raise ValueError(f"{part!r} is not host:port")
+        return v
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, v: str) -> str:
+        if not v.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError("must start with redis://, rediss:// or unix://")
+        return v
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # load_settings() reads the environment it is given, so tests pass a dict.
+        return (init_settings,)
+
+    # Derived names, in one place.
+    @property
+    def input_topics(self) -> dict[str, str]:
+        """Input topic -> the record it carries."""
+        return {
+            self.topic_wms: "WarehouseEvent",
+            self.topic_orders: "OrderLineEvent",
+            self.topic_snapshots: "InventorySnapshot",
+        }
+
+    @property
+    def all_topics(self) -> list[str]:
+        return [*self.input_topics, self.topic_availability, self.topic_dead_letter]
+
+    @property
+    def brokers(self) -> list[str]:
+        return [b.strip() for b in self.kafka_bootstrap.split(",")]
+
+    @property
+    def recovery_dir(self) -> Path:
+        return self.state_dir / "recovery"
+
+    @property
+    def dedup_window_ms(self) -> int:
+        return int(self.dedup_window_hours * 3_600_000)
+
+    def topic_alias(self, name: str) -> str:
+        """``wms``/``orders``/``snapshots`` (as in JSONL files) or a full topic name -> topic."""
+        aliases = {"wms": self.topic_wms, "orders": self.topic_orders, "snapshots": self.topic_snapshots}
+        return aliases.get(name, name)
+
+
+def env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+    """Settings from ``environ`` (default: the process environment) and ``ATP_CONFIG``; fails fast."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, Any] = {}
+    config_file = environ.get(f"{ENV_PREFIX}CONFIG")
+    if config_file:
+        try:
+            values.update(tomllib.loads(Path(config_file).read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"ATP_CONFIG={config_file}: {exc}") from exc
+    values.update(
+        {k[len(ENV_PREFIX):].lower(): v for k, v in environ.items() if k.startswith(ENV_PREFIX) and k != "ATP_CONFIG"}
+    )
+    values.update(overrides)
+    try:
+        return Settings(**values)
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            got = err.get("input")
+            hint = "unknown setting (check the spelling)" if err["type"] == "extra_forbidden" else err["msg"]
+            problems.append(f"  {env_name(field)}={got!r}: {hint}")
+        raise ConfigError("invalid settings:\n" + "\n".join(problems) + "\nSee the README's settings table.") from None

@@ -1,0 +1,1 @@
+"""How events flow: Bytewax dataflows and their Kafka and Redis wiring."""

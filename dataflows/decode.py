@@ -1,0 +1,87 @@
+"""Decode step: Kafka messages -> (key, event) pairs, or dead letters carrying the original message."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Union
+
+from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
+
+from dataflows import metrics
+from schemas import Decoder, DecodeError
+from state import events as ev
+from state.errors import InvalidEvent
+
+log = logging.getLogger(__name__)
+
+RECORD_PARSERS: dict[str, Callable[[dict[str, Any]], ev.Event]] = {
+    "WarehouseEvent": ev.warehouse_event,
+    "OrderLineEvent": ev.order_line_event,
+    "InventorySnapshot": ev.inventory_snapshot,
+}
+_KNOWN_TYPES = ev.WAREHOUSE_TYPES | ev.ORDER_TYPES
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message the flow cannot use, with why; it goes to the dead-letter topic unchanged."""
+
+    msg: KafkaSourceMessage[bytes | None, bytes | None]
+    reason: str
+    error_class: str
+    message: str
+
+
+Routed = Union[tuple[str, ev.Event], DeadLetter]
+
+
+class DecodeStep:
+    """Callable for ``flat_map_batch``: decodes, validates, checks the key and fans out."""
+
+    def __init__(self, decoder: Decoder, topics: Mapping[str, str]) -> None:
+        self._decoder = decoder
+        # topic -> (record full-name suffix, parser)
+        self._topics = {t: ("." + rec, RECORD_PARSERS[rec]) for t, rec in topics.items()}
+
+    def __call__(self, batch: list[Any]) -> list[Routed]:
+        out: list[Routed] = []
+        for msg in batch:
+            if isinstance(msg, KafkaError):
+                log.warning("kafka consumer error topic=%s partition=%s error=%s", msg.msg.topic, msg.msg.partition, msg.err)
+                continue
+            record: dict[str, Any] | None = None
+            try:
+                suffix, parse = self._topics[msg.topic]
+                name, record = self._decoder.decode(msg.value)
+                if not name.endswith(suffix):
+                    raise InvalidEvent("wrong_topic", f"{name} does not belong on topic {msg.topic}")
+                event = parse(record)
+                key = ev.make_key(event.sku, event.location)
+                if msg.key is None or msg.key.decode("utf-8", "replace") != key:
+                    raise InvalidEvent("key_mismatch", f"Kafka key {msg.key!r} must be {key!r} (sku@location)")
+            except (DecodeError, InvalidEvent) as exc:
+                out.append(self._dead(msg, exc, record))
+                continue
+            if type(event) is ev.WarehouseEvent and event.event_type == "TRANSFER_OUT":
+                out.extend(ev.fan_out(event))
+            else:
+                out.append((key, event))
+        return out
+
+    @staticmethod
+    def _dead(msg: Any, exc: DecodeError | InvalidEvent, record: dict[str, Any] | None) -> DeadLetter:
+        etype = record.get("event_type") if record else None
+        label = etype if etype in _KNOWN_TYPES else ("SNAPSHOT" if record and "snapshot_id" in record else "unknown")
+        metrics.EVENTS.labels(msg.topic, label, "dead_letter").inc()
+        metrics.DEAD_LETTER.labels(exc.reason).inc()
+        log.info(
+            "dead letter topic=%s partition=%s offset=%s key=%r reason=%s error=%s",
+            msg.topic, msg.partition, msg.offset, msg.key, exc.reason, exc,
+        )
+        return DeadLetter(msg, exc.reason, type(exc).__name__, str(exc))
+
+
+def is_dead_letter(item: Routed) -> bool:
+    return type(item) is DeadLetter

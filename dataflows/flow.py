@@ -1,0 +1,91 @@
+"""The ATP dataflow. ``build_flow`` takes its sources and sinks so tests can run it on TestingSource."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import bytewax.operators as op
+from bytewax.dataflow import Dataflow
+from bytewax.inputs import Source
+from bytewax.outputs import Sink
+
+from atp.config import Settings
+from dataflows import kafka_io
+from dataflows.decode import DecodeStep, is_dead_letter
+from dataflows.logic import FoldContext, PositionLogic
+from dataflows.redis_sink import RedisPositionSink
+from schemas import Decoder, Encoder, default_store
+from schemas.codec import registry_client
+from state import events as ev
+from state.position import Position
+from state.projection import KeySpace
+from state.safety import SafetyStock
+
+FLOW_ID = "atp"
+
+
+@dataclass(frozen=True)
+class FlowIO:
+    """Where the flow reads and writes; production uses Kafka and Redis, tests use Testing*."""
+
+    source: Source[Any]
+    positions: Sink[Position]  # the Redis projection
+    messages: Sink[Any]  # KafkaSinkMessage: availability feed and dead letters
+
+
+@dataclass(frozen=True)
+class FlowDeps:
+    decode: DecodeStep
+    fold: FoldContext
+    availability: kafka_io.AvailabilityMessage
+    dead_letter: kafka_io.DeadLetterMessage
+
+
+def build_flow(io: FlowIO, deps: FlowDeps) -> Dataflow:
+    # Step ids are part of recovery state: renaming one is a migration.
+    flow = Dataflow(FLOW_ID)
+    msgs = op.input("kafka_in", flow, io.source)
+    routed = op.flat_map_batch("decode", msgs, deps.decode)
+    split = op.branch("split_dead_letters", routed, is_dead_letter)
+    fold = deps.fold
+    positions = op.stateful_batch("atp_fold", split.falses, lambda resume: PositionLogic(fold, resume))
+    plain = op.key_rm("positions", positions)
+    op.output("redis_out", plain, io.positions)
+    feed = op.map("availability_message", plain, deps.availability)
+    dead = op.map("dead_letter_message", split.trues, deps.dead_letter)
+    op.output("kafka_out", op.merge("kafka_messages", feed, dead), io.messages)
+    return flow
+
+
+def deps_from_settings(settings: Settings) -> FlowDeps:
+    store = default_store()
+    registry = registry_client(settings.schema_registry_url) if settings.schema_registry_url else None
+    topic_of = {
+        ev.WarehouseEvent: settings.topic_wms,
+        ev.TransferSent: settings.topic_wms,
+        ev.OrderLineEvent: settings.topic_orders,
+        ev.InventorySnapshot: settings.topic_snapshots,
+    }
+    return FlowDeps(
+        decode=DecodeStep(Decoder(store, registry), settings.input_topics),
+        fold=FoldContext(settings.dedup_window_ms, SafetyStock.from_file(settings.safety_stock_file), topic_of),
+        availability=kafka_io.AvailabilityMessage(Encoder(store, registry), settings.topic_availability),
+        dead_letter=kafka_io.DeadLetterMessage(settings.topic_dead_letter),
+    )
+
+
+def production_flow(settings: Settings) -> Dataflow:
+    io = FlowIO(
+        source=kafka_io.source(settings),
+        positions=RedisPositionSink(settings.redis_url, KeySpace(settings.redis_key_prefix)),
+        messages=kafka_io.sink(settings),
+    )
+    return build_flow(io, deps_from_settings(settings))
+
+
+def main_flow() -> Dataflow:
+    """Zero-argument entry for ``python -m bytewax.run "dataflows.flow:main_flow()"``."""
+    from atp.config import load_settings
+
+    return production_flow(load_settings())

@@ -1,0 +1,119 @@
+"""Kafka wiring: the source, the sink, output messages, topic creation and start-up checks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
+from confluent_kafka import KafkaException
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from atp.config import Settings
+from atp.errors import StackError
+from dataflows.decode import DeadLetter
+from schemas import Encoder
+from state.position import Position
+
+PRODUCER_CONFIG = {"linger.ms": "5", "compression.type": "lz4", "enable.idempotence": "true"}
+
+
+def source(settings: Settings, tail: bool = True) -> KafkaSource:
+    return KafkaSource(
+        settings.brokers,
+        list(settings.input_topics),
+        tail=tail,
+        batch_size=settings.kafka_batch_size,
+        # Errors travel as data (logged by the decode step); the consumer retries on its own.
+        raise_on_errors=False,
+        add_config={"fetch.wait.max.ms": "10"},
+    )
+
+
+def sink(settings: Settings) -> KafkaSink:
+    """One producer per worker for both outputs (availability feed and dead letters)."""
+    return KafkaSink(settings.brokers, topic=None, add_config=dict(PRODUCER_CONFIG))
+
+
+class AvailabilityMessage:
+    """Position -> ``AvailabilityChanged`` on the availability topic, keyed sku@location."""
+
+    def __init__(self, encoder: Encoder, topic: str) -> None:
+        self._encoder = encoder
+        self._topic = topic
+
+    def __call__(self, pos: Position) -> KafkaSinkMessage[bytes, bytes]:
+        value = self._encoder.encode("AvailabilityChanged", pos.as_dict(), self._topic)
+        return KafkaSinkMessage(pos.key.encode(), value, topic=self._topic)
+
+
+class DeadLetterMessage:
+    """DeadLetter -> the original bytes on the dead-letter topic, with headers saying where and why."""
+
+    def __init__(self, topic: str) -> None:
+        self._topic = topic
+
+    def __call__(self, dl: DeadLetter) -> KafkaSinkMessage[bytes | None, bytes | None]:
+        m = dl.msg
+        headers = list(m.headers or []) + [
+            ("atp.source.topic", str(m.topic).encode()),
+            ("atp.source.partition", str(m.partition).encode()),
+            ("atp.source.offset", str(m.offset).encode()),
+            ("atp.error.reason", dl.reason.encode()),
+            ("atp.error.class", dl.error_class.encode()),
+            ("atp.error.message", dl.message.encode("utf-8", "replace")[:4000]),
+        ]
+        return KafkaSinkMessage(m.key, m.value, topic=self._topic, headers=headers)
+
+
+def admin(settings: Settings) -> AdminClient:
+    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+
+
+def topic_specs(settings: Settings) -> list[NewTopic]:
+    n = settings.topic_partitions
+    compact = {"cleanup.policy": "compact"}
+    keep = {"retention.ms": "-1"}  # the input log is the source of truth for replays
+    return [
+        *(NewTopic(t, n, 1, config=keep) for t in settings.input_topics),
+        NewTopic(settings.topic_availability, n, 1, config=compact),
+        NewTopic(settings.topic_dead_letter, n, 1, config=keep),
+    ]
+
+
+def create_topics(settings: Settings, timeout_s: float = 15.0) -> dict[str, str]:
+    """Create every topic; returns topic -> ``created`` | ``exists``."""
+    result: dict[str, str] = {}
+    futures = admin(settings).create_topics(topic_specs(settings), request_timeout=timeout_s)
+    for topic, fut in futures.items():
+        try:
+            fut.result(timeout=timeout_s)
+            result[topic] = "created"
+        except KafkaException as exc:
+            if exc.args[0].name() == "TOPIC_ALREADY_EXISTS":
+                result[topic] = "exists"
+            else:
+                raise StackError(f"cannot create topic {topic}: {exc.args[0].str()}") from exc
+    return result
+
+
+def check_kafka(settings: Settings, timeout_s: float = 10.0, workers_total: int | None = None) -> dict[str, Any]:
+    """Fail fast (instead of hanging) when the broker is unreachable or an input topic is missing."""
+    try:
+        md = admin(settings).list_topics(timeout=timeout_s)
+    except KafkaException as exc:
+        raise StackError(
+            f"cannot reach Kafka at {settings.kafka_bootstrap} within {timeout_s:.0f} s ({exc.args[0].str()}); "
+            "start the local stack with `atp stack up` or set ATP_KAFKA_BOOTSTRAP"
+        ) from None
+    missing = [t for t in settings.all_topics if t not in md.topics]
+    if missing:
+        raise StackError(f"topics missing on {settings.kafka_bootstrap}: {', '.join(missing)}; run `atp topics create`")
+    parts = {t: len(md.topics[t].partitions) for t in settings.input_topics}
+    workers = workers_total or settings.workers
+    total = sum(parts.values())
+    if total % workers:
+        raise StackError(
+            f"{total} input partitions cannot be split evenly over {workers} workers (Bytewax stalls when "
+            "workers own uneven partition counts, upstream issue #556); choose a worker count that divides it"
+        )
+    return parts

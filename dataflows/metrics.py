@@ -1,0 +1,21 @@
+"""The dataflow's Prometheus metrics (names are fixed: dashboards use them). Never a SKU label."""
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter(
+    "atp_events_total", "Input events by topic, type and outcome (applied|duplicate|dead_letter).",
+    ["topic", "event_type", "outcome"],
+)
+DEAD_LETTER = Counter("atp_dead_letter_total", "Messages sent to the dead-letter topic, by reason.", ["reason"])
+EVENT_LAG = Histogram(
+    "atp_event_lag_seconds", "Processing time minus occurred_at of the newest event in each published position.",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600),
+)
+REDIS_WRITE = Histogram(
+    "atp_redis_write_seconds", "Time to write one batch of positions to Redis (one pipeline).",
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+PUBLISHED = Counter("atp_positions_published_total", "Positions written to Redis (after per-batch coalescing).")
+OVERSOLD = Gauge("atp_oversold_positions", "Keys whose AVAILABLE bucket is below zero.")
+STATE_KEYS = Gauge("atp_state_keys", "sku@location keys held in dataflow state.")
+LAST_EVENT = Gauge("atp_last_event_timestamp_seconds", "Newest occurred_at applied, as Unix time.")

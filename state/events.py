@@ -1,0 +1,208 @@
+"""The domain events, validated from decoded records (Avro dicts or canonical JSON).
+
+Validation is hand-written rather than pydantic because it runs once per event on the hot path.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Union
+
+from state.errors import InvalidEvent
+
+ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+STATUSES = ("AVAILABLE", "QUARANTINE", "DAMAGED", "HOLD")
+STATUS_INDEX = {s: i for i, s in enumerate(STATUSES)}
+WAREHOUSE_TYPES = frozenset(
+    {"RECEIPT", "SHIP", "SHORT_PICK", "ADJUST", "COUNT", "STATUS_MOVE", "TRANSFER_OUT", "TRANSFER_IN", "RETURN"}
+)
+ORDER_TYPES = frozenset({"RESERVE", "RELEASE"})
+SOURCE_SYSTEMS = frozenset({"ERP", "WMS"})
+MAX_EVENT_ID = 200
+
+
+def make_key(sku: str, location: str) -> str:
+    """The Kafka key and state key of one position: ``{sku}@{location}``."""
+    return f"{sku}@{location}"
+
+
+@dataclass(frozen=True, slots=True)
+class WarehouseEvent:
+    event_id: str
+    occurred_ms: int
+    sku: str
+    location: str
+    event_type: str
+    qty: int  # COUNT: counted_qty
+    from_status: str | None = None
+    to_status: str | None = None
+    order_line_id: str | None = None
+    transfer_id: str | None = None
+    other_location: str | None = None  # TRANSFER_OUT: to_location; TRANSFER_IN: from_location
+
+
+@dataclass(frozen=True, slots=True)
+class OrderLineEvent:
+    event_id: str
+    occurred_ms: int
+    sku: str
+    location: str
+    event_type: str
+    order_line_id: str
+    qty: int
+    expires_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InventorySnapshot:
+    event_id: str
+    occurred_ms: int
+    sku: str
+    location: str
+    snapshot_id: str
+    on_hand: int
+    as_of_ms: int
+    source_system: str
+
+
+@dataclass(frozen=True, slots=True)
+class TransferSent:
+    """The far side of a TRANSFER_OUT: units on their way to ``location`` (the receiving key)."""
+
+    event_id: str
+    occurred_ms: int
+    sku: str
+    location: str
+    transfer_id: str
+    qty: int
+
+
+Event = Union[WarehouseEvent, OrderLineEvent, InventorySnapshot, TransferSent]
+
+
+def _str(rec: dict[str, Any], name: str) -> str:
+    value = rec.get(name)
+    if value is None or value == "":
+        raise InvalidEvent("missing_field", f"{name} is required")
+    if not isinstance(value, str):
+        raise InvalidEvent("invalid_field", f"{name} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _id(rec: dict[str, Any], name: str) -> str:
+    value = _str(rec, name)
+    if ID_RE.fullmatch(value) is None:
+        raise InvalidEvent("invalid_id", f"{name}={value!r} must match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}$")
+    return value
+
+
+def _int(rec: dict[str, Any], name: str) -> int:
+    value = rec.get(name)
+    if value is None:
+        raise InvalidEvent("missing_field", f"{name} is required")
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidEvent("invalid_field", f"{name} must be an integer, got {value!r}")
+    return value
+
+
+def _status(rec: dict[str, Any], name: str, default: str | None = None) -> str:
+    value = rec.get(name) or default
+    if value is None:
+        raise InvalidEvent("missing_field", f"{name} is required")
+    if value not in STATUS_INDEX:
+        raise InvalidEvent("invalid_field", f"{name}={value!r} must be one of {', '.join(STATUSES)}")
+    return value  # type: ignore[no-any-return]
+
+
+def _common(rec: dict[str, Any]) -> tuple[str, int, str, str]:
+    event_id = _str(rec, "event_id")
+    if len(event_id) > MAX_EVENT_ID:
+        raise InvalidEvent("invalid_id", f"event_id is {len(event_id)} characters; at most {MAX_EVENT_ID}")
+    occurred = _int(rec, "occurred_at")
+    if occurred <= 0:
+        raise InvalidEvent("invalid_field", f"occurred_at={occurred} must be a positive epoch-millis time")
+    return event_id, occurred, _id(rec, "sku"), _id(rec, "location")
+
+
+def _positive(rec: dict[str, Any], name: str, event_type: str) -> int:
+    qty = _int(rec, name)
+    if qty <= 0:
+        raise InvalidEvent("invalid_quantity", f"{event_type} needs {name} > 0, got {qty}")
+    return qty
+
+
+def warehouse_event(rec: dict[str, Any]) -> WarehouseEvent:
+    event_id, occurred, sku, location = _common(rec)
+    etype = rec.get("event_type")
+    if etype not in WAREHOUSE_TYPES:
+        raise InvalidEvent("invalid_field", f"event_type={etype!r} is not a warehouse event type")
+    base = (event_id, occurred, sku, location, etype)
+    if etype == "RECEIPT":
+        return WarehouseEvent(*base, _positive(rec, "qty", etype), to_status=_status(rec, "to_status", "AVAILABLE"))
+    if etype in ("SHIP", "SHORT_PICK"):
+        return WarehouseEvent(*base, _positive(rec, "qty", etype), order_line_id=_str(rec, "order_line_id"))
+    if etype == "ADJUST":
+        qty = _int(rec, "qty")
+        if qty == 0:
+            raise InvalidEvent("invalid_quantity", "ADJUST needs qty != 0")
+        _str(rec, "reason")
+        return WarehouseEvent(*base, qty)
+    if etype == "COUNT":
+        counted = _int(rec, "counted_qty")
+        if counted < 0:
+            raise InvalidEvent("invalid_quantity", f"COUNT needs counted_qty >= 0, got {counted}")
+        return WarehouseEvent(*base, counted)
+    if etype == "STATUS_MOVE":
+        qty = _positive(rec, "qty", etype)
+        src, dst = _status(rec, "from_status"), _status(rec, "to_status")
+        if src == dst:
+            raise InvalidEvent("invalid_field", f"STATUS_MOVE from_status and to_status are both {src}")
+        return WarehouseEvent(*base, qty, from_status=src, to_status=dst)
+    if etype in ("TRANSFER_OUT", "TRANSFER_IN"):
+        qty = _positive(rec, "qty", etype)
+        other = _id(rec, "to_location" if etype == "TRANSFER_OUT" else "from_location")
+        if other == location:
+            raise InvalidEvent("invalid_field", f"{etype} between {location} and itself")
+        return WarehouseEvent(*base, qty, transfer_id=_str(rec, "transfer_id"), other_location=other)
+    # RETURN
+    return WarehouseEvent(*base, _positive(rec, "qty", etype), to_status=_status(rec, "to_status"))
+
+
+def order_line_event(rec: dict[str, Any]) -> OrderLineEvent:
+    event_id, occurred, sku, location = _common(rec)
+    etype = rec.get("event_type")
+    if etype not in ORDER_TYPES:
+        raise InvalidEvent("invalid_field", f"event_type={etype!r} is not an order-line event type")
+    _str(rec, "order_id")
+    _str(rec, "channel")
+    line = _str(rec, "order_line_id")
+    qty = 0
+    if etype == "RESERVE":
+        qty = _int(rec, "qty")
+        if qty < 0:
+            raise InvalidEvent("invalid_quantity", f"RESERVE needs qty >= 0, got {qty}")
+    expires = rec.get("expires_at")
+    return OrderLineEvent(event_id, occurred, sku, location, etype, line, qty, expires)
+
+
+def inventory_snapshot(rec: dict[str, Any]) -> InventorySnapshot:
+    event_id, occurred, sku, location = _common(rec)
+    system = rec.get("source_system")
+    if system not in SOURCE_SYSTEMS:
+        raise InvalidEvent("invalid_field", f"source_system={system!r} must be ERP or WMS")
+    return InventorySnapshot(
+        event_id, occurred, sku, location, _str(rec, "snapshot_id"), _int(rec, "on_hand"), _int(rec, "as_of"), system
+    )
+
+
+def fan_out(event: Event) -> list[tuple[str, Event]]:
+    """The state keys an event changes: its own, plus the receiving key of a TRANSFER_OUT."""
+    own = (make_key(event.sku, event.location), event)
+    if isinstance(event, WarehouseEvent) and event.event_type == "TRANSFER_OUT":
+        assert event.other_location is not None and event.transfer_id is not None
+        sent = TransferSent(
+            event.event_id, event.occurred_ms, event.sku, event.other_location, event.transfer_id, event.qty
+        )
+        return [own, (make_key(event.sku, event.other_location), sent)]
+    return [own]

@@ -1,0 +1,70 @@
+"""A key's published position, derived from its state and its safety stock."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from state.fold import AVAILABLE, KeyState
+
+FIELDS = (
+    "atp", "available_qty", "on_hand", "reserved", "non_sellable",
+    "inbound", "safety_stock", "shortfall",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """What channels read for one sku@location; ``as_of`` and ``updated_at`` are epoch millis (UTC)."""
+
+    sku: str
+    location: str
+    atp: int
+    available_qty: int
+    on_hand: int
+    reserved: int
+    non_sellable: int
+    inbound: int
+    safety_stock: int
+    shortfall: int
+    version: int
+    as_of: int
+    updated_at: int
+
+    @property
+    def key(self) -> str:
+        return f"{self.sku}@{self.location}"
+
+    @property
+    def oversold(self) -> bool:
+        """A bucket driven below zero, e.g. a SHIP with no recorded stock."""
+        return self.available_qty < 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def position(state: KeyState, safety_stock: int, updated_at_ms: int) -> Position:
+    b = state.buckets
+    available = b[AVAILABLE]
+    reserved = state.reserved
+    return Position(
+        sku=state.sku,
+        location=state.location,
+        atp=max(0, available - reserved - safety_stock),
+        available_qty=available,
+        on_hand=b[0] + b[1] + b[2] + b[3],
+        reserved=reserved,
+        non_sellable=b[1] + b[2] + b[3],
+        inbound=state.inbound,
+        safety_stock=safety_stock,
+        shortfall=max(0, reserved + safety_stock - available),
+        version=state.version,
+        as_of=state.max_event_ms,
+        updated_at=updated_at_ms,
+    )
+
+
+def network_total(positions: list[dict[str, Any]]) -> dict[str, int]:
+    """The network view of a SKU: each quantity summed over its locations."""
+    return {f: sum(int(p[f]) for p in positions) for f in FIELDS}

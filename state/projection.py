@@ -1,0 +1,67 @@
+"""The Redis projection of positions: key layout, the version-guarded write, and reading back.
+
+Layout (``{sku}`` is a Redis Cluster hash tag, so a SKU's locations share one slot):
+- ``<prefix>:pos:{<sku>}:<location>``: hash of every position field;
+- ``<prefix>:locs:{<sku>}``: set of the SKU's locations, for the network view.
+
+Writes are at-least-once (Bytewax re-emits after a restart), so a write lands only if its
+``version`` is higher than the stored one: a replayed older position never overwrites a newer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from state.position import Position
+
+# KEYS[1] position hash, KEYS[2] the SKU's location set; ARGV[1] version, ARGV[2] location,
+# ARGV[3..] field/value pairs. Returns 1 when written, 0 when an equal or newer version is stored.
+GUARDED_WRITE = """
+local cur = redis.call('HGET', KEYS[1], 'version')
+if cur and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+redis.call('SADD', KEYS[2], ARGV[2])
+return 1
+"""
+
+INT_FIELDS = (
+    "atp", "available_qty", "on_hand", "reserved", "non_sellable", "inbound",
+    "safety_stock", "shortfall", "version", "as_of", "updated_at",
+)
+
+
+@dataclass(frozen=True)
+class KeySpace:
+    """Names of the Redis keys under one prefix."""
+
+    prefix: str = "atp"
+
+    def position(self, sku: str, location: str) -> str:
+        return f"{self.prefix}:pos:{{{sku}}}:{location}"
+
+    def locations(self, sku: str) -> str:
+        return f"{self.prefix}:locs:{{{sku}}}"
+
+
+def write_args(p: Position) -> list[Any]:
+    """ARGV for ``GUARDED_WRITE``."""
+    return [
+        p.version, p.location,
+        "sku", p.sku, "location", p.location, "atp", p.atp, "available_qty", p.available_qty,
+        "on_hand", p.on_hand, "reserved", p.reserved, "non_sellable", p.non_sellable,
+        "inbound", p.inbound, "safety_stock", p.safety_stock, "shortfall", p.shortfall,
+        "version", p.version, "as_of", p.as_of, "updated_at", p.updated_at,
+    ]
+
+
+def from_hash(raw: dict[Any, Any]) -> dict[str, Any] | None:
+    """A stored hash as typed fields, or None for a missing key."""
+    if not raw:
+        return None
+    out: dict[str, Any] = {}
+    for k, v in raw.items():
+        k = k.decode() if isinstance(k, bytes) else k
+        v = v.decode() if isinstance(v, bytes) else v
+        out[k] = int(v) if k in INT_FIELDS else v
+    return out

@@ -1,0 +1,58 @@
+"""Safety stock: a per-location default and per sku@location overrides, from a TOML file.
+
+    [locations]
+    DC-01 = 5
+
+    [items]
+    "SKU-1@DC-01" = 10
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from atp.errors import ConfigError
+from state.events import ID_RE
+
+
+@dataclass(frozen=True)
+class SafetyStock:
+    locations: dict[str, int] = field(default_factory=dict)
+    items: dict[str, int] = field(default_factory=dict)
+
+    def for_key(self, sku: str, location: str) -> int:
+        if self.items:
+            value = self.items.get(f"{sku}@{location}")
+            if value is not None:
+                return value
+        return self.locations.get(location, 0)
+
+    @classmethod
+    def from_file(cls, path: Path | None) -> "SafetyStock":
+        if path is None:
+            return cls()
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise ConfigError(f"safety stock file {path}: {exc}") from exc
+        unknown = set(data) - {"locations", "items"}
+        if unknown:
+            raise ConfigError(f"safety stock file {path}: unknown tables {sorted(unknown)}; use [locations] and [items]")
+        locations = _section(path, data.get("locations", {}), key_is_pair=False)
+        items = _section(path, data.get("items", {}), key_is_pair=True)
+        return cls(locations, items)
+
+
+def _section(path: Path, table: dict[str, object], key_is_pair: bool) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for key, value in table.items():
+        parts = key.split("@") if key_is_pair else [key]
+        if len(parts) != (2 if key_is_pair else 1) or not all(ID_RE.fullmatch(p) for p in parts):
+            want = "SKU@LOCATION" if key_is_pair else "a location id"
+            raise ConfigError(f"safety stock file {path}: key {key!r} is not {want}")
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"safety stock file {path}: {key} = {value!r} must be an integer >= 0")
+        out[key] = value
+    return out
