@@ -83,7 +83,8 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
 def create_topics(settings: Settings, timeout_s: float = 15.0) -> dict[str, str]:
     """Create every topic; returns topic -> ``created`` | ``exists``."""
     result: dict[str, str] = {}
-    futures = admin(settings).create_topics(topic_specs(settings), request_timeout=timeout_s)
+    client = admin(settings)  # must outlive the futures
+    futures = client.create_topics(topic_specs(settings), request_timeout=timeout_s)
     for topic, fut in futures.items():
         try:
             fut.result(timeout=timeout_s)

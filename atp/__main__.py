@@ -1,0 +1,3 @@
+from atp.cli import app
+
+app(prog_name="atp")

@@ -1,0 +1,188 @@
+"""The ``atp`` command: local stack, topics, dataflow, API, producing, simulating and a demo."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from atp.config import Settings, load_settings
+from atp.errors import AtpError
+
+app = typer.Typer(help="atp-stream: streaming available-to-promise.", no_args_is_help=True, add_completion=False)
+stack_app = typer.Typer(help="The embedded local stack (Kafka-protocol broker + Redis).", no_args_is_help=True)
+topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+app.add_typer(topics_app, name="topics")
+console = Console()
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def friendly(fn: F) -> F:
+    """Turn expected errors into one clear line and exit code 2, and Ctrl-C into exit code 130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except AtpError as exc:
+            err.print(f"[red]error:[/red] {exc}")
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            err.print("interrupted")
+            raise typer.Exit(130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def settings() -> Settings:
+    from atp import logs
+
+    logs.setup()
+    return load_settings()
+
+
+@stack_app.command("up")
+@friendly
+def stack_up() -> None:
+    """Start the broker and Redis (if not running) and create the topics."""
+    from atp.stack import Stack
+
+    s = settings()
+    for name, what in Stack(s).up().items():
+        console.print(f"{name:8} {what}")
+    console.print(f"topics   ready ({s.topic_partitions} partitions each); state in {s.state_dir}/")
+
+
+@stack_app.command("down")
+@friendly
+def stack_down() -> None:
+    """Stop every process this stack started (API, dataflow, Redis, broker)."""
+    from atp.stack import Stack
+
+    stopped = Stack(settings()).down()
+    console.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@stack_app.command("status")
+@friendly
+def stack_status() -> None:
+    """Show which processes of this stack are running."""
+    from atp.stack import Stack
+
+    for name, pid in Stack(settings()).status().items():
+        console.print(f"{name:8} {'running (pid ' + str(pid) + ')' if pid else 'stopped'}")
+
+
+@topics_app.command("create")
+@friendly
+def topics_create() -> None:
+    """Create the input, availability and dead-letter topics (existing ones are kept)."""
+    from dataflows.kafka_io import create_topics
+
+    for topic, outcome in create_topics(settings()).items():
+        console.print(f"{topic:32} {outcome}")
+
+
+@app.command()
+@friendly
+def run() -> None:
+    """Run the dataflow in the foreground (Ctrl-C stops it; recovery resumes where it stopped)."""
+    from dataflows.run import run as run_flow
+
+    run_flow(settings())
+
+
+@app.command()
+@friendly
+def serve() -> None:
+    """Serve the availability API in the foreground."""
+    import uvicorn
+
+    from serving.main import create_app
+
+    s = settings()
+    uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_level="warning", access_log=False)
+
+
+@app.command()
+@friendly
+def produce(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="JSONL: one {topic, event} a line")) -> None:
+    """Send canonical JSON events to Kafka as Avro; invalid lines are reported and not sent."""
+    from atp.jsonl import parse_lines
+    from atp.producer import EventProducer
+    from dataflows.kafka_io import check_kafka
+
+    s = settings()
+    check_kafka(s)
+    producer = EventProducer(s)
+    bad = 0
+    with file.open() as fh:
+        for line in parse_lines(fh):
+            if line.error is None:
+                try:
+                    producer.send(line.alias, line.record)  # type: ignore[arg-type]
+                    continue
+                except (ValueError, TypeError) as exc:  # the Avro encoder's complaints
+                    line = type(line)(line.number, error=f"cannot encode: {exc}")
+            bad += 1
+            err.print(f"{file}:{line.number}: {line.error}")
+    undelivered = producer.flush()
+    console.print(f"sent {producer.sent - undelivered - producer.failed}, invalid {bad}, failed {producer.failed + undelivered}")
+    if bad or producer.failed or undelivered:
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def simulate(
+    count: int = typer.Option(10_000, help="Events to send."),
+    rate: float = typer.Option(1000.0, help="Target events per second (0 = as fast as possible)."),
+    skus: int = typer.Option(200, help="Distinct SKUs (Zipf popularity)."),
+    locations: int = typer.Option(4, help="Distinct locations."),
+    seed: int = typer.Option(42, help="Random seed: the same seed gives the same events."),
+) -> None:
+    """Send a seeded, realistic stream of warehouse, order and snapshot events."""
+    from atp.producer import EventProducer
+    from dataflows.kafka_io import check_kafka
+    from loadtest.pace import send_paced
+    from loadtest.simulator import Simulator
+
+    s = settings()
+    check_kafka(s)
+    result = send_paced(Simulator(seed, skus, locations), EventProducer(s), rate, count)
+    console.print(f"sent {result.sent} events in {result.seconds:.1f} s ({result.rate:,.0f}/s), failed {result.failed}")
+    if result.interrupted:
+        raise typer.Exit(130)
+
+
+@app.command()
+@friendly
+def demo(
+    count: int = typer.Option(20_000, help="Events to simulate."),
+    rate: float = typer.Option(4000.0, help="Events per second."),
+) -> None:
+    """Start everything, stream a short simulation, and show the busiest SKUs' ATP."""
+    from atp.demo import run_demo
+
+    table_rows, api = run_demo(settings(), count, rate, console)
+    table = Table(title="Busiest SKUs: network ATP (sum over locations)")
+    for col in ("sku", "atp", "available", "reserved", "on hand", "inbound", "locations"):
+        table.add_column(col, justify="right" if col != "sku" else "left")
+    for row in table_rows:
+        table.add_row(*(str(v) for v in row))
+    console.print(table)
+    sku = table_rows[0][0] if table_rows else "SKU-00001"
+    console.print(f"\nTry:  curl {api}/v1/availability/{sku}\n      curl {api}/v1/availability/{sku}/DC-01")
+    console.print(f"Docs: {api}/docs    Metrics: {api}/metrics")
+    console.print("Everything keeps running; stop it with `.venv/bin/atp stack down` (or `make down`).")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

@@ -1,0 +1,1 @@
+"""How positions are read: the FastAPI availability service."""

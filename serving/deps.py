@@ -1,0 +1,16 @@
+"""Shared dependencies as ``Annotated`` aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from serving.store import PositionStore
+
+
+def get_store(request: Request) -> PositionStore:
+    return request.app.state.store  # type: ignore[no-any-return]
+
+
+StoreDep = Annotated[PositionStore, Depends(get_store)]

@@ -1,0 +1,53 @@
+"""Creates the app and includes the routers; nothing else."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import redis.asyncio as aioredis
+from fastapi import FastAPI
+
+from atp.config import Settings
+from serving import errors
+from serving.metrics import MetricsMiddleware
+from serving.routes import availability, health
+from serving.store import PositionStore
+from state.projection import KeySpace
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        client = aioredis.Redis.from_url(
+            settings.redis_url, max_connections=64, socket_timeout=2, socket_connect_timeout=2
+        )
+        app.state.store = PositionStore(client, KeySpace(settings.redis_key_prefix))
+        try:
+            await client.ping()
+        except aioredis.RedisError as exc:  # serve anyway: /readyz and 503s tell clients
+            log.warning("redis not reachable at start url=%s error=%s", settings.redis_url, exc)
+        yield
+        await client.aclose()
+
+    app = FastAPI(
+        title="atp-stream availability API",
+        version="1.0.0",
+        summary="Available-to-promise per item and location, fresh from the event stream.",
+        lifespan=lifespan,
+    )
+    errors.install(app)
+    app.include_router(availability.router)
+    app.include_router(health.router)
+    app.add_middleware(MetricsMiddleware)
+    return app
+
+
+def main_app() -> FastAPI:
+    """Factory for ``uvicorn --factory serving.main:main_app``."""
+    from atp.config import load_settings
+
+    return create_app(load_settings())

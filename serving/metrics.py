@@ -1,0 +1,39 @@
+"""API metrics, labelled by route template (never by SKU), via a plain ASGI middleware."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prometheus_client import Counter, Histogram
+
+REQUESTS = Counter("atp_api_requests_total", "API requests by route template and status.", ["route", "status"])
+LATENCY = Histogram(
+    "atp_api_request_seconds", "API request latency by route template.", ["route"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)
+
+
+class MetricsMiddleware:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            label = getattr(route, "path", None) or "unmatched"
+            REQUESTS.labels(label, str(status[0])).inc()
+            LATENCY.labels(label).observe(time.perf_counter() - started)

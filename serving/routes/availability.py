@@ -1,0 +1,65 @@
+"""Availability reads: one key, one SKU across locations, and batches."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Path
+
+from serving.deps import StoreDep
+from serving.errors import ERROR_RESPONSES, ApiError
+from serving.models import (
+    ID_PATTERN,
+    Availability,
+    Quantities,
+    QueryRequest,
+    QueryResponse,
+    QueryResult,
+    SkuAvailability,
+)
+from state.position import network_total
+
+router = APIRouter(prefix="/v1/availability", tags=["availability"], responses=ERROR_RESPONSES)
+
+SkuPath = Annotated[str, Path(pattern=ID_PATTERN, description="Item id")]
+LocationPath = Annotated[str, Path(pattern=ID_PATTERN, description="Location id")]
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@router.get("/{sku}/{location}", response_model=Availability, summary="ATP of one item at one location")
+async def get_position(sku: SkuPath, location: LocationPath, store: StoreDep) -> Availability:
+    stored = await store.get(sku, location)
+    if stored is None:
+        raise ApiError(404, "not_found", f"no position for {sku}@{location}")
+    return Availability.from_stored(stored, _now_ms())
+
+
+@router.get("/{sku}", response_model=SkuAvailability, summary="ATP of one item at every location, with totals")
+async def get_sku(sku: SkuPath, store: StoreDep) -> SkuAvailability:
+    stored = await store.for_sku(sku)
+    if not stored:
+        raise ApiError(404, "not_found", f"no positions for {sku}")
+    now = _now_ms()
+    return SkuAvailability(
+        sku=sku,
+        locations=[Availability.from_stored(s, now) for s in stored],
+        total=Quantities(**network_total(stored)),
+    )
+
+
+@router.post("/query", response_model=QueryResponse, summary="Up to 1000 keys in one request, in request order")
+async def query(request: QueryRequest, store: StoreDep) -> QueryResponse:
+    pairs = [(i.sku, i.location) for i in request.items]
+    found = await store.get_many(pairs)
+    now = _now_ms()
+    return QueryResponse(
+        results=[
+            QueryResult(sku=sku, location=loc, found=s is not None,
+                        availability=Availability.from_stored(s, now) if s is not None else None)
+            for (sku, loc), s in zip(pairs, found)
+        ]
+    )

@@ -1,0 +1,31 @@
+"""Liveness, readiness and the Prometheus endpoint."""
+
+from __future__ import annotations
+
+import redis.exceptions
+from fastapi import APIRouter, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from serving.deps import StoreDep
+from serving.errors import ApiError
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz", summary="The process is up")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@router.get("/readyz", summary="Redis is reachable", responses={503: {"description": "Redis unreachable"}})
+async def readyz(store: StoreDep) -> dict[str, str]:
+    try:
+        await store.ping()
+    except redis.exceptions.RedisError as exc:
+        raise ApiError(503, "store_unavailable", f"Redis unreachable: {type(exc).__name__}: {exc}") from None
+    return {"status": "ready"}
+
+
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
