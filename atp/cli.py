@@ -19,8 +19,9 @@ stack_app = typer.Typer(help="The embedded local stack (Kafka-protocol broker + 
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
-console = Console()
-err = Console(stderr=True)
+# soft_wrap: messages stay one line each when piped (greppable, file:line: message).
+console = Console(soft_wrap=True, highlight=False)
+err = Console(stderr=True, soft_wrap=True, highlight=False)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -32,7 +33,7 @@ def friendly(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except AtpError as exc:
-            err.print(f"[red]error:[/red] {exc}")
+            err.print("error:", str(exc), style="red", markup=False)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             err.print("interrupted")
@@ -132,7 +133,7 @@ def produce(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="
                 except (ValueError, TypeError) as exc:  # the Avro encoder's complaints
                     line = type(line)(line.number, error=f"cannot encode: {exc}")
             bad += 1
-            err.print(f"{file}:{line.number}: {line.error}")
+            err.print(f"{file}:{line.number}: {line.error}", markup=False)
     undelivered = producer.flush()
     console.print(f"sent {producer.sent - undelivered - producer.failed}, invalid {bad}, failed {producer.failed + undelivered}")
     if bad or producer.failed or undelivered:

@@ -25,6 +25,8 @@ from atp.errors import StackError
 log = logging.getLogger(__name__)
 
 # Stop order: consumers before the services they use.
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}  # started by this process: reaped, never warned about
+
 STOP_ORDER = ("api", "dataflow", "redis", "broker")
 
 
@@ -127,6 +129,7 @@ class Stack:
             start_new_session=True, env=dict(env) if env is not None else None,
         )
         logfile.close()
+        _CHILDREN[proc.pid] = proc
         record = {"pid": proc.pid, "exe": argv[0], "argv": argv, "started_at": time.time()}
         (self.pid_dir / f"{name}.json").write_text(json.dumps(record))
         return proc.pid
@@ -220,7 +223,8 @@ def _kafka_ready(bootstrap: str) -> bool:
     from confluent_kafka.admin import AdminClient
 
     try:
-        AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=1)
+        # log_level 3: connection-refused noise while the broker starts is expected here.
+        AdminClient({"bootstrap.servers": bootstrap, "log_level": 3}).list_topics(timeout=1)
         return True
     except KafkaException:
         return False
@@ -236,6 +240,12 @@ def _redis_ready(url: str) -> bool:
 
 
 def _alive(pid: int) -> bool:
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        if child.poll() is None:
+            return True
+        del _CHILDREN[pid]
+        return False
     try:
         state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
     except OSError:

@@ -1,0 +1,121 @@
+"""Fixtures: a real embedded broker and redis-server for the session, unique topics per test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import redis
+
+from atp.config import Settings, env_name, load_settings
+from atp.demo import events_processed
+from atp.stack import Stack, free_port
+from dataflows.kafka_io import create_topics
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Broker and Redis on free loopback ports, started for the session and stopped after it."""
+    s = load_settings({}, state_dir=tmp_path_factory.mktemp("stack"),
+                      kafka_bootstrap=f"127.0.0.1:{free_port()}", redis_url=f"redis://127.0.0.1:{free_port()}/0")
+    stack = Stack(s)
+    stack.up(create_topics=False)
+    yield s
+    stack.down()
+
+
+@pytest.fixture
+def settings(stack_settings: Settings, tmp_path: Path) -> Settings:
+    """Settings of one test: its own topics, Redis key prefix, state dir and ports."""
+    tag = uuid.uuid4().hex[:8]
+    s = load_settings(
+        {}, **{**stack_settings.model_dump(exclude_none=True),
+               "state_dir": tmp_path / "state", "redis_key_prefix": f"t{tag}",
+               "topic_wms": f"wms.{tag}", "topic_orders": f"orders.{tag}", "topic_snapshots": f"snapshots.{tag}",
+               "topic_availability": f"availability.{tag}", "topic_dead_letter": f"dead-letter.{tag}",
+               "metrics_port": free_port(), "api_port": free_port(), "snapshot_interval_s": 1.0}
+    )
+    create_topics(s)
+    return s
+
+
+@pytest.fixture
+def rclient(stack_settings: Settings) -> Iterator[redis.Redis]:
+    client = redis.Redis.from_url(stack_settings.redis_url)
+    yield client
+    client.close()
+
+
+def env_of(s: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ATP_")}
+    env.update({env_name(k): str(v) for k, v in s.model_dump(exclude_none=True).items()})
+    return env
+
+
+class Proc:
+    """A child ``atp`` process (dataflow or API) with its log, for tests."""
+
+    def __init__(self, args: list[str], s: Settings, log: Path) -> None:
+        self.log = log
+        self._fh = log.open("ab")
+        self.p = subprocess.Popen([sys.executable, "-m", "atp", *args], env=env_of(s), cwd=ROOT,
+                                  stdout=self._fh, stderr=subprocess.STDOUT)
+
+    def tail(self) -> str:
+        return self.log.read_text()[-3000:]
+
+    def stop(self, sig: int | None = None) -> int:
+        if self.p.poll() is None:
+            if sig is None:
+                self.p.terminate()
+            else:
+                self.p.send_signal(sig)
+            try:
+                self.p.wait(15)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait()
+        self._fh.close()
+        return self.p.returncode
+
+
+@pytest.fixture
+def start(settings: Settings, tmp_path: Path) -> Iterator:
+    procs: list[Proc] = []
+
+    def _start(*args: str, s: Settings | None = None) -> Proc:
+        proc = Proc(list(args), s or settings, tmp_path / f"{args[0]}-{len(procs)}.log")
+        procs.append(proc)
+        return proc
+
+    yield _start
+    for proc in procs:
+        proc.stop()
+
+
+def wait_until(predicate, timeout_s: float, what: str, proc: Proc | None = None, interval: float = 0.1):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc is not None and proc.p.poll() is not None:
+            raise AssertionError(f"process exited while waiting for {what}:\n{proc.tail()}")
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout_s} s waiting for {what}" + (f":\n{proc.tail()}" if proc else ""))
+
+
+def processed(s: Settings) -> int:
+    try:
+        return events_processed(f"http://{s.metrics_host}:{s.metrics_port}/metrics")
+    except httpx.HTTPError:
+        return -1

@@ -1,0 +1,95 @@
+"""The dataflow on TestingSource/TestingSink: positions, dead letters, duplicates, several workers."""
+
+from __future__ import annotations
+
+from bytewax.connectors.kafka import KafkaSourceMessage
+from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
+
+from atp.config import load_settings
+from dataflows.flow import FlowIO, build_flow, deps_from_settings
+from loadtest.simulator import Simulator
+from schemas import Encoder, default_store
+from tests.builders import order, wms
+from tests.reference import fold_all, quantities
+
+SETTINGS = load_settings({})
+ENC = Encoder(default_store())
+RECORD = {"wms": "WarehouseEvent", "orders": "OrderLineEvent", "snapshots": "InventorySnapshot"}
+
+
+def message(item, offset, key=None, value=None):
+    alias, rec = item
+    topic = SETTINGS.topic_alias(alias)
+    return KafkaSourceMessage(
+        key=key if key is not None else f"{rec['sku']}@{rec['location']}".encode(),
+        value=value if value is not None else ENC.encode(RECORD[alias], rec),
+        topic=topic, partition=0, offset=offset, headers=[("trace", b"abc")],
+    )
+
+
+def run_flow(msgs, workers=1):
+    positions, out = [], []
+    flow = build_flow(FlowIO(TestingSource(msgs), TestingSink(positions), TestingSink(out)), deps_from_settings(SETTINGS))
+    if workers == 1:
+        run_main(flow)
+    else:
+        cluster_main(flow, [], 0, worker_count_per_proc=workers)
+    return positions, out
+
+
+def latest(positions):
+    best = {}
+    for p in positions:
+        if p.key not in best or p.version > best[p.key].version:
+            best[p.key] = p
+    return {k: quantities(p) for k, p in best.items()}
+
+
+def test_positions_match_the_fold_and_feed_the_availability_topic():
+    sim = Simulator(seed=11, skus=25, locations=3)
+    items = [sim.next() for _ in range(3000)]
+    positions, out = run_flow([message(it, i) for i, it in enumerate(items)])
+    assert latest(positions) == {k: quantities(p) for k, p in fold_all(items).items()}
+    feed = [m for m in out if m.topic == SETTINGS.topic_availability]
+    assert len(feed) == len(positions)
+    assert {m.key.decode() for m in feed} == {p.key for p in positions}
+
+
+def test_two_workers_give_the_same_positions():
+    sim = Simulator(seed=12, skus=25, locations=3)
+    items = [sim.next() for _ in range(3000)]
+    positions, _ = run_flow([message(it, i) for i, it in enumerate(items)], workers=2)
+    assert latest(positions) == {k: quantities(p) for k, p in fold_all(items).items()}
+
+
+def test_versions_increase_per_key_and_duplicates_publish_nothing():
+    r = wms("RECEIPT", qty=5, event_id="same")
+    positions, out = run_flow([message(r, 0), message(r, 1), message(order("RESERVE", "L1", 2), 2), message(r, 3)])
+    assert [(p.version, p.atp) for p in positions] == [(1, 5), (2, 3)]
+    assert not [m for m in out if m.topic == SETTINGS.topic_dead_letter]
+
+
+def test_bad_input_goes_to_the_dead_letter_topic_and_the_flow_goes_on():
+    good = wms("RECEIPT", qty=5)
+    valid_avro_bad_semantics = wms("RECEIPT", qty=-5)
+    payload = ENC.encode("WarehouseEvent", good[1])
+    msgs = [
+        message(good, 0, value=b"\x07garbage"),  # wrong magic byte
+        message(good, 1, value=payload[:2] + b"\x11" * 8 + payload[10:]),  # unknown fingerprint
+        message(good, 2, value=payload[:-3]),  # truncated
+        message(valid_avro_bad_semantics, 3),  # valid Avro, invalid semantics
+        message(good, 4, key=b"SKU-1@DC-99"),  # key does not match sku@location
+        message(good, 5, value=ENC.encode("OrderLineEvent", order("RESERVE", "L1", 1)[1])),  # wrong topic
+        message(good, 6),
+    ]
+    positions, out = run_flow(msgs)
+    assert [p.available_qty for p in positions] == [5]
+    dead = [m for m in out if m.topic == SETTINGS.topic_dead_letter]
+    reasons = [dict(m.headers)["atp.error.reason"].decode() for m in dead]
+    assert reasons == ["bad_magic", "unknown_schema", "truncated", "invalid_quantity", "key_mismatch", "wrong_topic"]
+    first = dict(dead[0].headers)
+    assert dead[0].value == b"\x07garbage" and dead[0].key == b"SKU-1@DC-01"
+    assert first["trace"] == b"abc"  # original headers kept
+    assert first["atp.source.topic"] == SETTINGS.topic_wms.encode()
+    assert (first["atp.source.partition"], first["atp.source.offset"]) == (b"0", b"0")
+    assert first["atp.error.class"] == b"DecodeError" and b"c301" in first["atp.error.message"]
