@@ -223,8 +223,8 @@ def _kafka_ready(bootstrap: str) -> bool:
     from confluent_kafka.admin import AdminClient
 
     try:
-        # log_level 3: connection-refused noise while the broker starts is expected here.
-        AdminClient({"bootstrap.servers": bootstrap, "log_level": 3}).list_topics(timeout=1)
+        # log_level 0: connection-refused noise while the broker starts is expected here.
+        AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=1)
         return True
     except KafkaException:
         return False
