@@ -1,0 +1,118 @@
+"""The availability API and the version-guarded Redis projection, against the real Redis."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from atp.config import Settings
+from atp.stack import free_port
+from dataflows.redis_sink import RedisPositionSink
+from serving.main import create_app
+from state.position import Position
+from state.projection import KeySpace
+
+pytestmark = pytest.mark.integration
+
+
+def pos(sku="SKU-1", location="DC-01", version=1, available=10, reserved=2, **kw):
+    fields = dict(atp=max(0, available - reserved), available_qty=available, on_hand=available, reserved=reserved,
+                  non_sellable=0, inbound=0, safety_stock=0, shortfall=max(0, reserved - available),
+                  as_of=1_767_225_600_000, updated_at=1_767_225_600_050)
+    fields.update(kw)
+    return Position(sku=sku, location=location, version=version, **fields)
+
+
+@pytest.fixture
+def sink(settings: Settings):
+    part = RedisPositionSink(settings.redis_url, KeySpace(settings.redis_key_prefix)).build("t", 0, 1)
+    yield part
+    part.close()
+
+
+@pytest.fixture
+def client(settings: Settings):
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def test_version_guard_and_in_batch_coalescing(sink, rclient, settings):
+    ks = KeySpace(settings.redis_key_prefix)
+    sink.write_batch([pos(version=3, available=30), pos(version=5, available=50), pos(version=4, available=40)])
+    assert rclient.hget(ks.position("SKU-1", "DC-01"), "available_qty") == b"50"
+    sink.write_batch([pos(version=2, available=20), pos(version=5, available=55)])  # replayed: older or equal
+    assert rclient.hget(ks.position("SKU-1", "DC-01"), "available_qty") == b"50"
+    sink.write_batch([pos(version=6, available=60)])
+    assert rclient.hget(ks.position("SKU-1", "DC-01"), "available_qty") == b"60"
+    assert rclient.smembers(ks.locations("SKU-1")) == {b"DC-01"}
+
+
+def test_the_sink_reloads_its_script_after_redis_forgets_it(sink, rclient, settings):
+    rclient.script_flush()  # as after a Redis restart
+    sink.write_batch([pos(version=1, available=7)])
+    assert rclient.hget(KeySpace(settings.redis_key_prefix).position("SKU-1", "DC-01"), "available_qty") == b"7"
+
+
+def test_one_key(sink, client):
+    sink.write_batch([pos(version=7, available=12, reserved=5)])
+    r = client.get("/v1/availability/SKU-1/DC-01")
+    assert r.status_code == 200
+    body = r.json()
+    assert (body["atp"], body["reserved"], body["version"]) == (7, 5, 7)
+    assert body["as_of"] == "2026-01-01T00:00:00Z" and body["updated_at"] == "2026-01-01T00:00:00.050000Z"
+    assert body["lag_ms"] > 0
+    assert set(body) == {"sku", "location", "atp", "available_qty", "on_hand", "reserved", "non_sellable", "inbound",
+                         "safety_stock", "shortfall", "version", "as_of", "updated_at", "lag_ms"}
+
+
+def test_unknown_key_is_404_and_invalid_id_is_422(client):
+    r = client.get("/v1/availability/SKU-404/DC-01")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = client.get("/v1/availability/-bad/DC-01")
+    assert r.status_code == 422
+    err = r.json()["error"]
+    assert err["code"] == "invalid_request" and "sku" in err["message"]
+
+
+def test_network_view_sums_locations(sink, client):
+    sink.write_batch([pos(location="DC-01", available=10, reserved=2), pos(location="DC-02", available=5, reserved=7)])
+    body = client.get("/v1/availability/SKU-1").json()
+    assert [loc["location"] for loc in body["locations"]] == ["DC-01", "DC-02"]
+    assert body["total"]["atp"] == 8 and body["total"]["shortfall"] == 2 and body["total"]["available_qty"] == 15
+    assert client.get("/v1/availability/SKU-NONE").status_code == 404
+
+
+def test_batch_query_keeps_request_order_and_limits_size(sink, client):
+    sink.write_batch([pos(sku="A", available=1, reserved=0), pos(sku="B", available=2, reserved=0)])
+    items = [{"sku": "B", "location": "DC-01"}, {"sku": "X", "location": "DC-01"}, {"sku": "A", "location": "DC-01"}]
+    results = client.post("/v1/availability/query", json={"items": items}).json()["results"]
+    assert [(r["sku"], r["found"]) for r in results] == [("B", True), ("X", False), ("A", True)]
+    assert results[0]["availability"]["atp"] == 2
+    too_many = client.post("/v1/availability/query", json={"items": [items[0]] * 1001})
+    assert too_many.status_code == 422 and "1000" in too_many.json()["error"]["message"]
+    empty = client.post("/v1/availability/query", json={"items": []})
+    assert empty.status_code == 422
+    bad = client.post("/v1/availability/query", json={"items": [{"sku": "a b", "location": "DC-01"}]})
+    assert bad.status_code == 422
+
+
+def test_health_readiness_metrics_and_openapi(client):
+    assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.get("/readyz").json() == {"status": "ready"}
+    client.get("/v1/availability/SKU-9/DC-01")
+    text = client.get("/metrics").text
+    assert 'atp_api_requests_total{route="/v1/availability/{sku}/{location}",status="404"}' in text
+    assert "SKU-9" not in text  # never a label per SKU
+    spec = client.get("/openapi.json").json()
+    assert {"/v1/availability/{sku}/{location}", "/v1/availability/{sku}", "/v1/availability/query",
+            "/healthz", "/readyz", "/metrics"} <= set(spec["paths"])
+
+
+def test_redis_down_gives_503_with_the_error_body(settings):
+    down = settings.model_copy(update={"redis_url": f"redis://127.0.0.1:{free_port()}/0"})
+    with TestClient(create_app(down)) as client:
+        r = client.get("/v1/availability/SKU-1/DC-01")
+        assert r.status_code == 503 and r.json()["error"]["code"] == "store_unavailable"
+        assert client.get("/readyz").status_code == 503
+        assert client.post("/v1/availability/query", json={"items": [{"sku": "A", "location": "B"}]}).status_code == 503
+        assert client.get("/healthz").status_code == 200
