@@ -42,3 +42,14 @@ def test_valid_events_parse():
     assert parse(snapshot(3)).on_hand == 3
     moved = parse(wms("TRANSFER_IN", qty=2, from_location="DC-02", transfer_id="T1"))
     assert moved.other_location == "DC-02"
+
+
+def test_the_readme_example_file_is_valid():
+    from pathlib import Path
+
+    from atp.jsonl import parse_lines
+
+    path = Path(__file__).resolve().parent.parent / "docs" / "examples" / "events.jsonl"
+    with path.open() as fh:
+        lines = list(parse_lines(fh))
+    assert len(lines) == 6 and [line.error for line in lines] == [None] * 6
