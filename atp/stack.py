@@ -107,16 +107,23 @@ class Stack:
         if rec is None:
             return None
         pid = int(rec["pid"])  # type: ignore[call-overload]
+        if _alive(pid) and self._is_ours(pid, rec):
+            return pid
+        (self.pid_dir / f"{name}.json").unlink(missing_ok=True)
+        return None
+
+    @staticmethod
+    def _is_ours(pid: int, rec: dict[str, object]) -> bool:
+        """Guards against a recycled PID. Between fork and exec a child's cmdline is its parent's
+        (or empty), so a process younger than a few seconds is trusted."""
+        if pid in _CHILDREN or time.time() - float(rec.get("started_at", 0)) < 5:  # type: ignore[arg-type]
+            return True
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
-            cmdline, state = [], "X"
+            return False
         # Substring match: redis-server rewrites its process title ("redis-server host:port").
-        if state in ("Z", "X") or os.fsencode(str(rec["exe"])) not in b" ".join(cmdline[:3]):
-            (self.pid_dir / f"{name}.json").unlink(missing_ok=True)
-            return None
-        return pid
+        return os.fsencode(str(rec["exe"])) in b" ".join(cmdline[:3])
 
     def start(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> int:
         if (pid := self.pid(name)) is not None:
