@@ -25,7 +25,6 @@ def source(settings: Settings, tail: bool = True) -> KafkaSource:
         batch_size=settings.kafka_batch_size,
         # Errors travel as data (logged by the decode step); the consumer retries on its own.
         raise_on_errors=False,
-        add_config={"fetch.wait.max.ms": "10"},
     )
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import signal
 from datetime import timedelta
+from typing import Any
 
 import redis
 from bytewax.run import cli_main
@@ -39,7 +41,20 @@ def recovery_config(settings: Settings) -> RecoveryConfig | None:
     return RecoveryConfig(str(directory), backup_interval=timedelta(0))
 
 
+_stop_requested: list[str] = []
+
+
+def _interrupt(signum: int, _frame: Any) -> None:
+    _stop_requested.append(signal.Signals(signum).name)
+    raise KeyboardInterrupt(_stop_requested[-1])
+
+
 def run(settings: Settings) -> None:
+    # Bytewax checks for Python signals between activations and stops on KeyboardInterrupt.
+    # Install the handlers explicitly: a process started in the background inherits SIGINT as
+    # ignored, and SIGTERM (docker stop, `atp stack down`) would otherwise kill it mid-batch.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     kafka_io.check_kafka(settings)
     check_redis(settings.redis_url)
     if settings.metrics_port:
@@ -49,9 +64,16 @@ def run(settings: Settings) -> None:
         "dataflow starting brokers=%s redis=%s workers=%d recovery=%s",
         settings.kafka_bootstrap, settings.redis_url, settings.workers, settings.recovery,
     )
-    cli_main(
-        flow,
-        workers_per_process=settings.workers,
-        epoch_interval=timedelta(seconds=settings.snapshot_interval_s),
-        recovery_config=recovery_config(settings),
-    )
+    try:
+        cli_main(
+            flow,
+            workers_per_process=settings.workers,
+            epoch_interval=timedelta(seconds=settings.snapshot_interval_s),
+            recovery_config=recovery_config(settings),
+        )
+    except BaseException:
+        # Bytewax wraps the KeyboardInterrupt in its own runtime error; a stop we asked for is
+        # not a failure.
+        if not _stop_requested:
+            raise
+        log.info("dataflow stopped by %s; the next run resumes from the last snapshot", _stop_requested[0])

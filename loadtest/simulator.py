@@ -15,7 +15,7 @@ from typing import Any
 Event = tuple[str, dict[str, Any]]  # (topic alias, canonical record)
 
 MIX = {
-    "RESERVE": 30, "SHIP": 18, "RELEASE": 5, "RECEIPT": 14, "SHORT_PICK": 2, "ADJUST": 3, "COUNT": 3,
+    "RESERVE": 26, "SHIP": 22, "RELEASE": 5, "RECEIPT": 14, "SHORT_PICK": 2, "ADJUST": 3, "COUNT": 3,
     "STATUS_MOVE": 4, "TRANSFER_OUT": 3, "TRANSFER_IN": 3, "RETURN": 3, "SNAPSHOT": 2,
 }
 REORDER_POINT = 150
@@ -62,12 +62,14 @@ class Simulator:
         if stock < 10 and kind not in ("TRANSFER_IN", "SNAPSHOT"):
             kind = "RECEIPT"
         elif kind == "RECEIPT" and stock > REORDER_POINT:
-            kind = "RESERVE"  # replenish only what sells, so stock stays realistic
+            kind = "SHIP"  # replenish only what sells, so stock stays realistic
         base = {"event_id": f"sim-{self.seed}-{self.seq}", "occurred_at": now_ms, "source": "simulator",
                 "sku": sku, "location": loc}
         lines = self.lines.setdefault(key, [])
         if kind in ("SHIP", "RELEASE") and not lines:
             kind = "RESERVE"
+        if kind == "RESERVE" and stock - sum(line[1] for line in lines) < 5:
+            kind = "RECEIPT"  # channels only reserve what is sellable
         if kind == "TRANSFER_IN" and not self.in_transit:
             kind = "RECEIPT"
         return getattr(self, "_" + kind.lower())(base, key, stock, lines)

@@ -122,3 +122,15 @@ def _get(url):
         return httpx.get(url, timeout=1).status_code
     except httpx.HTTPError:
         return None
+
+
+def test_sigterm_stops_the_dataflow_cleanly(settings, start):
+    import signal
+
+    producer = EventProducer(settings)
+    producer.send("wms", wms("RECEIPT", qty=3)[1])
+    assert producer.flush() == 0
+    flow = start("run")
+    wait_until(lambda: processed(settings) >= 1, 60, "one event processed", flow)
+    assert flow.stop(signal.SIGTERM) == 0
+    assert "dataflow stopped by SIGTERM" in flow.tail() and "Traceback" not in flow.tail()
