@@ -9,6 +9,7 @@ from typing import Any, Callable, TypeVar
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from atp.config import Settings, load_settings
@@ -40,6 +41,11 @@ def friendly(fn: F) -> F:
             raise typer.Exit(130) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _progress(label: str) -> Progress:
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=err, transient=True)
 
 
 def settings() -> Settings:
@@ -124,8 +130,11 @@ def produce(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="
     check_kafka(s)
     producer = EventProducer(s)
     bad = 0
-    with file.open() as fh:
+    with file.open() as fh, _progress("produce") as progress:
+        task = progress.add_task("lines", total=sum(1 for _ in fh))
+        fh.seek(0)
         for line in parse_lines(fh):
+            progress.update(task, completed=line.number)
             if line.error is None:
                 try:
                     producer.send(line.alias, line.record)  # type: ignore[arg-type]
@@ -133,7 +142,7 @@ def produce(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="
                 except (ValueError, TypeError) as exc:  # the Avro encoder's complaints
                     line = type(line)(line.number, error=f"cannot encode: {exc}")
             bad += 1
-            err.print(f"{file}:{line.number}: {line.error}", markup=False)
+            progress.console.print(f"{file}:{line.number}: {line.error}", markup=False)
     undelivered = producer.flush()
     console.print(f"sent {producer.sent - undelivered - producer.failed}, invalid {bad}, failed {producer.failed + undelivered}")
     if bad or producer.failed or undelivered:
