@@ -18,7 +18,7 @@ from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 
 from schemas.errors import DecodeError, SchemaError
-from schemas.store import SchemaStore, _strip_logical_types
+from schemas.store import SchemaStore, strip_logical_types
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
@@ -116,7 +116,7 @@ class Decoder:
         except Exception as exc:  # the registry client raises its own error types
             raise DecodeError("unknown_schema", f"schema id {schema_id} not found in the registry: {exc}") from exc
         raw = json.loads(schema_str)
-        writer = parse_schema(_strip_logical_types(raw))
+        writer = parse_schema(strip_logical_types(raw))
         name = f"{raw.get('namespace')}.{raw['name']}" if raw.get("namespace") else raw["name"]
         entry = (name, writer, self._reader_for(name, to_parsing_canonical_form(parse_schema(raw))))
         self._by_id[schema_id] = entry

@@ -38,12 +38,12 @@ class SchemaVersion:
         return to_parsing_canonical_form(self.parsed)
 
 
-def _strip_logical_types(node: Any) -> Any:
+def strip_logical_types(node: Any) -> Any:
     """Drop ``logicalType`` so the hot path reads timestamps as plain ints, not datetimes."""
     if isinstance(node, dict):
-        return {k: _strip_logical_types(v) for k, v in node.items() if k != "logicalType"}
+        return {k: strip_logical_types(v) for k, v in node.items() if k != "logicalType"}
     if isinstance(node, list):
-        return [_strip_logical_types(v) for v in node]
+        return [strip_logical_types(v) for v in node]
     return node
 
 
@@ -53,7 +53,7 @@ def _load(path: Path) -> SchemaVersion:
         revision = int(rev)
         raw = json.loads(path.read_text())
         parsed = parse_schema(copy.deepcopy(raw))
-        parsed_plain = parse_schema(_strip_logical_types(raw))
+        parsed_plain = parse_schema(strip_logical_types(raw))
     except (ValueError, KeyError, TypeError) as exc:
         raise SchemaError(f"cannot load schema {path.name}: {exc}; expected <Name>.<revision>.avsc") from exc
     full = f"{raw.get('namespace')}.{raw['name']}" if raw.get("namespace") else raw["name"]
