@@ -93,3 +93,17 @@ def test_bad_input_goes_to_the_dead_letter_topic_and_the_flow_goes_on():
     assert first["atp.source.topic"] == SETTINGS.topic_wms.encode()
     assert (first["atp.source.partition"], first["atp.source.offset"]) == (b"0", b"0")
     assert first["atp.error.class"] == b"DecodeError" and b"c301" in first["atp.error.message"]
+
+
+def test_the_zero_argument_entry_builds_the_production_flow(monkeypatch):
+    # `python -m bytewax.run "dataflows.flow:main_flow()"` only passes literals: settings come from the environment.
+    from dataflows.flow import main_flow
+
+    monkeypatch.setenv("ATP_TOPIC_WMS", "wms.custom")
+    flow = main_flow()
+    # Step ids are part of recovery state: changing one is a migration, so they are pinned here.
+    assert [step.step_id for step in flow.substeps] == [
+        "atp.kafka_in", "atp.decode", "atp.split_dead_letters", "atp.atp_fold", "atp.positions", "atp.redis_out",
+        "atp.availability_message", "atp.dead_letter_message", "atp.kafka_messages", "atp.kafka_out",
+    ]
+    assert "wms.custom" in flow.substeps[0].source._topics
