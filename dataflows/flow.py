@@ -63,7 +63,6 @@ def deps_from_settings(settings: Settings) -> FlowDeps:
     registry = registry_client(settings.schema_registry_url) if settings.schema_registry_url else None
     topic_of = {
         ev.WarehouseEvent: settings.topic_wms,
-        ev.TransferSent: settings.topic_wms,
         ev.OrderLineEvent: settings.topic_orders,
         ev.InventorySnapshot: settings.topic_snapshots,
     }

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from state.fold import AVAILABLE, KeyState
@@ -41,7 +41,12 @@ class Position:
         return self.available_qty < 0
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # Not dataclasses.asdict: it deep-copies recursively (11 us vs 0.8 us here) and this runs
+        # once per published position.
+        return {name: getattr(self, name) for name in _NAMES}
+
+
+_NAMES = tuple(f.name for f in fields(Position))
 
 
 def position(state: KeyState, safety_stock: int, updated_at_ms: int) -> Position:
