@@ -6,6 +6,7 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
+from functools import lru_cache
 from typing import Any, TextIO
 
 from atp.producer import RECORD_OF_ALIAS
@@ -13,7 +14,6 @@ from schemas import default_store
 from state import events as ev
 from state.errors import InvalidEvent
 
-VALIDATORS = {"wms": ev.warehouse_event, "orders": ev.order_line_event, "snapshots": ev.inventory_snapshot}
 TIME_FIELDS = ("occurred_at", "as_of", "expires_at")
 
 
@@ -44,17 +44,22 @@ def to_millis(value: Any, field: str) -> int:
 
 def normalise(alias: str, event: dict[str, Any]) -> dict[str, Any]:
     """A canonical JSON event as the Avro record of its topic; raises InvalidEvent."""
-    schema = default_store().latest(RECORD_OF_ALIAS[alias])
-    fields = [f["name"] for f in schema.raw["fields"]]
+    name = RECORD_OF_ALIAS[alias]
+    fields = _field_names(name)
     unknown = sorted(set(event) - set(fields))
     if unknown:
         raise InvalidEvent("invalid_field", f"unknown field(s) {', '.join(unknown)} for {alias} events")
-    record = {name: event.get(name) for name in fields}
-    for name in TIME_FIELDS:
-        if record.get(name) is not None and name in record:
-            record[name] = to_millis(record[name], name)
-    VALIDATORS[alias](record)
+    record = {f: event.get(f) for f in fields}
+    for f in TIME_FIELDS:
+        if record.get(f) is not None:
+            record[f] = to_millis(record[f], f)
+    ev.PARSERS[name](record)
     return record
+
+
+@lru_cache(maxsize=None)
+def _field_names(record: str) -> tuple[str, ...]:
+    return tuple(f["name"] for f in default_store().latest(record).raw["fields"])
 
 
 def parse_lines(stream: TextIO) -> Iterator[Line]:

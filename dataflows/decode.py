@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -16,11 +16,6 @@ from state.errors import InvalidEvent
 
 log = logging.getLogger(__name__)
 
-RECORD_PARSERS: dict[str, Callable[[dict[str, Any]], ev.Event]] = {
-    "WarehouseEvent": ev.warehouse_event,
-    "OrderLineEvent": ev.order_line_event,
-    "InventorySnapshot": ev.inventory_snapshot,
-}
 _KNOWN_TYPES = ev.WAREHOUSE_TYPES | ev.ORDER_TYPES
 
 
@@ -43,7 +38,7 @@ class DecodeStep:
     def __init__(self, decoder: Decoder, topics: Mapping[str, str]) -> None:
         self._decoder = decoder
         # topic -> (record full-name suffix, parser)
-        self._topics = {t: ("." + rec, RECORD_PARSERS[rec]) for t, rec in topics.items()}
+        self._topics = {t: ("." + rec, ev.PARSERS[rec]) for t, rec in topics.items()}
 
     def __call__(self, batch: list[Any]) -> list[Routed]:
         out: list[Routed] = []

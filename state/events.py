@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any, Union
 
 from state.errors import InvalidEvent
@@ -194,6 +195,14 @@ def inventory_snapshot(rec: dict[str, Any]) -> InventorySnapshot:
     return InventorySnapshot(
         event_id, occurred, sku, location, _str(rec, "snapshot_id"), _int(rec, "on_hand"), _int(rec, "as_of"), system
     )
+
+
+PARSERS: dict[str, Callable[[dict[str, Any]], Event]] = {
+    "WarehouseEvent": warehouse_event,
+    "OrderLineEvent": order_line_event,
+    "InventorySnapshot": inventory_snapshot,
+}
+"""Record name -> the validator that turns its decoded dict into a domain event."""
 
 
 def fan_out(event: Event) -> list[tuple[str, Event]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+from atp.producer import RECORD_OF_ALIAS
 from state import events as ev
 
 _ids = itertools.count(1)
@@ -39,9 +40,8 @@ def snapshot(on_hand: int, sku: str = "SKU-1", location: str = "DC-01", t: int =
     return "snapshots", rec
 
 
-PARSERS = {"wms": ev.warehouse_event, "orders": ev.order_line_event, "snapshots": ev.inventory_snapshot}
 
 
 def parse(item: tuple[str, dict[str, Any]]) -> ev.Event:
     alias, rec = item
-    return PARSERS[alias](rec)
+    return ev.PARSERS[RECORD_OF_ALIAS[alias]](rec)
