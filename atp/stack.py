@@ -24,9 +24,9 @@ from atp.errors import StackError
 
 log = logging.getLogger(__name__)
 
-# Stop order: consumers before the services they use.
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}  # started by this process: reaped, never warned about
 
+# Stop order: consumers before the services they use.
 STOP_ORDER = ("api", "dataflow", "redis", "broker")
 
 
@@ -145,8 +145,7 @@ class Stack:
         pid = self.pid(name)
         if pid is None:
             return False
-        first = signal.SIGINT if name == "dataflow" else signal.SIGTERM  # Bytewax shuts down on SIGINT
-        _signal(pid, first)
+        _signal(pid, signal.SIGTERM)  # `atp run` and `atp serve` both shut down cleanly on it
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and _alive(pid):
             time.sleep(0.05)
