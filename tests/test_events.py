@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from loadtest import oracle
 from state.errors import InvalidEvent
 from tests.builders import order, parse, snapshot, wms
 
@@ -34,6 +35,8 @@ def test_invalid_events_are_refused_with_a_reason(item, reason):
     with pytest.raises(InvalidEvent) as info:
         parse(item)
     assert info.value.reason == reason
+    with pytest.raises(oracle.Rejected):  # the independent oracle reads the contract the same way
+        oracle.check(*item)
 
 
 def test_valid_events_parse():

@@ -1,0 +1,193 @@
+"""An independent oracle: the expected position of every key, recomputed from the event log.
+
+Written from the contract in the README, not from ``state/`` (it imports nothing of it), and in a
+different style on purpose: it validates each record with its own rules, keeps every accepted
+event of a key in a list, and computes the position from that list only when asked. If it and the
+production fold ever disagree, one of them misreads the contract.
+
+Feed records in topic/partition/offset order (``feed``); read positions with ``positions``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Any
+
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_STATUSES = ("AVAILABLE", "QUARANTINE", "DAMAGED", "HOLD")
+_TOPIC_OF_TYPE = {
+    **{t: "wms" for t in ("RECEIPT", "SHIP", "SHORT_PICK", "ADJUST", "COUNT", "STATUS_MOVE",
+                          "TRANSFER_OUT", "TRANSFER_IN", "RETURN")},
+    "RESERVE": "orders", "RELEASE": "orders",
+}
+
+
+class Rejected(Exception):
+    """The record breaks the contract; the dataflow must dead-letter it."""
+
+
+def _need(cond: bool, why: str) -> None:
+    if not cond:
+        raise Rejected(why)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def check(alias: str, rec: dict[str, Any], key: str | None = None) -> None:
+    """Raise ``Rejected`` unless the record is a valid event of the topic ``alias``."""
+    for name in ("event_id", "sku", "location"):
+        _need(isinstance(rec.get(name), str) and rec[name] != "", f"{name} missing")
+    _need(len(rec["event_id"]) <= 200, "event_id too long")
+    _need(bool(_ID.match(rec["sku"])) and bool(_ID.match(rec["location"])), "bad sku or location")
+    _need(_is_int(rec.get("occurred_at")) and rec["occurred_at"] > 0, "bad occurred_at")
+    if key is not None:
+        _need(key == f"{rec['sku']}@{rec['location']}", "key is not sku@location")
+    if alias == "snapshots":
+        _need(rec.get("source_system") in ("ERP", "WMS"), "bad source_system")
+        _need(isinstance(rec.get("snapshot_id"), str) and rec["snapshot_id"] != "", "snapshot_id missing")
+        _need(_is_int(rec.get("on_hand")) and _is_int(rec.get("as_of")), "bad on_hand or as_of")
+        return
+    kind = rec.get("event_type")
+    _need(_TOPIC_OF_TYPE.get(kind) == alias, f"{kind} is not an event of {alias}")
+    qty = rec.get("qty")
+    if alias == "orders":
+        for name in ("order_id", "order_line_id", "channel"):
+            _need(isinstance(rec.get(name), str) and rec[name] != "", f"{name} missing")
+        if kind == "RESERVE":
+            _need(_is_int(qty) and qty >= 0, "RESERVE qty must be >= 0")
+        return
+    if kind == "COUNT":
+        _need(_is_int(rec.get("counted_qty")) and rec["counted_qty"] >= 0, "counted_qty must be >= 0")
+        return
+    if kind == "ADJUST":
+        _need(_is_int(qty) and qty != 0, "ADJUST qty must be non-zero")
+        _need(isinstance(rec.get("reason"), str) and rec["reason"] != "", "reason missing")
+        return
+    _need(_is_int(qty) and qty > 0, f"{kind} qty must be > 0")
+    if kind in ("SHIP", "SHORT_PICK"):
+        _need(isinstance(rec.get("order_line_id"), str) and rec["order_line_id"] != "", "order_line_id missing")
+    if kind in ("RECEIPT", "RETURN", "STATUS_MOVE"):
+        to = rec.get("to_status") or ("AVAILABLE" if kind == "RECEIPT" else None)
+        _need(to in _STATUSES, "bad to_status")
+    if kind == "STATUS_MOVE":
+        _need(rec.get("from_status") in _STATUSES and rec["from_status"] != rec["to_status"], "bad from_status")
+    if kind in ("TRANSFER_OUT", "TRANSFER_IN"):
+        other = rec.get("to_location" if kind == "TRANSFER_OUT" else "from_location")
+        _need(isinstance(other, str) and bool(_ID.match(other)) and other != rec["location"], "bad other location")
+        _need(isinstance(rec.get("transfer_id"), str) and rec["transfer_id"] != "", "transfer_id missing")
+
+
+@dataclass
+class Expected:
+    """One key's expected position (the same field names as the API and Redis)."""
+
+    sku: str
+    location: str
+    available_qty: int
+    non_sellable: int
+    on_hand: int
+    reserved: int
+    inbound: int
+    safety_stock: int
+    atp: int
+    shortfall: int
+    version: int
+    as_of: int
+
+    def fields(self) -> dict[str, int]:
+        return {k: v for k, v in self.__dict__.items() if k not in ("sku", "location")}
+
+
+@dataclass
+class Oracle:
+    """Keeps every accepted event per key; ``positions`` folds them from scratch."""
+
+    safety_by_location: dict[str, int] = field(default_factory=dict)
+    safety_by_key: dict[str, int] = field(default_factory=dict)
+    log: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=lambda: defaultdict(list))
+    ids: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    accepted = 0
+    duplicates = 0
+    rejected = 0
+
+    def feed(self, alias: str, rec: dict[str, Any], key: str | None = None) -> str | None:
+        """Take one record; returns why it was rejected, or None."""
+        try:
+            check(alias, rec, key)
+        except Rejected as why:
+            self.rejected += 1
+            return str(why)
+        own = f"{rec['sku']}@{rec['location']}"
+        targets = [(own, alias, rec)]
+        if rec.get("event_type") == "TRANSFER_OUT":  # the receiving side learns what is on its way
+            targets.append((f"{rec['sku']}@{rec['to_location']}", "transfer-sent", rec))
+        fresh = rec["event_id"] not in self.ids[own]
+        for k, kind, r in targets:
+            if r["event_id"] not in self.ids[k]:
+                self.ids[k].add(r["event_id"])
+                self.log[k].append((kind, r))
+        if fresh:
+            self.accepted += 1
+        else:
+            self.duplicates += 1
+        return None
+
+    def positions(self) -> dict[str, Expected]:
+        return {k: self._position(k, events) for k, events in self.log.items()}
+
+    def _position(self, key: str, events: list[tuple[str, dict[str, Any]]]) -> Expected:
+        sku, location = key.split("@", 1)
+        stock = dict.fromkeys(_STATUSES, 0)
+        # A COUNT sets AVAILABLE; later wms events on the key move it from there. Orders and
+        # transfers-on-their-way never touch AVAILABLE, so only the wms sequence matters for it.
+        line_reserved: dict[str, int] = {}
+        line_shipped: dict[str, int] = defaultdict(int)
+        line_released: set[str] = set()
+        sent: dict[str, int] = defaultdict(int)
+        received: dict[str, int] = defaultdict(int)
+        for kind, r in events:
+            t = r.get("event_type")
+            if kind == "transfer-sent":
+                sent[r["transfer_id"]] += r["qty"]
+            elif kind == "snapshots":
+                pass  # kept by the dataflow, changes no quantity
+            elif t == "RESERVE":
+                line_reserved[r["order_line_id"]] = r["qty"]
+                line_released.discard(r["order_line_id"])
+            elif t == "RELEASE":
+                line_released.add(r["order_line_id"])
+            elif t in ("RECEIPT", "RETURN"):
+                stock[r.get("to_status") or "AVAILABLE"] += r["qty"]
+            elif t == "SHIP":
+                stock["AVAILABLE"] -= r["qty"]
+                line_shipped[r["order_line_id"]] += r["qty"]
+            elif t in ("SHORT_PICK", "TRANSFER_OUT"):
+                stock["AVAILABLE"] -= r["qty"]
+            elif t == "ADJUST":
+                stock["AVAILABLE"] += r["qty"]
+            elif t == "COUNT":
+                stock["AVAILABLE"] = r["counted_qty"]
+            elif t == "STATUS_MOVE":
+                stock[r["from_status"]] -= r["qty"]
+                stock[r["to_status"]] += r["qty"]
+            elif t == "TRANSFER_IN":
+                stock["AVAILABLE"] += r["qty"]
+                received[r["transfer_id"]] += r["qty"]
+        lines = set(line_reserved) | set(line_shipped)
+        reserved = sum(
+            max(0, line_reserved.get(line, 0) - line_shipped[line]) for line in lines if line not in line_released
+        )
+        inbound = sum(max(0, sent[t] - received[t]) for t in set(sent) | set(received))
+        safety = self.safety_by_key.get(key, self.safety_by_location.get(location, 0))
+        available = stock["AVAILABLE"]
+        non_sellable = stock["QUARANTINE"] + stock["DAMAGED"] + stock["HOLD"]
+        return Expected(
+            sku=sku, location=location, available_qty=available, non_sellable=non_sellable,
+            on_hand=available + non_sellable, reserved=reserved, inbound=inbound, safety_stock=safety,
+            atp=max(0, available - reserved - safety), shortfall=max(0, reserved + safety - available),
+            version=len(events), as_of=max(r["occurred_at"] for _, r in events),
+        )
