@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers, host:port[,host:port].")
     redis_url: str = Field("redis://127.0.0.1:16379/0", description="Redis URL for positions.")
     redis_key_prefix: str = Field("atp", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    redis_retry_s: float = Field(
+        120.0, gt=0, le=3600, description="How long the dataflow retries an unreachable Redis before it stops.")
     schema_registry_url: str | None = Field(None, description="Confluent schema registry; unset = single-object.")
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=1, le=65535)

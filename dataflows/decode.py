@@ -39,6 +39,7 @@ class DecodeStep:
         self._decoder = decoder
         # topic -> (record full-name suffix, parser)
         self._topics = {t: ("." + rec, ev.PARSERS[rec]) for t, rec in topics.items()}
+        self._offsets: dict[tuple[str, int], Any] = {}
 
     def __call__(self, batch: list[Any]) -> list[Routed]:
         out: list[Routed] = []
@@ -63,7 +64,19 @@ class DecodeStep:
                 out.extend(ev.fan_out(event))
             else:
                 out.append((key, event))
+        self._track_offsets(batch)
         return out
+
+    def _track_offsets(self, batch: list[Any]) -> None:
+        newest: dict[tuple[str, int], int] = {}
+        for msg in batch:  # in offset order within a partition, so the last one wins
+            if not isinstance(msg, KafkaError):
+                newest[(msg.topic, msg.partition)] = msg.offset
+        for where, offset in newest.items():
+            gauge = self._offsets.get(where)
+            if gauge is None:
+                gauge = self._offsets[where] = metrics.INPUT_OFFSET.labels(where[0], str(where[1]))
+            gauge.set(offset + 1)
 
     @staticmethod
     def _dead(msg: Any, exc: DecodeError | InvalidEvent, record: dict[str, Any] | None) -> DeadLetter:

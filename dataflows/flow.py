@@ -77,7 +77,7 @@ def deps_from_settings(settings: Settings) -> FlowDeps:
 def production_flow(settings: Settings) -> Dataflow:
     io = FlowIO(
         source=kafka_io.source(settings),
-        positions=RedisPositionSink(settings.redis_url, KeySpace(settings.redis_key_prefix)),
+        positions=RedisPositionSink(settings.redis_url, KeySpace(settings.redis_key_prefix), settings.redis_retry_s),
         messages=kafka_io.sink(settings),
     )
     return build_flow(io, deps_from_settings(settings))

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
-from confluent_kafka import KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from atp.config import Settings
@@ -94,6 +95,38 @@ def create_topics(settings: Settings, timeout_s: float = 15.0) -> dict[str, str]
             else:
                 raise StackError(f"cannot create topic {topic}: {exc.args[0].str()}") from exc
     return result
+
+
+def end_offsets(settings: Settings, timeout_s: float = 10.0) -> dict[str, int]:
+    """The next offset of every input partition, keyed like Bytewax's source state (``{i}-{topic}``).
+
+    The reported high watermark is read past to the partition's end (some brokers report it one
+    producer batch short), so the result is exact for what was in the log when this ran.
+    """
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "atp-end-offsets",
+                         "enable.auto.commit": False, "enable.partition.eof": True})
+    try:
+        md = consumer.list_topics(timeout=timeout_s)
+        parts = [TopicPartition(t, i) for t in settings.input_topics for i in md.topics[t].partitions]
+        ends: dict[tuple[str, int], int] = {}
+        for tp in parts:
+            _, high = consumer.get_watermark_offsets(tp, timeout=timeout_s)
+            ends[(tp.topic, tp.partition)] = high
+        consumer.assign([TopicPartition(t, i, off) for (t, i), off in ends.items()])
+        open_parts = set(ends)
+        deadline = time.monotonic() + timeout_s
+        while open_parts and time.monotonic() < deadline:
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            where = (msg.topic(), msg.partition())
+            if msg.error() is None:
+                ends[where] = max(ends[where], msg.offset() + 1)
+            elif msg.error().code() == KafkaError._PARTITION_EOF:
+                open_parts.discard(where)
+        return {f"{i}-{t}": off for (t, i), off in ends.items()}
+    finally:
+        consumer.close()
 
 
 def check_kafka(settings: Settings, timeout_s: float = 10.0, workers_total: int | None = None) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import time
+from datetime import datetime, timezone
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -11,7 +12,8 @@ from typing import Any
 from bytewax.operators import StatefulBatchLogic
 
 from dataflows import metrics
-from state.events import Event, InventorySnapshot, TransferSent
+from dataflows.republish import REPUBLISH
+from state.events import Event, InventorySnapshot, TransferSent, make_key
 from state.fold import AVAILABLE, KeyState, apply
 from state.position import Position, position
 from state.safety import SafetyStock
@@ -27,6 +29,7 @@ class FoldContext:
     clock: Callable[[], float] = field(default=time.time)
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _counters: dict[tuple[str, str, bool], Any] = {}
 _newest_event_ms = [0]  # process-wide, for the last-event gauge
 
@@ -46,6 +49,10 @@ class PositionLogic(StatefulBatchLogic[Event, Position, bytes]):
         self._ctx = ctx
         self.state: KeyState | None = pickle.loads(resume) if resume is not None else None
         self._oversold = bool(self.state and self.state.buckets[AVAILABLE] < 0)
+        # Re-publishing a lost keyspace: every resumed key emits its position at once.
+        self._republish = REPUBLISH.active and self.state is not None
+        if self._republish:
+            REPUBLISH.register(make_key(self.state.sku, self.state.location))  # type: ignore[union-attr]
         metrics.STATE_KEYS.inc()
         if self._oversold:
             metrics.OVERSOLD.inc()
@@ -63,16 +70,30 @@ class PositionLogic(StatefulBatchLogic[Event, Position, bytes]):
                 _count(ctx.topic_of[type(event)], etype, applied)
         if st.version == before:
             return [], StatefulBatchLogic.RETAIN
+        return [self._position(event_driven=True)], StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        return _EPOCH if self._republish else None  # any past time: "now"
+
+    def on_notify(self) -> tuple[list[Position], bool]:
+        self._republish = False
+        return [self._position()], StatefulBatchLogic.RETAIN
+
+    def _position(self, event_driven: bool = False) -> Position:
+        st = self.state
+        assert st is not None
+        ctx = self._ctx
         now = ctx.clock()
         pos = position(st, ctx.safety.for_key(st.sku, st.location), int(now * 1000))
-        metrics.EVENT_LAG.observe(max(0.0, now - st.max_event_ms / 1000))
+        if event_driven:
+            metrics.EVENT_LAG.observe(max(0.0, now - st.max_event_ms / 1000))
         if st.max_event_ms > _newest_event_ms[0]:
             _newest_event_ms[0] = st.max_event_ms
             metrics.LAST_EVENT.set(st.max_event_ms / 1000)
         if pos.oversold != self._oversold:
             self._oversold = pos.oversold
             metrics.OVERSOLD.inc() if pos.oversold else metrics.OVERSOLD.dec()
-        return [pos], StatefulBatchLogic.RETAIN
+        return pos
 
     def snapshot(self) -> bytes:
         # Bytes are immutable, as Bytewax requires of snapshots; the state object is not.

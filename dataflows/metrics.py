@@ -19,3 +19,9 @@ PUBLISHED = Counter("atp_positions_published_total", "Positions written to Redis
 OVERSOLD = Gauge("atp_oversold_positions", "Keys whose AVAILABLE bucket is below zero.")
 STATE_KEYS = Gauge("atp_state_keys", "sku@location keys held in dataflow state.")
 LAST_EVENT = Gauge("atp_last_event_timestamp_seconds", "Newest occurred_at applied, as Unix time.")
+KEYSPACE_LOST = Counter(
+    "atp_keyspace_lost_total", "Times Redis lost the keyspace and the dataflow restarted to re-publish it.")
+INPUT_OFFSET = Gauge(
+    "atp_input_offset", "Next offset to read per input partition (what this process has consumed).",
+    ["topic", "partition"],
+)

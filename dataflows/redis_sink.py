@@ -9,16 +9,21 @@ import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from dataflows import metrics
+from dataflows.republish import REPUBLISH
 from state.position import Position
 from state.projection import GUARDED_WRITE, KeySpace, write_args
 
 log = logging.getLogger(__name__)
 
 
+class KeyspaceLost(RuntimeError):
+    """Redis no longer holds the keyspace; the dataflow restarts and re-publishes it."""
+
+
 class RedisPositionSink(DynamicSink[Position]):
     """Each worker writes its own positions (keys never overlap between workers)."""
 
-    def __init__(self, url: str, keyspace: KeySpace, retry_for_s: float = 60.0) -> None:
+    def __init__(self, url: str, keyspace: KeySpace, retry_for_s: float = 120.0) -> None:
         self._url = url
         self._keyspace = keyspace
         self._retry_for_s = retry_for_s
@@ -61,13 +66,21 @@ class _RedisPartition(StatelessSinkPartition[Position]):
                 delay = min(delay * 2, 2.0)
         metrics.REDIS_WRITE.observe(time.perf_counter() - started)
         metrics.PUBLISHED.inc(len(latest))
+        if REPUBLISH.keys:
+            REPUBLISH.written(list(latest))
 
     def _write(self, positions: object) -> None:
         pipe = self._client.pipeline(transaction=False)
         ks, sha = self._ks, self._sha
+        pipe.exists(ks.meta)  # first, so a lost keyspace is seen before this batch counts as written
         for p in positions:  # type: ignore[attr-defined]
             pipe.evalsha(sha, 2, ks.position(p.sku, p.location), ks.locations(p.sku), *write_args(p))
-        pipe.execute()
+        if not pipe.execute()[0]:
+            REPUBLISH.lost.set()
+            raise KeyspaceLost(
+                f"the Redis keyspace '{ks.prefix}' is gone (no {ks.meta}: Redis restarted without persistence "
+                "or was flushed); restarting from the last snapshot to re-publish every position"
+            )
 
     def close(self) -> None:
         self._client.close()

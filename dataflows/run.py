@@ -9,13 +9,17 @@ from typing import Any
 
 import redis
 from bytewax.run import cli_main
-from bytewax.recovery import RecoveryConfig, init_db_dir
+from bytewax.recovery import RecoveryConfig
 from prometheus_client import start_http_server
 
 from atp.config import Settings
 from atp.errors import StackError
-from dataflows import kafka_io
+from dataflows import kafka_io, metrics
+from dataflows.continuity import ReadinessMonitor, StartPlan, plan_start
+from dataflows.recovery import RecoveryStore
+from dataflows.republish import REPUBLISH
 from dataflows.flow import production_flow
+from state.projection import KeySpace
 
 log = logging.getLogger(__name__)
 
@@ -30,15 +34,10 @@ def check_redis(url: str, timeout_s: float = 5.0) -> None:
 
 
 def recovery_config(settings: Settings) -> RecoveryConfig | None:
-    """Bytewax recovery partitions under the state dir, created on the first run only."""
+    """Bytewax recovery partitions under the state dir (created and checked by ``plan_start``)."""
     if not settings.recovery:
         return None
-    directory = settings.recovery_dir
-    if not directory.exists() or not any(directory.glob("*.sqlite3")):
-        directory.mkdir(parents=True, exist_ok=True)
-        init_db_dir(directory, settings.workers)
-        log.info("created %d recovery partitions in %s", settings.workers, directory)
-    return RecoveryConfig(str(directory), backup_interval=timedelta(0))
+    return RecoveryConfig(str(settings.recovery_dir), backup_interval=timedelta(0))
 
 
 _stop_requested: list[str] = []
@@ -59,14 +58,33 @@ def run(settings: Settings) -> None:
     check_redis(settings.redis_url)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
-    flow = production_flow(settings)
+    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    while True:
+        plan = plan_start(settings, client)
+        if not _run_once(settings, plan, client):
+            return
+        # The sink saw the keyspace vanish: run again from the last snapshot, re-publishing.
+        metrics.KEYSPACE_LOST.inc()
+
+
+def _run_once(settings: Settings, plan: StartPlan, client: redis.Redis) -> bool:
+    """Run the flow until it ends; True when it must run again because Redis lost the keyspace."""
+    REPUBLISH.reset(active=plan.republish)
+    metrics.STATE_KEYS.set(0)  # the logics count themselves in as Bytewax builds them
+    metrics.OVERSOLD.set(0)
+    monitor = None
+    if plan.republish:
+        monitor = ReadinessMonitor(client, KeySpace(settings.redis_key_prefix), plan,
+                                   RecoveryStore(settings.recovery_dir))
+        monitor.start()
     log.info(
-        "dataflow starting brokers=%s redis=%s workers=%d recovery=%s",
-        settings.kafka_bootstrap, settings.redis_url, settings.workers, settings.recovery,
+        "dataflow starting run=%s brokers=%s redis=%s workers=%d recovery=%s republish=%s",
+        plan.run_id, settings.kafka_bootstrap, settings.redis_url, settings.workers, settings.recovery,
+        plan.republish,
     )
     try:
         cli_main(
-            flow,
+            production_flow(settings),
             workers_per_process=settings.workers,
             epoch_interval=timedelta(seconds=settings.snapshot_interval_s),
             recovery_config=recovery_config(settings),
@@ -74,6 +92,15 @@ def run(settings: Settings) -> None:
     except BaseException:
         # Bytewax wraps the KeyboardInterrupt in its own runtime error; a stop we asked for is
         # not a failure.
-        if not _stop_requested:
-            raise
-        log.info("dataflow stopped by %s; the next run resumes from the last snapshot", _stop_requested[0])
+        if _stop_requested:
+            log.info("dataflow stopped by %s; the next run resumes from the last snapshot", _stop_requested[0])
+            return False
+        if REPUBLISH.lost.is_set():
+            log.warning("the Redis keyspace '%s' was lost; restarting from the last snapshot to re-publish it",
+                        settings.redis_key_prefix)
+            return True
+        raise
+    finally:
+        if monitor is not None:
+            monitor.stopped.set()
+    return False

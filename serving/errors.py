@@ -10,6 +10,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serving.store import KeyspaceNotReady
+
 
 class ApiError(Exception):
     """An error answered with a structured body."""
@@ -45,6 +47,12 @@ def install(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
         return JSONResponse(body(code, str(exc.detail)), status_code=exc.status_code)
 
+    @app.exception_handler(KeyspaceNotReady)
+    async def _not_ready(_: Request, exc: KeyspaceNotReady) -> JSONResponse:
+        code = "rebuilding" if exc.state != "missing" else "keyspace_missing"
+        return JSONResponse(body(code, str(exc), {"keyspace_state": exc.state}), status_code=503,
+                            headers={"Retry-After": "1"})
+
     @app.exception_handler(redis.exceptions.RedisError)
     async def _redis(_: Request, exc: redis.exceptions.RedisError) -> JSONResponse:
         return JSONResponse(
@@ -57,5 +65,7 @@ def install(app: FastAPI) -> None:
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     404: {"description": "Unknown key", "content": {"application/json": {"example": body("not_found", "...")}}},
     422: {"description": "Invalid request", "content": {"application/json": {"example": body("invalid_request", "...")}}},
-    503: {"description": "Redis unavailable", "content": {"application/json": {"example": body("store_unavailable", "...")}}},
+    503: {"description": "Redis unavailable (store_unavailable), or the keyspace is being re-published "
+                         "(rebuilding) or missing (keyspace_missing)",
+          "content": {"application/json": {"example": body("store_unavailable", "...")}}},
 }

@@ -2,7 +2,10 @@
 
 Layout (``{sku}`` is a Redis Cluster hash tag, so a SKU's locations share one slot):
 - ``<prefix>:pos:{<sku>}:<location>``: hash of every position field;
-- ``<prefix>:locs:{<sku>}``: set of the SKU's locations, for the network view.
+- ``<prefix>:locs:{<sku>}``: set of the SKU's locations, for the network view;
+- ``<prefix>:meta``: hash ``run_id`` (the dataflow run that owns the keyspace), ``state``
+  (``ready`` or ``rebuilding``) and ``since`` (epoch ms). No meta key means the keyspace is lost
+  or was never written: readers must not trust what they find, and the dataflow re-publishes.
 
 Writes are at-least-once (Bytewax re-emits after a restart), so a write lands only if its
 ``version`` is higher than the stored one: a replayed older position never overwrites a newer.
@@ -42,6 +45,14 @@ class KeySpace:
 
     def locations(self, sku: str) -> str:
         return f"{self.prefix}:locs:{{{sku}}}"
+
+    @property
+    def meta(self) -> str:
+        return f"{self.prefix}:meta"
+
+
+READY = "ready"
+REBUILDING = "rebuilding"
 
 
 def write_args(p: Position) -> list[Any]:

@@ -10,7 +10,10 @@ from atp.stack import free_port
 from dataflows.redis_sink import RedisPositionSink
 from serving.main import create_app
 from state.position import Position
-from state.projection import KeySpace
+from dataflows.continuity import write_meta
+from dataflows.redis_sink import KeyspaceLost
+from dataflows.republish import REPUBLISH
+from state.projection import READY, REBUILDING, KeySpace
 
 pytestmark = pytest.mark.integration
 
@@ -24,14 +27,16 @@ def pos(sku="SKU-1", location="DC-01", version=1, available=10, reserved=2, **kw
 
 
 @pytest.fixture
-def sink(settings: Settings):
+def sink(settings: Settings, rclient):
+    write_meta(rclient, KeySpace(settings.redis_key_prefix), "test-run", READY)  # as `atp run` does at start
     part = RedisPositionSink(settings.redis_url, KeySpace(settings.redis_key_prefix)).build("t", 0, 1)
     yield part
     part.close()
 
 
 @pytest.fixture
-def client(settings: Settings):
+def client(settings: Settings, rclient):
+    write_meta(rclient, KeySpace(settings.redis_key_prefix), "test-run", READY)
     with TestClient(create_app(settings)) as c:
         yield c
 
@@ -116,3 +121,26 @@ def test_redis_down_gives_503_with_the_error_body(settings):
         assert client.get("/readyz").status_code == 503
         assert client.post("/v1/availability/query", json={"items": [{"sku": "A", "location": "B"}]}).status_code == 503
         assert client.get("/healthz").status_code == 200
+
+
+def test_a_lost_keyspace_stops_the_sink_and_the_api_answers_503(sink, client, rclient, settings):
+    ks = KeySpace(settings.redis_key_prefix)
+    sink.write_batch([pos(version=1, available=7)])
+    assert client.get("/v1/availability/SKU-1/DC-01").status_code == 200
+    rclient.delete(ks.meta)  # what FLUSHALL or a restart without persistence leaves
+    REPUBLISH.reset(active=False)
+    with pytest.raises(KeyspaceLost, match="re-publish"):
+        sink.write_batch([pos(version=2, available=8)])
+    assert REPUBLISH.lost.is_set()
+    for path in ("/v1/availability/SKU-1/DC-01", "/v1/availability/SKU-1", "/readyz"):
+        r = client.get(path)
+        assert r.status_code == 503 and r.headers["Retry-After"] == "1"
+        assert r.json()["error"]["code"] == "keyspace_missing", path
+    r = client.post("/v1/availability/query", json={"items": [{"sku": "SKU-1", "location": "DC-01"}]})
+    assert r.status_code == 503
+    write_meta(rclient, ks, "test-run", REBUILDING)
+    r = client.get("/v1/availability/SKU-1/DC-01")
+    assert r.status_code == 503 and r.json()["error"] == {
+        "code": "rebuilding", "message": r.json()["error"]["message"], "details": {"keyspace_state": "rebuilding"}}
+    write_meta(rclient, ks, "test-run", READY)
+    assert client.get("/v1/availability/SKU-1/DC-01").json()["available_qty"] == 8

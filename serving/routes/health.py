@@ -17,12 +17,14 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", summary="Redis is reachable", responses={503: {"description": "Redis unreachable"}})
+@router.get("/readyz", summary="Redis is reachable and its keyspace complete",
+            responses={503: {"description": "Redis unreachable, or the keyspace missing or being re-published"}})
 async def readyz(store: StoreDep) -> dict[str, str]:
     try:
         await store.ping()
     except redis.exceptions.RedisError as exc:
         raise ApiError(503, "store_unavailable", f"Redis unreachable: {type(exc).__name__}: {exc}") from None
+    await store.check_ready()
     return {"status": "ready"}
 
 
