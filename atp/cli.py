@@ -108,6 +108,24 @@ def run() -> None:
 
 @app.command()
 @friendly
+def reset(yes: bool = typer.Option(False, "--yes", help="Do not ask for confirmation.")) -> None:
+    """Delete the dataflow's recovery store and its Redis keyspace; the next run rebuilds from offset 0.
+
+    Stop the dataflow first. Channels get 503 until the next run has re-published the keyspace.
+    """
+    import redis
+
+    from dataflows.continuity import reset as reset_all
+
+    s = settings()
+    if not yes:
+        typer.confirm(f"Delete {s.recovery_dir} and every Redis key under '{s.redis_key_prefix}:'?", abort=True)
+    deleted, existed = reset_all(s, redis.Redis.from_url(s.redis_url, socket_connect_timeout=5))
+    console.print(f"deleted {deleted} Redis keys; recovery store {'removed' if existed else 'was absent'}")
+
+
+@app.command()
+@friendly
 def serve() -> None:
     """Serve the availability API in the foreground."""
     import uvicorn

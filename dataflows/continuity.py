@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
@@ -83,16 +84,18 @@ def plan_start(settings: Settings, client: redis.Redis) -> StartPlan:
     return StartPlan(run_id, True, kafka_io.end_offsets(settings), store.state_keys())
 
 
-class ReadinessMonitor(threading.Thread):
-    """Marks a re-published keyspace ready once it is complete and caught up."""
+class KeyspaceWatch(threading.Thread):
+    """Runs beside the flow: notices a lost keyspace with no traffic to reveal it, and marks a
+    re-published keyspace ready once it is complete and caught up."""
 
-    def __init__(self, client: redis.Redis, ks: KeySpace, plan: StartPlan, store: RecoveryStore,
-                 interval_s: float = 0.25) -> None:
-        super().__init__(name="atp-readiness", daemon=True)
+    def __init__(self, client: redis.Redis, ks: KeySpace, plan: StartPlan, store: RecoveryStore | None,
+                 on_lost: Callable[[], None], interval_s: float = 0.5) -> None:
+        super().__init__(name="atp-keyspace-watch", daemon=True)
         self._client, self._ks, self._plan, self._store = client, ks, plan, store
+        self._on_lost = on_lost
         self._interval = interval_s
+        self._pending = plan.republish
         self.stopped = threading.Event()
-        self.ready_after_s: float | None = None
 
     def complete(self) -> bool:
         """Every resumed key written, and every event up to the restart's end offsets committed.
@@ -100,7 +103,7 @@ class ReadinessMonitor(threading.Thread):
         Bytewax commits an epoch only after every sink has written it, so committed offsets at or
         past the targets mean the positions of all those events are in Redis.
         """
-        if REPUBLISH.built < self._plan.expected_keys or REPUBLISH.keys:
+        if REPUBLISH.built < self._plan.expected_keys or REPUBLISH.keys or self._store is None:
             return False
         _, committed = self._store.committed_offsets()
         return all(committed.get(part, 0) >= end for part, end in self._plan.targets.items() if end > 0)
@@ -109,19 +112,18 @@ class ReadinessMonitor(threading.Thread):
         started = time.monotonic()
         while not self.stopped.wait(self._interval):
             try:
-                if not self.complete():
-                    continue
                 meta = read_meta(self._client, self._ks)
                 if meta is None or meta.get("run_id") != self._plan.run_id:
-                    return  # lost again: the sink sees it and the dataflow restarts
-                write_meta(self._client, self._ks, self._plan.run_id, READY)
+                    REPUBLISH.lost.set()
+                    self._on_lost()
+                    return
+                if self._pending and self.complete():
+                    write_meta(self._client, self._ks, self._plan.run_id, READY)
+                    self._pending = False
+                    log.info("re-published %d positions; keyspace '%s' ready after %.1f s",
+                             self._plan.expected_keys, self._ks.prefix, time.monotonic() - started)
             except (redis.exceptions.RedisError, OSError) as exc:
-                log.warning("readiness check failed, retrying: %s", exc)
-                continue
-            self.ready_after_s = time.monotonic() - started
-            log.info("re-published %d positions; keyspace '%s' ready after %.1f s",
-                     self._plan.expected_keys, self._ks.prefix, self.ready_after_s)
-            return
+                log.debug("keyspace check failed (the sink retries writes): %s", exc)
 
 
 def reset(settings: Settings, client: redis.Redis) -> tuple[int, bool]:
@@ -129,14 +131,12 @@ def reset(settings: Settings, client: redis.Redis) -> tuple[int, bool]:
     import shutil
 
     deleted = 0
-    batch: list[bytes] = []
+    pipe = client.pipeline(transaction=False)  # one DEL per key: keys may live in different cluster slots
     for key in client.scan_iter(match=f"{settings.redis_key_prefix}:*", count=1000):
-        batch.append(key)
-        if len(batch) >= 1000:
-            deleted += client.delete(*batch)
-            batch.clear()
-    if batch:
-        deleted += client.delete(*batch)
+        pipe.delete(key)
+        if len(pipe) >= 1000:
+            deleted += sum(pipe.execute())
+    deleted += sum(pipe.execute())
     existed = settings.recovery_dir.exists()
     shutil.rmtree(settings.recovery_dir, ignore_errors=True)
     return deleted, existed

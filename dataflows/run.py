@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
 from datetime import timedelta
 from typing import Any
@@ -15,7 +16,7 @@ from prometheus_client import start_http_server
 from atp.config import Settings
 from atp.errors import StackError
 from dataflows import kafka_io, metrics
-from dataflows.continuity import ReadinessMonitor, StartPlan, plan_start
+from dataflows.continuity import KeyspaceWatch, StartPlan, plan_start
 from dataflows.recovery import RecoveryStore
 from dataflows.republish import REPUBLISH
 from dataflows.flow import production_flow
@@ -48,12 +49,22 @@ def _interrupt(signum: int, _frame: Any) -> None:
     raise KeyboardInterrupt(_stop_requested[-1])
 
 
+def _interrupt_for_republish() -> None:
+    # Bytewax stops at the next activation when a Python signal handler raises.
+    os.kill(os.getpid(), signal.SIGUSR1)
+
+
+def _lost(signum: int, _frame: Any) -> None:
+    raise KeyboardInterrupt("keyspace lost")
+
+
 def run(settings: Settings) -> None:
     # Bytewax checks for Python signals between activations and stops on KeyboardInterrupt.
     # Install the handlers explicitly: a process started in the background inherits SIGINT as
     # ignored, and SIGTERM (docker stop, `atp stack down`) would otherwise kill it mid-batch.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGUSR1, _lost)
     kafka_io.check_kafka(settings)
     check_redis(settings.redis_url)
     if settings.metrics_port:
@@ -72,11 +83,9 @@ def _run_once(settings: Settings, plan: StartPlan, client: redis.Redis) -> bool:
     REPUBLISH.reset(active=plan.republish)
     metrics.STATE_KEYS.set(0)  # the logics count themselves in as Bytewax builds them
     metrics.OVERSOLD.set(0)
-    monitor = None
-    if plan.republish:
-        monitor = ReadinessMonitor(client, KeySpace(settings.redis_key_prefix), plan,
-                                   RecoveryStore(settings.recovery_dir))
-        monitor.start()
+    store = RecoveryStore(settings.recovery_dir) if settings.recovery else None
+    watch = KeyspaceWatch(client, KeySpace(settings.redis_key_prefix), plan, store, on_lost=_interrupt_for_republish)
+    watch.start()
     log.info(
         "dataflow starting run=%s brokers=%s redis=%s workers=%d recovery=%s republish=%s",
         plan.run_id, settings.kafka_bootstrap, settings.redis_url, settings.workers, settings.recovery,
@@ -101,6 +110,5 @@ def _run_once(settings: Settings, plan: StartPlan, client: redis.Redis) -> bool:
             return True
         raise
     finally:
-        if monitor is not None:
-            monitor.stopped.set()
+        watch.stopped.set()
     return False
