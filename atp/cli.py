@@ -192,6 +192,51 @@ def simulate(
 
 @app.command()
 @friendly
+def chaos(
+    events: int = typer.Option(200_000, help="Simulated events (duplicates and poison come on top)."),
+    skus: int = typer.Option(2_000, help="Distinct SKUs."),
+    locations: int = typer.Option(20, help="Distinct locations."),
+    seed: int = typer.Option(1, help="Seed of the stream and of the fault schedule."),
+    rate: float = typer.Option(0.0, help="Records per second; 0 spreads production over the fault schedule."),
+    kills: int = typer.Option(3, help="kill -9 of the dataflow (restarted with recovery)."),
+    gap: str = typer.Option("5,30", help="Seconds between faults: min,max."),
+    redis_loss: str = typer.Option("flush", help="flush | restart | none."),
+    pauses: bool = typer.Option(True, help="SIGSTOP/SIGCONT the dataflow and Redis."),
+    pause: str = typer.Option("10,60", help="Pause length in seconds: min,max."),
+    duplicates: float = typer.Option(0.10, help="Share of events produced twice."),
+    poison: float = typer.Option(0.005, help="Share of events followed by a bad record."),
+    workers: int = typer.Option(1, help="Bytewax workers."),
+    report_dir: Path = typer.Option(None, help="Where to write chaos.json and chaos.md (default loadtest/reports)."),
+) -> None:
+    """Run the real dataflow and API under faults and compare every key with an independent oracle."""
+    from loadtest import chaos_report
+    from loadtest.chaos import ChaosConfig, run_chaos
+
+    def pair(text: str, name: str) -> tuple[float, float]:
+        try:
+            lo, hi = (float(x) for x in text.split(","))
+        except ValueError:
+            raise typer.BadParameter(f"--{name} takes min,max in seconds, e.g. 5,30") from None
+        if not 0 <= lo <= hi:
+            raise typer.BadParameter(f"--{name} needs 0 <= min <= max")
+        return lo, hi
+
+    if redis_loss not in ("flush", "restart", "none"):
+        raise typer.BadParameter("--redis-loss must be flush, restart or none")
+    settings()  # logging
+    cfg = ChaosConfig(events=events, skus=skus, locations=locations, seed=seed, rate=rate, kills=kills,
+                      kill_gap_s=pair(gap, "gap"), duplicates=duplicates, poison=poison, redis_loss=redis_loss,
+                      pause_dataflow=pauses, pause_redis=pauses, pause_s=pair(pause, "pause"), workers=workers)
+    report = run_chaos(cfg, log=lambda line: console.print(line, markup=False))
+    paths = chaos_report.write(report, report_dir or chaos_report.REPORT_DIR)
+    console.print(chaos_report.markdown(report))
+    console.print(f"report: {paths[0]} and {paths[1]}")
+    if not report["passed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
 def demo(
     count: int = typer.Option(20_000, help="Events to simulate."),
     rate: float = typer.Option(4000.0, help="Events per second."),

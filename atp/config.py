@@ -113,6 +113,13 @@ def env_name(field: str) -> str:
     return f"{ENV_PREFIX}{field.upper()}"
 
 
+def child_environ(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
+    """``base`` without its ATP_* variables, plus ``settings`` as ATP_* variables: for child processes."""
+    env = {k: v for k, v in base.items() if not k.startswith(ENV_PREFIX)}
+    env.update({env_name(k): str(v) for k, v in settings.model_dump(exclude_none=True).items()})
+    return env
+
+
 def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
     """Settings from ``environ`` (default: the process environment) and ``ATP_CONFIG``; fails fast."""
     environ = os.environ if environ is None else environ

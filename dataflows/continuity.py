@@ -16,7 +16,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
@@ -89,10 +88,9 @@ class KeyspaceWatch(threading.Thread):
     re-published keyspace ready once it is complete and caught up."""
 
     def __init__(self, client: redis.Redis, ks: KeySpace, plan: StartPlan, store: RecoveryStore | None,
-                 on_lost: Callable[[], None], interval_s: float = 0.5) -> None:
+                 interval_s: float = 0.5) -> None:
         super().__init__(name="atp-keyspace-watch", daemon=True)
         self._client, self._ks, self._plan, self._store = client, ks, plan, store
-        self._on_lost = on_lost
         self._interval = interval_s
         self._pending = plan.republish
         self.stopped = threading.Event()
@@ -114,8 +112,7 @@ class KeyspaceWatch(threading.Thread):
             try:
                 meta = read_meta(self._client, self._ks)
                 if meta is None or meta.get("run_id") != self._plan.run_id:
-                    REPUBLISH.lost.set()
-                    self._on_lost()
+                    REPUBLISH.report_lost()
                     return
                 if self._pending and self.complete():
                     write_meta(self._client, self._ks, self._plan.run_id, READY)

@@ -16,10 +16,6 @@ from state.projection import GUARDED_WRITE, KeySpace, write_args
 log = logging.getLogger(__name__)
 
 
-class KeyspaceLost(RuntimeError):
-    """Redis no longer holds the keyspace; the dataflow restarts and re-publishes it."""
-
-
 class RedisPositionSink(DynamicSink[Position]):
     """Each worker writes its own positions (keys never overlap between workers)."""
 
@@ -76,11 +72,11 @@ class _RedisPartition(StatelessSinkPartition[Position]):
         for p in positions:  # type: ignore[attr-defined]
             pipe.evalsha(sha, 2, ks.position(p.sku, p.location), ks.locations(p.sku), *write_args(p))
         if not pipe.execute()[0]:
-            REPUBLISH.lost.set()
-            raise KeyspaceLost(
-                f"the Redis keyspace '{ks.prefix}' is gone (no {ks.meta}: Redis restarted without persistence "
-                "or was flushed); restarting from the last snapshot to re-publish every position"
-            )
+            # Not an exception: the flow stops through the same clean path as Ctrl-C (one
+            # interrupt, whoever notices first), and `atp run` restarts it to re-publish.
+            log.warning("the Redis keyspace '%s' is gone (no %s): Redis restarted without persistence or "
+                        "was flushed", ks.prefix, ks.meta)
+            REPUBLISH.report_lost()
 
     def close(self) -> None:
         self._client.close()

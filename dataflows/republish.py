@@ -10,7 +10,12 @@ are left and the committed input offsets have reached the end offsets seen at th
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
+
+
+def _nothing() -> None:
+    pass
 
 
 @dataclass
@@ -18,7 +23,8 @@ class Republish:
     active: bool = False
     built: int = 0  # resumed keys that registered
     keys: set[str] = field(default_factory=set)  # registered, not yet written to Redis
-    lost: threading.Event = field(default_factory=threading.Event)  # the sink saw the keyspace vanish
+    lost: threading.Event = field(default_factory=threading.Event)  # the keyspace vanished
+    on_lost: Callable[[], None] = _nothing  # set by `atp run`: stop the flow so it can restart
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def reset(self, active: bool) -> None:
@@ -26,6 +32,14 @@ class Republish:
             self.active, self.built = active, 0
             self.keys.clear()
             self.lost.clear()
+
+    def report_lost(self) -> None:
+        """Called by whoever notices first (the sink or the watch); stops the flow once."""
+        with self.lock:
+            if self.lost.is_set():
+                return
+            self.lost.set()
+        self.on_lost()
 
     def register(self, key: str) -> None:
         with self.lock:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -42,20 +43,28 @@ def recovery_config(settings: Settings) -> RecoveryConfig | None:
 
 
 _stop_requested: list[str] = []
+# Bytewax stops at its next activation when a Python signal handler raises. Raise once per run: a
+# second exception while Bytewax unwinds the first one aborts the process.
+_interrupting = threading.Event()
+
+
+def _raise_once(why: str) -> None:
+    if not _interrupting.is_set():
+        _interrupting.set()
+        raise KeyboardInterrupt(why)
 
 
 def _interrupt(signum: int, _frame: Any) -> None:
     _stop_requested.append(signal.Signals(signum).name)
-    raise KeyboardInterrupt(_stop_requested[-1])
+    _raise_once(_stop_requested[-1])
 
 
 def _interrupt_for_republish() -> None:
-    # Bytewax stops at the next activation when a Python signal handler raises.
     os.kill(os.getpid(), signal.SIGUSR1)
 
 
 def _lost(signum: int, _frame: Any) -> None:
-    raise KeyboardInterrupt("keyspace lost")
+    _raise_once("keyspace lost")
 
 
 def run(settings: Settings) -> None:
@@ -81,10 +90,12 @@ def run(settings: Settings) -> None:
 def _run_once(settings: Settings, plan: StartPlan, client: redis.Redis) -> bool:
     """Run the flow until it ends; True when it must run again because Redis lost the keyspace."""
     REPUBLISH.reset(active=plan.republish)
+    REPUBLISH.on_lost = _interrupt_for_republish
+    _interrupting.clear()
     metrics.STATE_KEYS.set(0)  # the logics count themselves in as Bytewax builds them
     metrics.OVERSOLD.set(0)
     store = RecoveryStore(settings.recovery_dir) if settings.recovery else None
-    watch = KeyspaceWatch(client, KeySpace(settings.redis_key_prefix), plan, store, on_lost=_interrupt_for_republish)
+    watch = KeyspaceWatch(client, KeySpace(settings.redis_key_prefix), plan, store)
     watch.start()
     log.info(
         "dataflow starting run=%s brokers=%s redis=%s workers=%d recovery=%s republish=%s",

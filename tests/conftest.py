@@ -14,7 +14,7 @@ import httpx
 import pytest
 import redis
 
-from atp.config import Settings, env_name, load_settings
+from atp.config import Settings, child_environ, load_settings
 from atp.demo import events_processed
 from atp.stack import Stack, free_port
 from dataflows.kafka_io import create_topics
@@ -56,9 +56,7 @@ def rclient(stack_settings: Settings) -> Iterator[redis.Redis]:
 
 
 def env_of(s: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("ATP_")}
-    env.update({env_name(k): str(v) for k, v in s.model_dump(exclude_none=True).items()})
-    return env
+    return child_environ(s, os.environ)
 
 
 class Proc:
