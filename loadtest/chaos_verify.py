@@ -61,7 +61,10 @@ def read_truth(settings: Settings) -> LogTruth:
     alias_of_topic = {t: a for a in ALIAS_OF_RECORD.values() for t in [settings.topic_alias(a)]}
     invalid: set[Source] = set()
     n = 0
-    for m in read_topics(settings.kafka_bootstrap, list(settings.input_topics)):
+    order = {t: i for i, t in enumerate(settings.input_topics)}
+    log = sorted(read_topics(settings.kafka_bootstrap, list(settings.input_topics)),
+                 key=lambda m: (order[m.topic], m.partition, m.offset))  # topic/partition/offset order
+    for m in log:
         n += 1
         where = (m.topic, m.partition, m.offset)
         try:

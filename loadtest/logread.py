@@ -1,6 +1,6 @@
 """Reading topics back from the broker, and decoding them without the production codec.
 
-The oracle must see the log as Kafka holds it (partition/offset order, duplicates and all), decoded
+The oracle must see the log as Kafka holds it (offset order per partition, duplicates and all), decoded
 by code that shares nothing with ``schemas.codec``: fastavro directly, the writer schema found by
 its CRC-64-AVRO fingerprint as fastavro computes it.
 """
@@ -9,64 +9,20 @@ from __future__ import annotations
 
 import io
 import json
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import fastavro
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
 from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from atp.topicread import Message, read_topics
+
+__all__ = ["AvroReader", "Message", "read_topics"]
 
 AVRO_DIR = Path(__file__).resolve().parent.parent / "schemas" / "avro"
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _MS = timedelta(milliseconds=1)
-
-
-@dataclass(frozen=True)
-class Message:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: dict[str, str]
-
-
-def read_topics(bootstrap: str, topics: list[str], timeout_s: float = 30.0) -> Iterator[Message]:
-    """Every message of ``topics`` from the beginning to the end, partition by partition."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "atp-logread", "enable.auto.commit": False,
-                         "enable.partition.eof": True, "fetch.max.bytes": 52428800})
-    try:
-        md = consumer.list_topics(timeout=timeout_s)
-        for topic in topics:
-            for p in sorted(md.topics[topic].partitions):
-                consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING)])
-                deadline = time.monotonic() + timeout_s
-                while True:
-                    # A short wait: consume() returns early only when the batch is full.
-                    msgs = consumer.consume(10_000, 0.2)
-                    if not msgs:
-                        if time.monotonic() > deadline:
-                            raise TimeoutError(f"no end of {topic}[{p}] within {timeout_s} s")
-                        continue
-                    deadline = time.monotonic() + timeout_s
-                    done = False
-                    for m in msgs:
-                        err = m.error()
-                        if err is not None:
-                            if err.code() == KafkaError._PARTITION_EOF:
-                                done = True
-                                break
-                            raise RuntimeError(f"reading {topic}[{p}]: {err}")
-                        headers = {k: v.decode() for k, v in (m.headers() or []) if v is not None}
-                        yield Message(topic, p, m.offset(), m.key(), m.value(), headers)
-                    if done:
-                        break
-    finally:
-        consumer.close()
 
 
 class AvroReader:

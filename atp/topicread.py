@@ -1,0 +1,51 @@
+"""Reading whole topics back from the broker: every message, in offset order within each partition."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+
+
+@dataclass(frozen=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: dict[str, str]
+
+
+def read_topics(bootstrap: str, topics: list[str], timeout_s: float = 30.0) -> Iterator[Message]:
+    """Every message of ``topics`` from the beginning to each partition's end (one consumer, all
+    partitions assigned; partitions interleave, offsets within one stay in order)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "atp-topicread", "enable.auto.commit": False,
+                         "enable.partition.eof": True, "fetch.max.bytes": 52428800})
+    try:
+        md = consumer.list_topics(timeout=timeout_s)
+        parts = [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in sorted(md.topics[t].partitions)]
+        consumer.assign(parts)
+        open_parts = {(tp.topic, tp.partition) for tp in parts}
+        deadline = time.monotonic() + timeout_s
+        while open_parts:
+            # A short wait: consume() returns early only when the batch is full.
+            msgs = consumer.consume(10_000, 0.05)
+            if not msgs:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"no end of {sorted(open_parts)} within {timeout_s} s")
+                continue
+            deadline = time.monotonic() + timeout_s
+            for m in msgs:
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        open_parts.discard((m.topic(), m.partition()))
+                        continue
+                    raise RuntimeError(f"reading {m.topic()}[{m.partition()}]: {err}")
+                headers = {k: v.decode() for k, v in (m.headers() or []) if v is not None}
+                yield Message(m.topic(), m.partition(), m.offset(), m.key(), m.value(), headers)
+    finally:
+        consumer.close()
