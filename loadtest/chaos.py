@@ -12,8 +12,6 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -26,16 +24,16 @@ from typing import Any
 import httpx
 import redis
 
-from atp.config import Settings, child_environ, load_settings
+from atp.config import Settings, load_settings
 from atp.producer import EventProducer
 from atp.stack import Stack, free_port
 from dataflows import kafka_io
 from dataflows.recovery import RecoveryStore
 from loadtest.chaos_input import Outgoing, build_input
 from loadtest.chaos_verify import Verdict, verify
+from loadtest.child import Child
 from loadtest.scrape import scrape
 
-ROOT = Path(__file__).resolve().parent.parent
 Log = Callable[[str], None]
 
 
@@ -87,45 +85,6 @@ class FaultRecord:
     resume_offsets: int | None = None  # committed offsets the restart resumes from
     replayed_at_least: int | None = None
     recovery_s: float | None = None  # kill -> back at the pre-kill offsets; flush -> keyspace ready
-
-
-class Child:
-    """``python -m atp <cmd>`` with its output in a log file."""
-
-    def __init__(self, cmd: str, settings: Settings, log: Path) -> None:
-        self.cmd, self.settings, self.log = cmd, settings, log
-        self.p: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-
-    def start(self) -> None:
-        with self.log.open("ab") as fh:
-            self.p = subprocess.Popen([sys.executable, "-m", "atp", self.cmd], cwd=ROOT, stdout=fh,
-                                      stderr=subprocess.STDOUT, env=child_environ(self.settings, os.environ))
-        self.starts += 1
-
-    def alive(self) -> bool:
-        return self.p is not None and self.p.poll() is None
-
-    def signal(self, sig: int) -> None:
-        if self.alive():
-            self.p.send_signal(sig)  # type: ignore[union-attr]
-
-    def kill9(self) -> None:
-        if self.alive():
-            self.p.kill()  # type: ignore[union-attr]
-            self.p.wait()  # type: ignore[union-attr]
-
-    def stop(self) -> None:
-        if self.alive():
-            self.p.send_signal(signal.SIGCONT)  # type: ignore[union-attr]
-            self.p.terminate()  # type: ignore[union-attr]
-            try:
-                self.p.wait(20)  # type: ignore[union-attr]
-            except subprocess.TimeoutExpired:
-                self.kill9()
-
-    def tail(self, n: int = 2000) -> str:
-        return self.log.read_text(errors="replace")[-n:] if self.log.exists() else ""
 
 
 class Sampler(threading.Thread):
@@ -213,8 +172,8 @@ class ChaosRun:
         self.log(f"stack: broker {settings.kafka_bootstrap}, redis {settings.redis_url}")
         stack.up(create_topics=True)
         self.stack = stack
-        flow = Child("run", settings, work_dir / "dataflow.log")
-        api = Child("serve", settings, work_dir / "api.log")
+        flow = Child(["run"], settings, work_dir / "dataflow.log")
+        api = Child(["serve"], settings, work_dir / "api.log")
         self.flow = flow
         sampler = Sampler(f"http://{settings.metrics_host}:{settings.metrics_port}/metrics")
         self.sampler = sampler
@@ -287,7 +246,7 @@ class ChaosRun:
         flow, sampler = self.flow, self.sampler
         if kind == "kill":
             rec.offsets_before = sampler.consumed
-            flow.kill9()
+            flow.stop(signal.SIGKILL)
             killed = time.monotonic()
             _, committed = RecoveryStore(self.settings.recovery_dir).committed_offsets()
             rec.resume_offsets = int(sum(max(0, v) for v in committed.values()))

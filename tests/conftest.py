@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,8 +16,8 @@ from atp.config import Settings, child_environ, load_settings
 from atp.demo import events_processed
 from atp.stack import Stack, free_port
 from dataflows.kafka_io import create_topics
+from loadtest.child import ROOT, Child
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -59,39 +57,12 @@ def env_of(s: Settings) -> dict[str, str]:
     return child_environ(s, os.environ)
 
 
-class Proc:
-    """A child ``atp`` process (dataflow or API) with its log, for tests."""
-
-    def __init__(self, args: list[str], s: Settings, log: Path) -> None:
-        self.log = log
-        self._fh = log.open("ab")
-        self.p = subprocess.Popen([sys.executable, "-m", "atp", *args], env=env_of(s), cwd=ROOT,
-                                  stdout=self._fh, stderr=subprocess.STDOUT)
-
-    def tail(self) -> str:
-        return self.log.read_text()[-3000:]
-
-    def stop(self, sig: int | None = None) -> int:
-        if self.p.poll() is None:
-            if sig is None:
-                self.p.terminate()
-            else:
-                self.p.send_signal(sig)
-            try:
-                self.p.wait(15)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait()
-        self._fh.close()
-        return self.p.returncode
-
-
 @pytest.fixture
 def start(settings: Settings, tmp_path: Path) -> Iterator:
-    procs: list[Proc] = []
+    procs: list[Child] = []
 
-    def _start(*args: str, s: Settings | None = None) -> Proc:
-        proc = Proc(list(args), s or settings, tmp_path / f"{args[0]}-{len(procs)}.log")
+    def _start(*args: str, s: Settings | None = None) -> Child:
+        proc = Child(list(args), s or settings, tmp_path / f"{args[0]}-{len(procs)}.log").start()
         procs.append(proc)
         return proc
 
@@ -100,7 +71,7 @@ def start(settings: Settings, tmp_path: Path) -> Iterator:
         proc.stop()
 
 
-def wait_until(predicate, timeout_s: float, what: str, proc: Proc | None = None, interval: float = 0.1):
+def wait_until(predicate, timeout_s: float, what: str, proc: Child | None = None, interval: float = 0.1):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if proc is not None and proc.p.poll() is not None:
