@@ -8,7 +8,6 @@ import time
 from typing import Any
 
 import httpx
-from prometheus_client.parser import text_string_to_metric_families
 from rich.console import Console
 
 from atp.config import Settings
@@ -16,14 +15,13 @@ from atp.errors import StackError
 from atp.producer import EventProducer
 from atp.stack import Stack
 from loadtest.pace import send_paced
+from loadtest.scrape import scrape, total
 from loadtest.simulator import Simulator
 
 
 def events_processed(metrics_url: str) -> int:
     """Input events the dataflow has finished with (applied, duplicate or dead-lettered)."""
-    text = httpx.get(metrics_url, timeout=2).text
-    return int(sum(s.value for fam in text_string_to_metric_families(text) if fam.name == "atp_events"
-                   for s in fam.samples if s.name == "atp_events_total"))
+    return int(total(scrape(metrics_url), "atp_events_total"))
 
 
 def wait_http(url: str, timeout_s: float, what: str, stack: Stack, name: str) -> None:

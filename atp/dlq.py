@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bytewax.connectors.kafka import KafkaSourceMessage
@@ -20,7 +20,7 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from atp.config import Settings
 from atp.errors import AtpError
 from atp.jsonl import normalise
-from atp.producer import RECORD_OF_ALIAS
+from atp.producer import RECORD_OF_ALIAS, EventProducer
 from atp.topicread import read_topics
 from dataflows.decode import DecodeStep, is_dead_letter
 from schemas import Decoder, Encoder, default_store
@@ -58,9 +58,7 @@ def read_dead_letters(settings: Settings) -> dict[str, DeadLetterEntry]:
         h = m.headers
         source = f"{h.get('atp.source.topic')}:{h.get('atp.source.partition')}:{h.get('atp.source.offset')}"
         if source in out:
-            e = out[source]
-            out[source] = DeadLetterEntry(e.source, e.topic, e.reason, e.error_class, e.message, e.key, e.value,
-                                          e.headers, e.copies + 1)
+            out[source] = replace(out[source], copies=out[source].copies + 1)
             continue
         out[source] = DeadLetterEntry(source, h.get("atp.source.topic", "?"), h.get("atp.error.reason", "?"),
                                       h.get("atp.error.class", "?"), h.get("atp.error.message", ""),
@@ -130,16 +128,12 @@ class Redriver:
         return f"{dead[0].reason}: {dead[0].message}" if dead else None  # type: ignore[union-attr]
 
     def send(self, plan: RedrivePlan) -> int:
-        from confluent_kafka import Producer
-
-        producer = Producer({"bootstrap.servers": self.settings.kafka_bootstrap, "enable.idempotence": True})
-        failed: list[str] = []
+        producer = EventProducer(self.settings, **{"enable.idempotence": "true"})
         for e, key, value in plan.send:
             headers = [(k, v.encode()) for k, v in e.headers.items() if not k.startswith(("atp.source.", "atp.error."))]
-            headers.append((REDRIVE_HEADER, e.source.encode()))
-            producer.produce(e.topic, value, key, headers=headers,
-                             on_delivery=lambda err, _m, s=e.source: failed.append(s) if err else None)
+            producer.send_raw(e.topic, key, value, headers + [(REDRIVE_HEADER, e.source.encode())])
         left = producer.flush(30)
-        if failed or left:
-            raise AtpError(f"redrive could not deliver {len(failed) + left} record(s); run it again (it skips what landed)")
+        if producer.failed or left:
+            raise AtpError(f"redrive could not deliver {producer.failed + left} record(s) ({producer.last_error}); "
+                           "run it again (it skips what landed)")
         return len(plan.send)

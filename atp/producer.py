@@ -46,8 +46,9 @@ class EventProducer:
         if self.sent % 1000 == 0:
             self._producer.poll(0)
 
-    def send_raw(self, topic: str, key: bytes | None, value: bytes | None) -> None:
-        self._producer.produce(topic, value, key, on_delivery=self._on_delivery)
+    def send_raw(self, topic: str, key: bytes | None, value: bytes | None,
+                 headers: list[tuple[str, bytes]] | None = None) -> None:
+        self._producer.produce(topic, value, key, headers=headers, on_delivery=self._on_delivery)
         self.sent += 1
 
     def flush(self, timeout_s: float = 30.0) -> int:

@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import logging
+import shutil
 import threading
 import time
 from dataclasses import dataclass, field
@@ -125,8 +126,6 @@ class KeyspaceWatch(threading.Thread):
 
 def reset(settings: Settings, client: redis.Redis) -> tuple[int, bool]:
     """Delete the keyspace and the recovery store; returns (Redis keys deleted, store removed)."""
-    import shutil
-
     deleted = 0
     pipe = client.pipeline(transaction=False)  # one DEL per key: keys may live in different cluster slots
     for key in client.scan_iter(match=f"{settings.redis_key_prefix}:*", count=1000):

@@ -7,11 +7,11 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from atp.producer import RECORD_OF_ALIAS
 from loadtest.simulator import Simulator
 from schemas import Encoder, default_store
 
 POISON_KINDS = ("bad_magic", "unknown_schema", "truncated", "invalid_semantics")
-RECORD_OF_ALIAS = {"wms": "WarehouseEvent", "orders": "OrderLineEvent", "snapshots": "InventorySnapshot"}
 
 
 @dataclass(frozen=True)

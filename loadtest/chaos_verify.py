@@ -11,10 +11,11 @@ import httpx
 import redis
 
 from atp.config import Settings
+from atp.dlq import read_dead_letters
+from atp.producer import RECORD_OF_ALIAS
 from loadtest.logread import AvroReader, read_topics
 from loadtest.oracle import Expected, Oracle
 
-ALIAS_OF_RECORD = {"WarehouseEvent": "wms", "OrderLineEvent": "orders", "InventorySnapshot": "snapshots"}
 Source = tuple[str, int, int]  # topic, partition, offset
 
 
@@ -58,7 +59,7 @@ class Verdict:
 def read_truth(settings: Settings) -> LogTruth:
     reader = AvroReader()
     oracle = Oracle()
-    alias_of_topic = {t: a for a in ALIAS_OF_RECORD.values() for t in [settings.topic_alias(a)]}
+    alias_of_topic = {settings.topic_alias(a): a for a in RECORD_OF_ALIAS}
     invalid: set[Source] = set()
     n = 0
     order = {t: i for i, t in enumerate(settings.input_topics)}
@@ -73,7 +74,7 @@ def read_truth(settings: Settings) -> LogTruth:
             invalid.add(where)
             continue
         alias = alias_of_topic[m.topic]
-        if ALIAS_OF_RECORD.get(name) != alias:
+        if RECORD_OF_ALIAS[alias] != name:
             invalid.add(where)
             continue
         key = m.key.decode("utf-8", "replace") if m.key is not None else None
@@ -99,17 +100,18 @@ def verify(settings: Settings, log: Callable[[str], None], truth: LogTruth | Non
 
 
 def _check_dead_letters(settings: Settings, truth: LogTruth, v: Verdict) -> None:
-    sources: Counter[Source] = Counter()
-    for m in read_topics(settings.kafka_bootstrap, [settings.topic_dead_letter]):
-        h = m.headers
-        src = (h["atp.source.topic"], int(h["atp.source.partition"]), int(h["atp.source.offset"]))
-        if src not in sources:
-            v.dead_letter_reasons[h["atp.error.reason"]] += 1
-        sources[src] += 1
+    entries = read_dead_letters(settings).values()
+    sources = {_source(e.source) for e in entries}
     v.dead_lettered = len(sources)
-    v.dead_letters_resent = sum(sources.values()) - len(sources)
-    v.dead_letters_missing = sorted(truth.invalid - set(sources))
-    v.dead_letters_unexpected = sorted(set(sources) - truth.invalid)
+    v.dead_letters_resent = sum(e.copies - 1 for e in entries)
+    v.dead_letter_reasons = Counter(e.reason for e in entries)
+    v.dead_letters_missing = sorted(truth.invalid - sources)
+    v.dead_letters_unexpected = sorted(sources - truth.invalid)
+
+
+def _source(text: str) -> Source:
+    topic, partition, offset = text.rsplit(":", 2)
+    return topic, int(partition), int(offset)
 
 
 def _check_redis(settings: Settings, truth: LogTruth, v: Verdict) -> None:

@@ -16,7 +16,7 @@ from atp.config import Settings, child_environ, load_settings
 from atp.demo import events_processed
 from atp.stack import Stack, free_port
 from dataflows.kafka_io import create_topics
-from loadtest.child import ROOT, Child
+from loadtest.child import Child
 
 
 

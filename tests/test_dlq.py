@@ -13,7 +13,8 @@ from atp import dlq
 from atp.producer import EventProducer
 from state.projection import KeySpace
 from tests.builders import wms
-from tests.conftest import ROOT, env_of, wait_until
+from loadtest.child import ROOT
+from tests.conftest import env_of, wait_until
 
 pytestmark = pytest.mark.integration
 

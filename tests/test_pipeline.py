@@ -12,7 +12,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from atp.producer import EventProducer
 from tests.builders import order, snapshot, wms
-from tests.conftest import ROOT, env_of, processed, wait_until
+from loadtest.child import ROOT
+from tests.conftest import env_of, processed, wait_until
 from tests.reference import fold_all
 
 pytestmark = pytest.mark.integration
