@@ -286,6 +286,7 @@ def chaos(
     duplicates: float = typer.Option(0.10, help="Share of events produced twice."),
     poison: float = typer.Option(0.005, help="Share of events followed by a bad record."),
     workers: int = typer.Option(1, help="Bytewax workers."),
+    snapshot_interval: float = typer.Option(2.0, help="Dataflow recovery snapshot interval, seconds."),
     report_dir: Path = typer.Option(None, help="Where to write chaos.json and chaos.md (default loadtest/reports)."),
 ) -> None:
     """Run the real dataflow and API under faults and compare every key with an independent oracle."""
@@ -306,7 +307,8 @@ def chaos(
     settings()  # logging
     cfg = ChaosConfig(events=events, skus=skus, locations=locations, seed=seed, rate=rate, kills=kills,
                       kill_gap_s=pair(gap, "gap"), duplicates=duplicates, poison=poison, redis_loss=redis_loss,
-                      pause_dataflow=pauses, pause_redis=pauses, pause_s=pair(pause, "pause"), workers=workers)
+                      pause_dataflow=pauses, pause_redis=pauses, pause_s=pair(pause, "pause"), workers=workers,
+                      snapshot_interval_s=snapshot_interval)
     report = run_chaos(cfg, log=lambda line: console.print(line, markup=False))
     paths = chaos_report.write(report, report_dir or chaos_report.REPORT_DIR)
     console.print(chaos_report.markdown(report))

@@ -82,10 +82,13 @@ def _n(v: int | None) -> str:
 
 
 def _flags(cfg: dict[str, Any]) -> list[str]:
-    out = [f"--events {cfg['events']}", f"--skus {cfg['skus']}", f"--locations {cfg['locations']}",
-           f"--seed {cfg['seed']}", f"--kills {cfg['kills']}", f"--redis-loss {cfg['redis_loss']}"]
-    if not cfg["pause_dataflow"] or not cfg["pause_redis"]:
-        out.append("--no-pauses")
-    if cfg["rate"]:
-        out.append(f"--rate {cfg['rate']:g}")
-    return out
+    """Every option of ``atp chaos`` that reproduces this configuration."""
+    gap, pause = cfg["kill_gap_s"], cfg["pause_s"]
+    pauses = cfg["pause_dataflow"] and cfg["pause_redis"]
+    return [
+        f"--events {cfg['events']}", f"--skus {cfg['skus']}", f"--locations {cfg['locations']}",
+        f"--seed {cfg['seed']}", f"--rate {cfg['rate']:g}", f"--kills {cfg['kills']}", f"--gap {gap[0]:g},{gap[1]:g}",
+        f"--redis-loss {cfg['redis_loss']}", "--pauses" if pauses else "--no-pauses", f"--pause {pause[0]:g},{pause[1]:g}",
+        f"--duplicates {cfg['duplicates']:g}", f"--poison {cfg['poison']:g}", f"--workers {cfg['workers']}",
+        f"--snapshot-interval {cfg['snapshot_interval_s']:g}",
+    ]
