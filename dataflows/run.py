@@ -83,7 +83,7 @@ def run(settings: Settings) -> None:
         plan = plan_start(settings, client)
         if not _run_once(settings, plan, client):
             return
-        # The sink saw the keyspace vanish: run again from the last snapshot, re-publishing.
+        # The sink or the watch saw the keyspace vanish: run again from the last snapshot, re-publishing.
         metrics.KEYSPACE_LOST.inc()
 
 

@@ -53,6 +53,8 @@ class PositionStore:
         state, members = await pipe.execute()
         _checked(state)
         locations = sorted(m.decode() if isinstance(m, bytes) else m for m in members)
+        # get_many checks the meta again on purpose: a loss between the two round trips would
+        # otherwise give a partial SKU (wrong totals) instead of a 503.
         found = await self.get_many([(sku, loc) for loc in locations])
         return [p for p in found if p is not None]
 
