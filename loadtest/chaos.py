@@ -169,8 +169,6 @@ class ChaosRun:
         )
         self.settings = settings
         stack = Stack(settings)
-        self.log(f"stack: broker {settings.kafka_bootstrap}, redis {settings.redis_url}")
-        stack.up(create_topics=True)
         self.stack = stack
         flow = Child(["run"], settings, work_dir / "dataflow.log")
         api = Child(["serve"], settings, work_dir / "api.log")
@@ -188,6 +186,8 @@ class ChaosRun:
         poller = Poller(f"http://{settings.api_host}:{settings.api_port}", sim_probe)
         producer = EventProducer(settings)
         try:
+            self.log(f"stack: broker {settings.kafka_bootstrap}, redis {settings.redis_url}")
+            stack.up(create_topics=True)
             flow.start()
             api.start()
             sampler.start()
@@ -226,7 +226,6 @@ class ChaosRun:
                 producer.send(rec.alias, rec.record)
             else:
                 producer.send_raw(topics[rec.alias], rec.key, rec.value)
-            self.produced = i + 1
         producer.flush(60)
 
     def _wait_until(self, deadline: float, flow: Child) -> None:
