@@ -26,6 +26,7 @@ from dataflows.decode import DecodeStep, is_dead_letter
 from schemas import Decoder, Encoder, default_store
 from schemas.codec import registry_client
 from state.errors import InvalidEvent
+from state.events import make_key
 
 REDRIVE_HEADER = "atp.redrive.source"
 
@@ -112,7 +113,7 @@ class Redriver:
                 except InvalidEvent as exc:
                     plan.still_invalid.append((e.source, f"fix: {exc.reason}: {exc}"))
                     continue
-                key = f"{record['sku']}@{record['location']}".encode()
+                key = make_key(record["sku"], record["location"]).encode()
                 value = self._encoder.encode(RECORD_OF_ALIAS[alias], record, e.topic)
             why = self._why_invalid(e.topic, key, value)
             if why is not None:
