@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import sys
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from atp.config import Settings, load_settings
+from atp.cli_common import progress_bar, console, friendly, settings
+from atp.cli_generations import generation_app, replay
 from atp.errors import AtpError
 
 app = typer.Typer(help="atp-stream: streaming available-to-promise.", no_args_is_help=True, add_completion=False)
@@ -22,41 +20,8 @@ dlq_app = typer.Typer(help="Dead letters: list, show, redrive.", no_args_is_help
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
 app.add_typer(dlq_app, name="dlq")
-# soft_wrap: messages stay one line each when piped (greppable, file:line: message).
-console = Console(soft_wrap=True, highlight=False)
-err = Console(stderr=True, soft_wrap=True, highlight=False)
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def friendly(fn: F) -> F:
-    """Turn expected errors into one clear line and exit code 2, and Ctrl-C into exit code 130."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except AtpError as exc:
-            err.print("error:", str(exc), style="red", markup=False)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            err.print("interrupted")
-            raise typer.Exit(130) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _progress(label: str) -> Progress:
-    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    console=err, transient=True)
-
-
-def settings() -> Settings:
-    from atp import logs
-
-    logs.setup()
-    return load_settings()
-
-
+app.add_typer(generation_app, name="generation")
+app.command()(replay)
 @stack_app.command("up")
 @friendly
 def stack_up() -> None:
@@ -181,9 +146,11 @@ def dlq_redrive(
 @friendly
 def run() -> None:
     """Run the dataflow in the foreground (Ctrl-C stops it; recovery resumes where it stopped)."""
-    from dataflows.run import run as run_flow
+    from dataflows.run import RETIRED, run as run_flow
 
-    run_flow(settings())
+    s = settings()
+    if run_flow(s) == RETIRED:
+        console.print(f"generation '{s.generation}' retired after a switch; its keys and recovery store are deleted")
 
 
 @app.command()
@@ -199,7 +166,8 @@ def reset(yes: bool = typer.Option(False, "--yes", help="Do not ask for confirma
 
     s = settings()
     if not yes:
-        typer.confirm(f"Delete {s.recovery_dir} and every Redis key under '{s.redis_key_prefix}:'?", abort=True)
+        typer.confirm(f"Delete every generation's recovery store under {s.state_dir} and every Redis key "
+                      f"under '{s.redis_key_prefix}:'?", abort=True)
     deleted, existed = reset_all(s, redis.Redis.from_url(s.redis_url, socket_connect_timeout=5))
     console.print(f"deleted {deleted} Redis keys; recovery store {'removed' if existed else 'was absent'}")
 
@@ -228,7 +196,7 @@ def produce(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="
     check_kafka(s)
     producer = EventProducer(s)
     bad = 0
-    with file.open() as fh, _progress("produce") as progress:
+    with file.open() as fh, progress_bar("produce") as progress:
         task = progress.add_task("lines", total=sum(1 for _ in fh))
         fh.seek(0)
         for line in parse_lines(fh):

@@ -16,6 +16,8 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from atp.errors import ConfigError
+from state.position import FORMULAS
+from state.projection import DEFAULT_GENERATION, GENERATION_PATTERN, Generations, KeySpace
 
 ENV_PREFIX = "ATP_"
 
@@ -29,6 +31,10 @@ class Settings(BaseSettings):
     kafka_bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers, host:port[,host:port].")
     redis_url: str = Field("redis://127.0.0.1:16379/0", description="Redis URL for positions.")
     redis_key_prefix: str = Field("atp", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
+    generation: str = Field(
+        DEFAULT_GENERATION, pattern=GENERATION_PATTERN,
+        description="The keyspace generation this dataflow writes (see `atp replay`); the API serves the current one.")
+    formula_version: int = Field(1, description="ATP formula for a new generation (1 or 2); see the README.")
     redis_retry_s: float = Field(
         120.0, gt=0, le=3600, description="How long the dataflow retries an unreachable Redis before it stops.")
     schema_registry_url: str | None = Field(None, description="Confluent schema registry; unset = single-object.")
@@ -56,6 +62,13 @@ class Settings(BaseSettings):
             host, sep, port = part.strip().rpartition(":")
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"{part!r} is not host:port")
+        return v
+
+    @field_validator("formula_version")
+    @classmethod
+    def _formula(cls, v: int) -> int:
+        if v not in FORMULAS:
+            raise ValueError(f"unknown ATP formula; known versions: {', '.join(map(str, sorted(FORMULAS)))}")
         return v
 
     @field_validator("redis_url")
@@ -96,8 +109,24 @@ class Settings(BaseSettings):
         return [b.strip() for b in self.kafka_bootstrap.split(",")]
 
     @property
+    def generations(self) -> Generations:
+        return Generations(self.redis_key_prefix)
+
+    @property
+    def keyspace(self) -> KeySpace:
+        """The Redis keyspace of this dataflow's generation."""
+        return self.generations.keyspace(self.generation)
+
+    @property
+    def generation_dir(self) -> Path:
+        """Local files of this generation: its recovery store and its spec."""
+        if self.generation == DEFAULT_GENERATION:
+            return self.state_dir
+        return self.state_dir / "generations" / self.generation
+
+    @property
     def recovery_dir(self) -> Path:
-        return self.state_dir / "recovery"
+        return self.generation_dir / "recovery"
 
     @property
     def dedup_window_ms(self) -> int:

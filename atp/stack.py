@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 
 from atp.config import Settings
 from atp.errors import StackError
+from atp.generations import local_dirs
 
 log = logging.getLogger(__name__)
 
@@ -207,10 +208,10 @@ class Stack:
         Recovery offsets would skip the new log's first messages, and stored versions would make
         the version guard refuse the new positions, so both are reset.
         """
-        recovery = self.settings.recovery_dir
-        if recovery.exists():
-            shutil.rmtree(recovery)
-            log.info("fresh broker: removed dataflow recovery state %s", recovery)
+        for recovery in local_dirs(self.settings):
+            if recovery.exists():
+                shutil.rmtree(recovery)
+                log.info("fresh broker: removed dataflow recovery state %s", recovery)
         if self.pid("redis") is not None and _redis_ready(self.settings.redis_url):
             import redis
 

@@ -17,6 +17,7 @@ class Message:
     key: bytes | None
     value: bytes | None
     headers: dict[str, str]
+    timestamp_ms: int = 0  # the log timestamp (CreateTime or LogAppendTime, as the topic is set)
 
 
 def read_topics(bootstrap: str, topics: list[str], timeout_s: float = 30.0) -> Iterator[Message]:
@@ -46,6 +47,6 @@ def read_topics(bootstrap: str, topics: list[str], timeout_s: float = 30.0) -> I
                         continue
                     raise RuntimeError(f"reading {m.topic()}[{m.partition()}]: {err}")
                 headers = {k: v.decode() for k, v in (m.headers() or []) if v is not None}
-                yield Message(m.topic(), m.partition(), m.offset(), m.key(), m.value(), headers)
+                yield Message(m.topic(), m.partition(), m.offset(), m.key(), m.value(), headers, m.timestamp()[1])
     finally:
         consumer.close()

@@ -17,17 +17,25 @@ import logging
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import redis
 
 from atp.config import Settings
+from atp.generations import (
+    LIVE, PIT, GenerationError, Spec, current, local_dirs, now_ms, read_meta, retire_due, write_meta,
+)
 from dataflows import kafka_io
 from dataflows.recovery import RecoveryError, RecoveryStore
 from dataflows.republish import REPUBLISH
-from state.projection import READY, REBUILDING, KeySpace
+from state.projection import READY, REBUILDING, DEFAULT_GENERATION
 
 log = logging.getLogger(__name__)
+
+WAS_CURRENT_FILE = "was-current"  # beside the spec: the pointer named this generation when last seen
+
+__all__ = ["KeyspaceWatch", "StartPlan", "plan_start", "read_meta", "reset", "write_meta"]
 
 
 @dataclass(frozen=True)
@@ -36,64 +44,85 @@ class StartPlan:
     republish: bool = False
     targets: dict[str, int] = field(default_factory=dict)  # input partition -> end offset at start
     expected_keys: int = 0  # keys the resume will build
+    spec: Spec = field(default_factory=lambda: Spec(DEFAULT_GENERATION))
 
 
-def read_meta(client: redis.Redis, ks: KeySpace) -> dict[str, str] | None:
-    raw = client.hgetall(ks.meta)
-    return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
+def _spec_for(settings: Settings, new: Spec | None, live: bool) -> Spec:
+    """The generation's spec on disk, checked against what this start asks for; or the new one."""
+    spec = Spec.load(settings.generation_dir)
+    if spec is None:
+        return new or Spec(settings.generation, LIVE, settings.formula_version, created_ms=now_ms())
+    if "formula_version" in settings.model_fields_set and settings.formula_version != spec.formula_version:
+        raise GenerationError(
+            f"generation '{spec.name}' computes ATP with formula {spec.formula_version}, but "
+            f"ATP_FORMULA_VERSION={settings.formula_version}. A formula change needs a new generation: "
+            f"`atp replay NAME --formula {settings.formula_version}`, then `atp generation switch NAME`.")
+    if live and spec.kind == PIT:
+        raise GenerationError(
+            f"generation '{spec.name}' is a point-in-time rebuild and stays frozen; it cannot be run live. "
+            "Read it with ?generation=, or drop it with `atp generation drop`.")
+    return spec
 
 
-def write_meta(client: redis.Redis, ks: KeySpace, run_id: str, state: str) -> None:
-    client.hset(ks.meta, mapping={"run_id": run_id, "state": state, "since": int(time.time() * 1000)})
-
-
-def plan_start(settings: Settings, client: redis.Redis) -> StartPlan:
-    ks = KeySpace(settings.redis_key_prefix)
+def plan_start(settings: Settings, client: redis.Redis, new: Spec | None = None, live: bool = True) -> StartPlan:
+    """Decide how this run starts (table above). ``new``: the spec of a generation `atp replay` creates;
+    ``live=False``: a bounded replay, whose keyspace stays ``rebuilding`` until it has read its range."""
+    ks = settings.keyspace
     meta = read_meta(client, ks)
+    name = settings.generation
+    if retire_due(meta):
+        raise GenerationError(
+            f"generation '{name}' was retired (the API serves '{current(client, settings.generations)}'); start "
+            "the dataflow with ATP_GENERATION set to the current generation, or drop this one")
+    spec = _spec_for(settings, new, live)
     if not settings.recovery:
         # Without recovery every start re-reads the topics from the beginning; the keyspace fills
         # in as it goes and nothing can be re-published from state.
         if meta is None:
-            write_meta(client, ks, "no-recovery", READY)
-        return StartPlan(meta["run_id"] if meta else "no-recovery")
+            write_meta(client, ks, "no-recovery", READY, spec)
+        return StartPlan(meta["run_id"] if meta else "no-recovery", spec=spec)
     store = RecoveryStore(settings.recovery_dir)
     if not store.exists():
         if meta is not None and meta.get("run_id") != "no-recovery":
             raise RecoveryError(
-                f"the Redis keyspace '{settings.redis_key_prefix}' holds positions of run {meta.get('run_id')}, "
+                f"the Redis keyspace '{ks.prefix}' holds positions of run {meta.get('run_id')}, "
                 f"but there is no recovery store in {settings.recovery_dir}. Starting from empty state would "
                 "serve old positions until the whole log is re-read. Restore the directory, or run `atp reset` "
                 "to clear both and rebuild from the beginning of the topics."
             )
         run_id = store.create(settings.workers)
-        write_meta(client, ks, run_id, READY)
-        return StartPlan(run_id)
+        spec.save(settings.generation_dir)
+        write_meta(client, ks, run_id, READY if live else REBUILDING, spec)
+        return StartPlan(run_id, spec=spec)
     run_id = store.validate()
     if meta is not None and meta.get("run_id") != run_id:
         raise RecoveryError(
-            f"the Redis keyspace '{settings.redis_key_prefix}' belongs to run {meta.get('run_id')}, but the "
+            f"the Redis keyspace '{ks.prefix}' belongs to run {meta.get('run_id')}, but the "
             f"recovery store in {settings.recovery_dir} is run {run_id}. Point ATP_STATE_DIR at that run's "
             "store, use another ATP_REDIS_KEY_PREFIX, or run `atp reset` to clear both."
         )
     if meta is not None and meta.get("state") == READY:
-        return StartPlan(run_id)
-    why = "was lost (no meta key)" if meta is None else "was being re-published when the dataflow stopped"
-    log.warning("the Redis keyspace '%s' %s; re-publishing every position from the recovery store",
-                settings.redis_key_prefix, why)
-    write_meta(client, ks, run_id, REBUILDING)
-    return StartPlan(run_id, True, kafka_io.end_offsets(settings), store.state_keys())
+        return StartPlan(run_id, spec=spec)
+    why = "was lost (no meta key)" if meta is None else "was being rebuilt when the dataflow stopped"
+    log.warning("the Redis keyspace '%s' %s; re-publishing every position from the recovery store", ks.prefix, why)
+    write_meta(client, ks, run_id, REBUILDING, spec)
+    return StartPlan(run_id, True, kafka_io.end_offsets(settings), store.state_keys(), spec)
 
 
 class KeyspaceWatch(threading.Thread):
-    """Runs beside the flow: notices a lost keyspace with no traffic to reveal it, and marks a
-    re-published keyspace ready once it is complete and caught up."""
+    """Runs beside the flow: notices a lost keyspace with no traffic to reveal it, marks a
+    re-published keyspace ready once it is complete and caught up, restores the generation
+    pointer Redis lost with it, and notices when a switch has retired this generation."""
 
-    def __init__(self, client: redis.Redis, ks: KeySpace, plan: StartPlan, store: RecoveryStore | None,
-                 interval_s: float = 0.5) -> None:
+    def __init__(self, client: redis.Redis, settings: Settings, plan: StartPlan, store: RecoveryStore | None,
+                 interval_s: float = 0.5, mark_ready: bool = True, on_retire: Callable[[], None] = lambda: None) -> None:
         super().__init__(name="atp-keyspace-watch", daemon=True)
-        self._client, self._ks, self._plan, self._store = client, ks, plan, store
+        self._client, self._plan, self._store = client, plan, store
+        self._name, self._gens, self._ks = settings.generation, settings.generations, settings.keyspace
+        self._marker = settings.generation_dir / WAS_CURRENT_FILE
         self._interval = interval_s
-        self._pending = plan.republish
+        self._pending = plan.republish and mark_ready
+        self._on_retire = on_retire
         self.stopped = threading.Event()
 
     def complete(self) -> bool:
@@ -115,17 +144,35 @@ class KeyspaceWatch(threading.Thread):
                 if meta is None or meta.get("run_id") != self._plan.run_id:
                     REPUBLISH.report_lost()
                     return
+                if retire_due(meta):
+                    log.info("generation '%s' reached the end of its grace period after a switch; retiring", self._name)
+                    self._on_retire()
+                    return
                 if self._pending and self.complete():
-                    write_meta(self._client, self._ks, self._plan.run_id, READY)
+                    write_meta(self._client, self._ks, self._plan.run_id, READY, self._plan.spec)
                     self._pending = False
+                    self._restore_pointer()
                     log.info("re-published %d positions; keyspace '%s' ready after %.1f s",
                              self._plan.expected_keys, self._ks.prefix, time.monotonic() - started)
+                self._remember_pointer()
             except (redis.exceptions.RedisError, OSError) as exc:
                 log.debug("keyspace check failed (the sink retries writes): %s", exc)
 
+    def _remember_pointer(self) -> None:
+        """Keep a local note of whether the API serves this generation, for after a Redis loss."""
+        is_current = current(self._client, self._gens) == self._name
+        if is_current != self._marker.exists():
+            self._marker.touch() if is_current else self._marker.unlink(missing_ok=True)
+
+    def _restore_pointer(self) -> None:
+        if self._name != DEFAULT_GENERATION and self._marker.exists():
+            if self._client.set(self._gens.pointer, self._name, nx=True):
+                log.warning("restored the lost generation pointer: the API serves '%s' again", self._name)
+
 
 def reset(settings: Settings, client: redis.Redis) -> tuple[int, bool]:
-    """Delete the keyspace and the recovery store; returns (Redis keys deleted, store removed)."""
+    """Delete every generation's keyspace, the pointer and every recovery store; returns
+    (Redis keys deleted, whether a recovery store existed)."""
     deleted = 0
     pipe = client.pipeline(transaction=False)  # one DEL per key: keys may live in different cluster slots
     for key in client.scan_iter(match=f"{settings.redis_key_prefix}:*", count=1000):
@@ -133,6 +180,11 @@ def reset(settings: Settings, client: redis.Redis) -> tuple[int, bool]:
         if len(pipe) >= 1000:
             deleted += sum(pipe.execute())
     deleted += sum(pipe.execute())
-    existed = settings.recovery_dir.exists()
-    shutil.rmtree(settings.recovery_dir, ignore_errors=True)
+    existed = False
+    for directory in local_dirs(settings):
+        existed = existed or directory.exists()
+        shutil.rmtree(directory, ignore_errors=True)
+    (settings.state_dir / "generation.json").unlink(missing_ok=True)
+    (settings.state_dir / WAS_CURRENT_FILE).unlink(missing_ok=True)
     return deleted, existed
+

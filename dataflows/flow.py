@@ -8,18 +8,17 @@ from typing import Any
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
-from bytewax.outputs import Sink
+from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 
 from atp.config import Settings
 from dataflows import kafka_io
-from dataflows.decode import DecodeStep, is_dead_letter
+from dataflows.decode import DecodeStep, Ranges, is_dead_letter
 from dataflows.logic import FoldContext, PositionLogic
 from dataflows.redis_sink import RedisPositionSink
 from schemas import Decoder, Encoder, default_store
 from schemas.codec import registry_client
 from state import events as ev
 from state.position import Position
-from state.projection import KeySpace
 from state.safety import SafetyStock
 
 FLOW_ID = "atp"
@@ -58,7 +57,7 @@ def build_flow(io: FlowIO, deps: FlowDeps) -> Dataflow:
     return flow
 
 
-def deps_from_settings(settings: Settings) -> FlowDeps:
+def deps_from_settings(settings: Settings, formula: int | None = None, ranges: Ranges | None = None) -> FlowDeps:
     store = default_store()
     registry = registry_client(settings.schema_registry_url) if settings.schema_registry_url else None
     topic_of = {
@@ -67,20 +66,36 @@ def deps_from_settings(settings: Settings) -> FlowDeps:
         ev.InventorySnapshot: settings.topic_snapshots,
     }
     return FlowDeps(
-        decode=DecodeStep(Decoder(store, registry), settings.input_topics),
-        fold=FoldContext(settings.dedup_window_ms, SafetyStock.from_file(settings.safety_stock_file), topic_of),
+        decode=DecodeStep(Decoder(store, registry), settings.input_topics, ranges),
+        fold=FoldContext(settings.dedup_window_ms, SafetyStock.from_file(settings.safety_stock_file), topic_of,
+                         formula=formula or settings.formula_version),
         availability=kafka_io.AvailabilityMessage(Encoder(store, registry), settings.topic_availability),
         dead_letter=kafka_io.DeadLetterMessage(settings.topic_dead_letter),
     )
 
 
-def production_flow(settings: Settings) -> Dataflow:
+class _Discard(DynamicSink[Any]):
+    """A replay rebuilds Redis only: re-sending the availability feed and every dead letter of the
+    whole log would flood the consumers of both topics with copies."""
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> "_DiscardPartition":
+        return _DiscardPartition()
+
+
+class _DiscardPartition(StatelessSinkPartition[Any]):
+    def write_batch(self, items: list[Any]) -> None:
+        pass
+
+
+def production_flow(settings: Settings, formula: int | None = None, ranges: Ranges | None = None,
+                    replay: bool = False) -> Dataflow:
+    """The live flow; a replay reads its offset ranges, stops at the log's end and writes Redis only."""
     io = FlowIO(
-        source=kafka_io.source(settings),
-        positions=RedisPositionSink(settings.redis_url, KeySpace(settings.redis_key_prefix), settings.redis_retry_s),
-        messages=kafka_io.sink(settings),
+        source=kafka_io.source(settings, tail=not replay),
+        positions=RedisPositionSink(settings.redis_url, settings.keyspace, settings.redis_retry_s),
+        messages=_Discard() if replay else kafka_io.sink(settings),
     )
-    return build_flow(io, deps_from_settings(settings))
+    return build_flow(io, deps_from_settings(settings, formula, ranges))
 
 
 def main_flow() -> Dataflow:

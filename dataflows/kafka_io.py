@@ -129,6 +129,18 @@ def end_offsets(settings: Settings, timeout_s: float = 10.0) -> dict[str, int]:
         consumer.close()
 
 
+def low_offsets(settings: Settings, timeout_s: float = 10.0) -> dict[tuple[str, int], int]:
+    """The earliest retained offset of every input partition (above 0: retention deleted the start)."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "atp-low-offsets",
+                         "enable.auto.commit": False})
+    try:
+        md = consumer.list_topics(timeout=timeout_s)
+        return {(t, i): consumer.get_watermark_offsets(TopicPartition(t, i), timeout=timeout_s)[0]
+                for t in settings.input_topics for i in md.topics[t].partitions}
+    finally:
+        consumer.close()
+
+
 def check_kafka(settings: Settings, timeout_s: float = 10.0, workers_total: int | None = None) -> dict[str, Any]:
     """Fail fast (instead of hanging) when the broker is unreachable or an input topic is missing."""
     try:

@@ -27,6 +27,7 @@ class FoldContext:
     safety: SafetyStock
     topic_of: Mapping[type, str]
     clock: Callable[[], float] = field(default=time.time)
+    formula: int = 1  # the ATP formula version (state.position.FORMULAS)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -84,7 +85,7 @@ class PositionLogic(StatefulBatchLogic[Event, Position, bytes]):
         assert st is not None
         ctx = self._ctx
         now = ctx.clock()
-        pos = position(st, ctx.safety.for_key(st.sku, st.location), int(now * 1000))
+        pos = position(st, ctx.safety.for_key(st.sku, st.location), int(now * 1000), ctx.formula)
         if event_driven:
             metrics.EVENT_LAG.observe(max(0.0, now - st.max_event_ms / 1000))
         if st.max_event_ms > _newest_event_ms[0]:

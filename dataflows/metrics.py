@@ -25,3 +25,5 @@ INPUT_OFFSET = Gauge(
     "atp_input_offset", "Next offset to read per input partition (what this process has consumed).",
     ["topic", "partition"],
 )
+REPLAY_EVENTS = Counter("atp_replay_events_total", "Input records a replay has read within its range.")
+REPLAY_LAG = Gauge("atp_replay_lag_events", "Input records a replay still has to read to reach its end offsets.")

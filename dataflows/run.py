@@ -6,6 +6,8 @@ import logging
 import os
 import signal
 import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -17,11 +19,13 @@ from prometheus_client import start_http_server
 from atp.config import Settings
 from atp.errors import StackError
 from dataflows import kafka_io, metrics
+from atp.generations import Spec, current, drop, write_meta
 from dataflows.continuity import KeyspaceWatch, StartPlan, plan_start
+from dataflows.decode import Ranges
 from dataflows.recovery import RecoveryStore
 from dataflows.republish import REPUBLISH
 from dataflows.flow import production_flow
-from state.projection import KeySpace
+from state.projection import READY
 
 log = logging.getLogger(__name__)
 
@@ -43,9 +47,20 @@ def recovery_config(settings: Settings) -> RecoveryConfig | None:
 
 
 _stop_requested: list[str] = []
+_retiring = threading.Event()
 # Bytewax stops at its next activation when a Python signal handler raises. Raise once per run: a
 # second exception while Bytewax unwinds the first one aborts the process.
 _interrupting = threading.Event()
+
+STOPPED, DONE, RETIRED = "stopped", "done", "retired"
+
+
+@dataclass(frozen=True)
+class Replay:
+    """A bounded run into a new generation: read ``ranges`` (or everything) up to the log's end."""
+
+    spec: Spec
+    ranges: Ranges | None = None
 
 
 def _raise_once(why: str) -> None:
@@ -59,52 +74,70 @@ def _interrupt(signum: int, _frame: Any) -> None:
     _raise_once(_stop_requested[-1])
 
 
-def _interrupt_for_republish() -> None:
+def _interrupt_from_watch() -> None:
     os.kill(os.getpid(), signal.SIGUSR1)
 
 
-def _lost(signum: int, _frame: Any) -> None:
-    _raise_once("keyspace lost")
+def _retire() -> None:
+    _retiring.set()
+    _interrupt_from_watch()
 
 
-def run(settings: Settings) -> None:
+def _internal(signum: int, _frame: Any) -> None:
+    _raise_once("retired" if _retiring.is_set() else "keyspace lost")
+
+
+def run(settings: Settings, replay: Replay | None = None, on_start: Callable[[StartPlan], None] | None = None) -> str:
+    """Run until stopped (``stopped``), retired by a switch (``retired``) or, for a replay, until the
+    whole range is in Redis (``done``)."""
     # Bytewax checks for Python signals between activations and stops on KeyboardInterrupt.
     # Install the handlers explicitly: a process started in the background inherits SIGINT as
     # ignored, and SIGTERM (docker stop, `atp stack down`) would otherwise kill it mid-batch.
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
-    signal.signal(signal.SIGUSR1, _lost)
+    signal.signal(signal.SIGUSR1, _internal)
     kafka_io.check_kafka(settings)
     check_redis(settings.redis_url)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
     while True:
-        plan = plan_start(settings, client)
-        if not _run_once(settings, plan, client):
-            return
-        # The sink or the watch saw the keyspace vanish: run again from the last snapshot, re-publishing.
-        metrics.KEYSPACE_LOST.inc()
+        plan = plan_start(settings, client, new=replay.spec if replay else None, live=replay is None)
+        if on_start is not None:
+            on_start(plan)
+        outcome = _run_once(settings, plan, client, replay)
+        if outcome == "lost":
+            # The sink or the watch saw the keyspace vanish: run again from the last snapshot, re-publishing.
+            metrics.KEYSPACE_LOST.inc()
+            continue
+        if outcome == RETIRED:
+            deleted = drop(settings, client, settings.generation)
+            log.info("generation '%s' retired: deleted %d Redis keys and its recovery store; the API serves '%s'",
+                     settings.generation, deleted, current(client, settings.generations))
+        elif outcome == DONE and replay is not None:
+            write_meta(client, settings.keyspace, plan.run_id, READY, plan.spec)
+        return outcome
 
 
-def _run_once(settings: Settings, plan: StartPlan, client: redis.Redis) -> bool:
-    """Run the flow until it ends; True when it must run again because Redis lost the keyspace."""
+def _run_once(settings: Settings, plan: StartPlan, client: redis.Redis, replay: Replay | None) -> str:
     REPUBLISH.reset(active=plan.republish)
-    REPUBLISH.on_lost = _interrupt_for_republish
+    REPUBLISH.on_lost = _interrupt_from_watch
     _interrupting.clear()
+    _retiring.clear()
     metrics.STATE_KEYS.set(0)  # the logics count themselves in as Bytewax builds them
     metrics.OVERSOLD.set(0)
     store = RecoveryStore(settings.recovery_dir) if settings.recovery else None
-    watch = KeyspaceWatch(client, KeySpace(settings.redis_key_prefix), plan, store)
+    watch = KeyspaceWatch(client, settings, plan, store, mark_ready=replay is None, on_retire=_retire)
     watch.start()
     log.info(
-        "dataflow starting run=%s brokers=%s redis=%s workers=%d recovery=%s republish=%s",
-        plan.run_id, settings.kafka_bootstrap, settings.redis_url, settings.workers, settings.recovery,
-        plan.republish,
+        "dataflow starting generation=%s run=%s brokers=%s redis=%s workers=%d recovery=%s republish=%s replay=%s",
+        settings.generation, plan.run_id, settings.kafka_bootstrap, settings.redis_url, settings.workers,
+        settings.recovery, plan.republish, replay is not None,
     )
+    ranges = replay.ranges if replay else None
     try:
         cli_main(
-            production_flow(settings),
+            production_flow(settings, plan.spec.formula_version, ranges, replay=replay is not None),
             workers_per_process=settings.workers,
             epoch_interval=timedelta(seconds=settings.snapshot_interval_s),
             recovery_config=recovery_config(settings),
@@ -114,12 +147,14 @@ def _run_once(settings: Settings, plan: StartPlan, client: redis.Redis) -> bool:
         # not a failure.
         if _stop_requested:
             log.info("dataflow stopped by %s; the next run resumes from the last snapshot", _stop_requested[0])
-            return False
+            return STOPPED
         if REPUBLISH.lost.is_set():
             log.warning("the Redis keyspace '%s' was lost; restarting from the last snapshot to re-publish it",
-                        settings.redis_key_prefix)
-            return True
+                        settings.keyspace.prefix)
+            return "lost"
+        if _retiring.is_set():
+            return RETIRED
         raise
     finally:
         watch.stopped.set()
-    return False
+    return DONE

@@ -268,7 +268,7 @@ class ChaosRun:
             else:
                 self.stack.stop("redis")
                 self.stack.up(create_topics=False)
-            ks_meta = f"{self.settings.redis_key_prefix}:meta"
+            ks_meta = self.settings.keyspace.meta
             while time.monotonic() - lost < 180:
                 try:
                     if client.hget(ks_meta, "state") == b"ready":

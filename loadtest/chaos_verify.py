@@ -116,7 +116,7 @@ def _source(text: str) -> Source:
 
 def _check_redis(settings: Settings, truth: LogTruth, v: Verdict) -> None:
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=30)
-    prefix = f"{settings.redis_key_prefix}:pos:"
+    prefix = f"{settings.keyspace.prefix}:pos:"
     stored: dict[str, dict[str, int]] = {}
     keys = list(client.scan_iter(match=prefix + "*", count=5000))
     pipe = client.pipeline(transaction=False)

@@ -97,6 +97,7 @@ class Expected:
     shortfall: int
     version: int
     as_of: int
+    formula_version: int = 1
 
     def fields(self) -> dict[str, int]:
         return {k: v for k, v in self.__dict__.items() if k not in ("sku", "location")}
@@ -108,6 +109,7 @@ class Oracle:
 
     safety_by_location: dict[str, int] = field(default_factory=dict)
     safety_by_key: dict[str, int] = field(default_factory=dict)
+    formula: int = 1  # README: 1 promises AVAILABLE only, 2 also what is in transit to the location
     log: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=lambda: defaultdict(list))
     ids: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     accepted = 0
@@ -188,6 +190,7 @@ class Oracle:
         return Expected(
             sku=sku, location=location, available_qty=available, non_sellable=non_sellable,
             on_hand=available + non_sellable, reserved=reserved, inbound=inbound, safety_stock=safety,
-            atp=max(0, available - reserved - safety), shortfall=max(0, reserved + safety - available),
-            version=len(events), as_of=max(r["occurred_at"] for _, r in events),
+            atp=max(0, available + (inbound if self.formula == 2 else 0) - reserved - safety),
+            shortfall=max(0, reserved + safety - available),
+            version=len(events), as_of=max(r["occurred_at"] for _, r in events), formula_version=self.formula,
         )

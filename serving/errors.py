@@ -10,7 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from serving.store import KeyspaceNotReady
+from serving.store import KeyspaceNotReady, UnknownGeneration
 
 
 class ApiError(Exception):
@@ -53,6 +53,11 @@ def install(app: FastAPI) -> None:
         return JSONResponse(body(code, str(exc), {"keyspace_state": exc.state}), status_code=503,
                             headers={"Retry-After": "1"})
 
+    @app.exception_handler(UnknownGeneration)
+    async def _generation(_: Request, exc: UnknownGeneration) -> JSONResponse:
+        code = "generation_retired" if exc.retired else "generation_not_found"
+        return JSONResponse(body(code, str(exc), {"generation": exc.name}), status_code=404)
+
     @app.exception_handler(redis.exceptions.RedisError)
     async def _redis(_: Request, exc: redis.exceptions.RedisError) -> JSONResponse:
         return JSONResponse(
@@ -63,7 +68,8 @@ def install(app: FastAPI) -> None:
 
 
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    404: {"description": "Unknown key", "content": {"application/json": {"example": body("not_found", "...")}}},
+    404: {"description": "Unknown key (not_found), or an unknown or retired ?generation= "
+                         "(generation_not_found, generation_retired)", "content": {"application/json": {"example": body("not_found", "...")}}},
     422: {"description": "Invalid request", "content": {"application/json": {"example": body("invalid_request", "...")}}},
     503: {"description": "Redis unavailable (store_unavailable), or the keyspace is being re-published "
                          "(rebuilding) or missing (keyspace_missing)",

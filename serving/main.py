@@ -14,7 +14,6 @@ from serving import errors
 from serving.metrics import MetricsMiddleware
 from serving.routes import availability, health
 from serving.store import PositionStore
-from state.projection import KeySpace
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +24,7 @@ def create_app(settings: Settings) -> FastAPI:
         client = aioredis.Redis.from_url(
             settings.redis_url, max_connections=64, socket_timeout=2, socket_connect_timeout=2
         )
-        app.state.store = PositionStore(client, KeySpace(settings.redis_key_prefix))
+        app.state.store = PositionStore(client, settings.generations)
         try:
             await client.ping()
         except aioredis.RedisError as exc:  # serve anyway: /readyz and 503s tell clients

@@ -13,7 +13,8 @@ MAX_QUERY_ITEMS = 1000
 
 
 class Quantities(BaseModel):
-    atp: int = Field(description="max(0, available_qty - reserved - safety_stock)")
+    atp: int = Field(description="formula 1: max(0, available_qty - reserved - safety_stock); "
+                     "formula 2 adds inbound")
     available_qty: int
     on_hand: int
     reserved: int
@@ -30,6 +31,7 @@ class Availability(Quantities):
     as_of: datetime = Field(description="Event time of the newest applied event (UTC)")
     updated_at: datetime = Field(description="When the dataflow computed this position (UTC)")
     lag_ms: int = Field(description="now - as_of, in milliseconds")
+    formula_version: int = Field(1, description="The ATP formula version that computed this position")
 
     @classmethod
     def from_stored(cls, stored: dict[str, Any], now_ms: int) -> "Availability":
@@ -41,6 +43,7 @@ class Availability(Quantities):
             as_of=datetime.fromtimestamp(stored["as_of"] / 1000, timezone.utc),
             updated_at=datetime.fromtimestamp(stored["updated_at"] / 1000, timezone.utc),
             lag_ms=max(0, now_ms - stored["as_of"]),
+            formula_version=stored.get("formula_version", 1),
         )
 
 

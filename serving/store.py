@@ -1,12 +1,16 @@
-"""Reading positions from Redis (the projection written by the dataflow)."""
+"""Reading positions from Redis (the projection written by the dataflow), from the current
+generation of the keyspace or from one named explicitly."""
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import redis.asyncio as aioredis
 
-from state.projection import READY, KeySpace, from_hash
+from state.projection import DEFAULT_GENERATION, READY, Generations, KeySpace, current_name, from_hash
 
 
 class KeyspaceNotReady(Exception):
@@ -21,45 +25,77 @@ class KeyspaceNotReady(Exception):
         )
 
 
-def _checked(state: bytes | str | None) -> None:
-    state = state.decode() if isinstance(state, bytes) else state
-    if state != READY:
-        raise KeyspaceNotReady(state)
+class UnknownGeneration(Exception):
+    """A generation asked for by name that does not exist (any more)."""
+
+    def __init__(self, name: str, retired: bool) -> None:
+        self.name, self.retired = name, retired
+        super().__init__(f"generation '{name}' was retired after a switch" if retired else
+                         f"no generation '{name}' (see `atp generation list`)")
+
+
+def _text(v: bytes | str | None) -> str | None:
+    return v.decode() if isinstance(v, bytes) else v
+
+
+@dataclass(frozen=True)
+class Read:
+    generation: str
+    results: list[Any]
+
+
+Build = Callable[[Any, KeySpace], None]
 
 
 class PositionStore:
-    """Every read checks, in the same round trip, that the keyspace is complete (its meta says ready)."""
+    """Every read checks, in the same round trip, that its generation is complete (its meta says
+    ready) and, when it follows the current generation, that the pointer still names it: after a
+    switch the read is done again on the new generation, so one answer never mixes two."""
 
-    def __init__(self, client: aioredis.Redis, keyspace: KeySpace) -> None:
+    def __init__(self, client: aioredis.Redis, generations: Generations) -> None:
         self.client = client
-        self.ks = keyspace
+        self.gens = generations
+        self._current = DEFAULT_GENERATION  # the pointer as last seen
 
-    async def get(self, sku: str, location: str) -> dict[str, Any] | None:
-        return (await self.get_many([(sku, location)]))[0]
+    async def _read(self, generation: str | None, build: Build, explicit: bool = False) -> Read:
+        for _ in range(3):
+            name = generation or self._current
+            ks = self.gens.keyspace(name)
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(self.gens.pointer)
+            pipe.hmget(ks.meta, "state", "retire_at")
+            build(pipe, ks)
+            pointer, (state, retire_at), *results = await pipe.execute()
+            if generation is None and current_name(pointer) != name:
+                self._current = current_name(pointer)
+                continue
+            state = _text(state)
+            if explicit and (state is None or (retire_at and int(retire_at) <= time.time() * 1000)):
+                raise UnknownGeneration(name, retired=state is not None)
+            if state != READY:
+                raise KeyspaceNotReady(state)
+            return Read(name, results)
+        raise KeyspaceNotReady("switching")  # the pointer moved three times during one request
 
-    async def get_many(self, pairs: list[tuple[str, str]]) -> list[dict[str, Any] | None]:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hget(self.ks.meta, "state")
-        for sku, location in pairs:
-            pipe.hgetall(self.ks.position(sku, location))
-        state, *raws = await pipe.execute()
-        _checked(state)
-        return [from_hash(raw) for raw in raws]
+    async def get_many(self, pairs: list[tuple[str, str]], generation: str | None = None) -> Read:
+        def build(pipe: Any, ks: KeySpace) -> None:
+            for sku, location in pairs:
+                pipe.hgetall(ks.position(sku, location))
 
-    async def for_sku(self, sku: str) -> list[dict[str, Any]]:
-        pipe = self.client.pipeline(transaction=False)
-        pipe.hget(self.ks.meta, "state")
-        pipe.smembers(self.ks.locations(sku))
-        state, members = await pipe.execute()
-        _checked(state)
-        locations = sorted(m.decode() if isinstance(m, bytes) else m for m in members)
-        # get_many checks the meta again on purpose: a loss between the two round trips would
-        # otherwise give a partial SKU (wrong totals) instead of a 503.
-        found = await self.get_many([(sku, loc) for loc in locations])
-        return [p for p in found if p is not None]
+        read = await self._read(generation, build, explicit=generation is not None)
+        return Read(read.generation, [from_hash(raw) for raw in read.results])
 
-    async def check_ready(self) -> None:
-        _checked(await self.client.hget(self.ks.meta, "state"))
+    async def for_sku(self, sku: str, generation: str | None = None) -> Read:
+        read = await self._read(generation, lambda pipe, ks: pipe.smembers(ks.locations(sku)),
+                                explicit=generation is not None)
+        locations = sorted(_text(m) for m in read.results[0])  # type: ignore[type-var]
+        # The second round trip reads the same generation and checks its meta again on purpose: a
+        # loss between the two would otherwise give a partial SKU (wrong totals) instead of a 503.
+        found = await self.get_many([(sku, loc) for loc in locations], read.generation)
+        return Read(read.generation, [p for p in found.results if p is not None])
+
+    async def check_ready(self) -> str:
+        return (await self._read(None, lambda pipe, ks: None)).generation
 
     async def ping(self) -> bool:
         return bool(await self.client.ping())

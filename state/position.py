@@ -30,6 +30,7 @@ class Position:
     version: int
     as_of: int
     updated_at: int
+    formula_version: int = 1
 
     @property
     def key(self) -> str:
@@ -49,14 +50,30 @@ class Position:
 _NAMES = tuple(f.name for f in fields(Position))
 
 
-def position(state: KeyState, safety_stock: int, updated_at_ms: int) -> Position:
+def _atp_v1(available: int, inbound: int, reserved: int, safety_stock: int) -> int:
+    """Promise only what is physically available: AVAILABLE - reserved - safety stock."""
+    return max(0, available - reserved - safety_stock)
+
+
+def _atp_v2(available: int, inbound: int, reserved: int, safety_stock: int) -> int:
+    """Also promise stock in transit to the location (inbound transfers)."""
+    return max(0, available + inbound - reserved - safety_stock)
+
+
+# The ATP formula is versioned: positions carry the version that computed them, and a replay
+# into a new generation can use a newer one. Never change a published version's meaning.
+FORMULAS = {1: _atp_v1, 2: _atp_v2}
+LATEST_FORMULA = max(FORMULAS)
+
+
+def position(state: KeyState, safety_stock: int, updated_at_ms: int, formula: int = 1) -> Position:
     b = state.buckets
     available = b[AVAILABLE]
     reserved = state.reserved
     return Position(
         sku=state.sku,
         location=state.location,
-        atp=max(0, available - reserved - safety_stock),
+        atp=FORMULAS[formula](available, state.inbound, reserved, safety_stock),
         available_qty=available,
         on_hand=b[0] + b[1] + b[2] + b[3],
         reserved=reserved,
@@ -67,6 +84,7 @@ def position(state: KeyState, safety_stock: int, updated_at_ms: int) -> Position
         version=state.version,
         as_of=state.max_event_ms,
         updated_at=updated_at_ms,
+        formula_version=formula,
     )
 
 

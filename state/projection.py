@@ -30,7 +30,7 @@ return 1
 
 INT_FIELDS = (
     "atp", "available_qty", "on_hand", "reserved", "non_sellable", "inbound",
-    "safety_stock", "shortfall", "version", "as_of", "updated_at",
+    "safety_stock", "shortfall", "version", "as_of", "updated_at", "formula_version",
 )
 
 
@@ -54,6 +54,46 @@ class KeySpace:
 READY = "ready"
 REBUILDING = "rebuilding"
 
+DEFAULT_GENERATION = "default"
+GENERATION_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+
+
+@dataclass(frozen=True)
+class Generations:
+    """Generations of the keyspace under one base prefix, and the pointer that names the current one.
+
+    - ``<base>:current``: the name of the generation the API serves (absent: ``default``);
+    - ``default`` lives under ``<base>`` itself (the layout before generations existed), any other
+      generation ``NAME`` under ``<base>:gen:NAME``, each with its own meta key.
+    A switch is one ``SET`` of the pointer, so a reader sees either the old or the new generation.
+    """
+
+    base: str = "atp"
+
+    @property
+    def pointer(self) -> str:
+        return f"{self.base}:current"
+
+    def keyspace(self, name: str) -> KeySpace:
+        return KeySpace(self.base if name == DEFAULT_GENERATION else f"{self.base}:gen:{name}")
+
+    @property
+    def meta_pattern(self) -> str:
+        return f"{self.base}:gen:*:meta"
+
+    def name_of_meta(self, key: str) -> str:
+        """``<base>:gen:NAME:meta`` or ``<base>:meta`` -> the generation's name."""
+        if key == f"{self.base}:meta":
+            return DEFAULT_GENERATION
+        return key[len(self.base) + len(":gen:"):-len(":meta")]
+
+
+def current_name(raw: bytes | str | None) -> str:
+    """The pointer's value as a generation name (no pointer: the default generation)."""
+    if raw is None:
+        return DEFAULT_GENERATION
+    return raw.decode() if isinstance(raw, bytes) else raw
+
 
 def write_args(p: Position) -> list[Any]:
     """ARGV for ``GUARDED_WRITE``."""
@@ -63,6 +103,7 @@ def write_args(p: Position) -> list[Any]:
         "on_hand", p.on_hand, "reserved", p.reserved, "non_sellable", p.non_sellable,
         "inbound", p.inbound, "safety_stock", p.safety_stock, "shortfall", p.shortfall,
         "version", p.version, "as_of", p.as_of, "updated_at", p.updated_at,
+        "formula_version", p.formula_version,
     ]
 
 

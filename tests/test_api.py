@@ -66,7 +66,8 @@ def test_one_key(sink, client):
     assert body["as_of"] == "2026-01-01T00:00:00Z" and body["updated_at"] == "2026-01-01T00:00:00.050000Z"
     assert body["lag_ms"] > 0
     assert set(body) == {"sku", "location", "atp", "available_qty", "on_hand", "reserved", "non_sellable", "inbound",
-                         "safety_stock", "shortfall", "version", "as_of", "updated_at", "lag_ms"}
+                         "safety_stock", "shortfall", "version", "as_of", "updated_at", "lag_ms", "formula_version"}
+    assert body["formula_version"] == 1 and r.headers["ATP-Generation"] == "default"
 
 
 def test_unknown_key_is_404_and_invalid_id_is_422(client):
@@ -102,7 +103,7 @@ def test_batch_query_keeps_request_order_and_limits_size(sink, client):
 
 def test_health_readiness_metrics_and_openapi(client):
     assert client.get("/healthz").json() == {"status": "ok"}
-    assert client.get("/readyz").json() == {"status": "ready"}
+    assert client.get("/readyz").json() == {"status": "ready", "generation": "default"}
     client.get("/v1/availability/SKU-9/DC-01")
     text = client.get("/metrics").text
     assert 'atp_api_requests_total{route="/v1/availability/{sku}/{location}",status="404"}' in text

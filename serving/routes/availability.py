@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query, Response
 
 from serving.deps import StoreDep
 from serving.errors import ERROR_RESPONSES, ApiError
@@ -19,11 +19,16 @@ from serving.models import (
     SkuAvailability,
 )
 from state.position import network_total
+from state.projection import GENERATION_PATTERN
 
 router = APIRouter(prefix="/v1/availability", tags=["availability"], responses=ERROR_RESPONSES)
 
 SkuPath = Annotated[str, Path(pattern=ID_PATTERN, description="Item id")]
 LocationPath = Annotated[str, Path(pattern=ID_PATTERN, description="Location id")]
+GenerationQuery = Annotated[str | None, Query(
+    pattern=GENERATION_PATTERN,
+    description="Read a named generation (e.g. a point-in-time rebuild) instead of the current one")]
+GENERATION_HEADER = "ATP-Generation"  # which generation answered
 
 
 def _now_ms() -> int:
@@ -31,16 +36,22 @@ def _now_ms() -> int:
 
 
 @router.get("/{sku}/{location}", response_model=Availability, summary="ATP of one item at one location")
-async def get_position(sku: SkuPath, location: LocationPath, store: StoreDep) -> Availability:
-    stored = await store.get(sku, location)
+async def get_position(sku: SkuPath, location: LocationPath, store: StoreDep, response: Response,
+                       generation: GenerationQuery = None) -> Availability:
+    read = await store.get_many([(sku, location)], generation)
+    response.headers[GENERATION_HEADER] = read.generation
+    stored = read.results[0]
     if stored is None:
         raise ApiError(404, "not_found", f"no position for {sku}@{location}")
     return Availability.from_stored(stored, _now_ms())
 
 
 @router.get("/{sku}", response_model=SkuAvailability, summary="ATP of one item at every location, with totals")
-async def get_sku(sku: SkuPath, store: StoreDep) -> SkuAvailability:
-    stored = await store.for_sku(sku)
+async def get_sku(sku: SkuPath, store: StoreDep, response: Response,
+                  generation: GenerationQuery = None) -> SkuAvailability:
+    read = await store.for_sku(sku, generation)
+    response.headers[GENERATION_HEADER] = read.generation
+    stored = read.results
     if not stored:
         raise ApiError(404, "not_found", f"no positions for {sku}")
     now = _now_ms()
@@ -52,9 +63,12 @@ async def get_sku(sku: SkuPath, store: StoreDep) -> SkuAvailability:
 
 
 @router.post("/query", response_model=QueryResponse, summary="Up to 1000 keys in one request, in request order")
-async def query(request: QueryRequest, store: StoreDep) -> QueryResponse:
+async def query(request: QueryRequest, store: StoreDep, response: Response,
+                generation: GenerationQuery = None) -> QueryResponse:
     pairs = [(i.sku, i.location) for i in request.items]
-    found = await store.get_many(pairs)
+    read = await store.get_many(pairs, generation)
+    response.headers[GENERATION_HEADER] = read.generation
+    found = read.results
     now = _now_ms()
     return QueryResponse(
         results=[

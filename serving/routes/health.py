@@ -24,8 +24,7 @@ async def readyz(store: StoreDep) -> dict[str, str]:
         await store.ping()
     except redis.exceptions.RedisError as exc:
         raise ApiError(503, "store_unavailable", f"Redis unreachable: {type(exc).__name__}: {exc}") from None
-    await store.check_ready()
-    return {"status": "ready"}
+    return {"status": "ready", "generation": await store.check_ready()}
 
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
