@@ -102,7 +102,7 @@ def _replay(name: str, until_ms: int | None, formula: int | None, starts: dict[s
     if formula is not None and formula not in FORMULAS:
         raise ConfigError(f"--formula {formula}: known versions are {', '.join(map(str, sorted(FORMULAS)))}")
     client = _client(s)
-    req = rp.Request(name, until_ms, formula or s.formula_version, starts, allow_truncated, resume, discard)
+    req = rp.Request(name, until_ms, formula or s.formula_version or 1, starts, allow_truncated, resume, discard)
     gen, spec = rp.prepare(s, client, req)
     gen = gen.model_copy(update={"metrics_port": metrics_port})
     with Progress(TextColumn(f"replay {name}"), BarColumn(), MofNCompleteColumn(),

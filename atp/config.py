@@ -34,7 +34,8 @@ class Settings(BaseSettings):
     generation: str = Field(
         DEFAULT_GENERATION, pattern=GENERATION_PATTERN,
         description="The keyspace generation this dataflow writes (see `atp replay`); the API serves the current one.")
-    formula_version: int = Field(1, description="ATP formula for a new generation (1 or 2); see the README.")
+    formula_version: int | None = Field(
+        None, description="ATP formula of a new generation (1 or 2; unset: 1). An existing generation keeps its own.")
     redis_retry_s: float = Field(
         120.0, gt=0, le=3600, description="How long the dataflow retries an unreachable Redis before it stops.")
     schema_registry_url: str | None = Field(None, description="Confluent schema registry; unset = single-object.")
@@ -66,8 +67,8 @@ class Settings(BaseSettings):
 
     @field_validator("formula_version")
     @classmethod
-    def _formula(cls, v: int) -> int:
-        if v not in FORMULAS:
+    def _formula(cls, v: int | None) -> int | None:
+        if v is not None and v not in FORMULAS:
             raise ValueError(f"unknown ATP formula; known versions: {', '.join(map(str, sorted(FORMULAS)))}")
         return v
 

@@ -20,9 +20,11 @@ class Message:
     timestamp_ms: int = 0  # the log timestamp (CreateTime or LogAppendTime, as the topic is set)
 
 
-def read_topics(bootstrap: str, topics: list[str], timeout_s: float = 30.0) -> Iterator[Message]:
-    """Every message of ``topics`` from the beginning to each partition's end (one consumer, all
-    partitions assigned; partitions interleave, offsets within one stay in order)."""
+def read_topics(bootstrap: str, topics: list[str], timeout_s: float = 30.0,
+                ends: dict[tuple[str, int], int] | None = None) -> Iterator[Message]:
+    """Every message of ``topics`` from the beginning to each partition's end, or to ``ends`` (the
+    first offset not to read: a log that keeps growing has no end to wait for). One consumer, all
+    partitions assigned; partitions interleave, offsets within one stay in order."""
     consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "atp-topicread", "enable.auto.commit": False,
                          "enable.partition.eof": True, "fetch.max.bytes": 52428800})
     try:
@@ -30,6 +32,8 @@ def read_topics(bootstrap: str, topics: list[str], timeout_s: float = 30.0) -> I
         parts = [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in sorted(md.topics[t].partitions)]
         consumer.assign(parts)
         open_parts = {(tp.topic, tp.partition) for tp in parts}
+        if ends is not None:
+            open_parts -= {tp for tp, end in ends.items() if end <= 0}
         deadline = time.monotonic() + timeout_s
         while open_parts:
             # A short wait: consume() returns early only when the batch is full.
@@ -46,6 +50,13 @@ def read_topics(bootstrap: str, topics: list[str], timeout_s: float = 30.0) -> I
                         open_parts.discard((m.topic(), m.partition()))
                         continue
                     raise RuntimeError(f"reading {m.topic()}[{m.partition()}]: {err}")
+                where = (m.topic(), m.partition())
+                if where not in open_parts:
+                    continue
+                if ends is not None and m.offset() + 1 >= ends.get(where, 0):
+                    open_parts.discard(where)
+                    if m.offset() >= ends.get(where, 0):
+                        continue
                 headers = {k: v.decode() for k, v in (m.headers() or []) if v is not None}
                 yield Message(m.topic(), m.partition(), m.offset(), m.key(), m.value(), headers, m.timestamp()[1])
     finally:

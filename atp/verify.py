@@ -10,7 +10,6 @@ has passed, and only those still apart are reported.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -54,26 +53,20 @@ def _suffixes(client: redis.Redis, ks: KeySpace) -> set[str]:
     return {k.decode()[cut:] for k in client.scan_iter(match=f"{ks.prefix}:pos:*", count=1000)}
 
 
-def _read(client: redis.Redis, ks: KeySpace, suffixes: Iterable[str]) -> dict[str, dict[str, Any]]:
-    out: dict[str, dict[str, Any]] = {}
-    chunk: list[str] = []
-
-    def flush() -> None:
+def _read_pairs(client: redis.Redis, new: KeySpace, cur: KeySpace,
+                suffixes: list[str]) -> dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]]:
+    """Both generations' copy of each key, read next to each other in one pipeline, so that under
+    live traffic the two reads of a key are microseconds apart."""
+    out: dict[str, tuple[dict[str, Any] | None, dict[str, Any] | None]] = {}
+    for i in range(0, len(suffixes), 500):
+        chunk = suffixes[i:i + 500]
         pipe = client.pipeline(transaction=False)
         for s in chunk:
-            pipe.hgetall(f"{ks.prefix}:pos:{s}")
-        for s, raw in zip(chunk, pipe.execute()):
-            found = from_hash(raw)
-            if found is not None:
-                out[s] = found
-        chunk.clear()
-
-    for s in suffixes:
-        chunk.append(s)
-        if len(chunk) >= 1000:
-            flush()
-    if chunk:
-        flush()
+            pipe.hgetall(f"{new.prefix}:pos:{s}")
+            pipe.hgetall(f"{cur.prefix}:pos:{s}")
+        raws = pipe.execute()
+        for j, s in enumerate(chunk):
+            out[s] = (from_hash(raws[2 * j]), from_hash(raws[2 * j + 1]))
     return out
 
 
@@ -84,23 +77,27 @@ def _fields_apart(a: dict[str, Any], b: dict[str, Any]) -> dict[str, tuple[Any, 
 def compare(client: redis.Redis, new: KeySpace, cur: KeySpace, settle_s: float = 0.0, poll_s: float = 0.5) -> Diff:
     names_new, names_cur = _suffixes(client, new), _suffixes(client, cur)
     diff = Diff(len(names_new), len(names_cur))
-    diff.only_new = sorted(names_new - names_cur)
-    diff.only_current = sorted(names_cur - names_new)
-    pending = sorted(names_new & names_cur)
+    pending = sorted(names_new | names_cur)  # a key only on one side may be in flight too
     deadline = time.monotonic() + settle_s
     while True:
-        a, b = _read(client, new, pending), _read(client, cur, pending)
-        apart = [s for s in pending if s not in a or s not in b or a[s]["version"] != b[s]["version"]]
-        for s in pending:
-            if s in a and s in b and a[s]["version"] == b[s]["version"]:
-                fields = _fields_apart(a[s], b[s])
-                if fields:
-                    diff.different.append((s, fields))
-                else:
-                    diff.equal += 1
+        pairs = _read_pairs(client, new, cur, pending)
+        apart = []
+        for s, (a, b) in pairs.items():
+            if a is None or b is None or a["version"] != b["version"]:
+                apart.append(s)
+            elif fields := _fields_apart(a, b):
+                diff.different.append((s, fields))
+            else:
+                diff.equal += 1
         if not apart or time.monotonic() >= deadline:
-            diff.version_apart = [(s, a.get(s, {}).get("version", -1), b.get(s, {}).get("version", -1))
-                                  for s in apart]
+            for s in apart:
+                a, b = pairs[s]
+                if b is None:
+                    diff.only_new.append(s)
+                elif a is None:
+                    diff.only_current.append(s)
+                else:
+                    diff.version_apart.append((s, a["version"], b["version"]))
             return diff
         pending = apart
         time.sleep(poll_s)

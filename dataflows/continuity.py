@@ -51,8 +51,8 @@ def _spec_for(settings: Settings, new: Spec | None, live: bool) -> Spec:
     """The generation's spec on disk, checked against what this start asks for; or the new one."""
     spec = Spec.load(settings.generation_dir)
     if spec is None:
-        return new or Spec(settings.generation, LIVE, settings.formula_version, created_ms=now_ms())
-    if "formula_version" in settings.model_fields_set and settings.formula_version != spec.formula_version:
+        return new or Spec(settings.generation, LIVE, settings.formula_version or 1, created_ms=now_ms())
+    if settings.formula_version is not None and settings.formula_version != spec.formula_version:
         raise GenerationError(
             f"generation '{spec.name}' computes ATP with formula {spec.formula_version}, but "
             f"ATP_FORMULA_VERSION={settings.formula_version}. A formula change needs a new generation: "

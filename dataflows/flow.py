@@ -68,7 +68,7 @@ def deps_from_settings(settings: Settings, formula: int | None = None, ranges: R
     return FlowDeps(
         decode=DecodeStep(Decoder(store, registry), settings.input_topics, ranges),
         fold=FoldContext(settings.dedup_window_ms, SafetyStock.from_file(settings.safety_stock_file), topic_of,
-                         formula=formula or settings.formula_version),
+                         formula=formula or settings.formula_version or 1),
         availability=kafka_io.AvailabilityMessage(Encoder(store, registry), settings.topic_availability),
         dead_letter=kafka_io.DeadLetterMessage(settings.topic_dead_letter),
     )
@@ -87,11 +87,16 @@ class _DiscardPartition(StatelessSinkPartition[Any]):
         pass
 
 
+def _source_ends(ranges: Ranges | None) -> dict[str, int]:
+    """Decode-step ranges as the source's end offsets, keyed like Bytewax's partitions."""
+    return {f"{p}-{t}": end for (t, p), (_, end) in (ranges or {}).items() if end is not None}
+
+
 def production_flow(settings: Settings, formula: int | None = None, ranges: Ranges | None = None,
                     replay: bool = False) -> Dataflow:
     """The live flow; a replay reads its offset ranges, stops at the log's end and writes Redis only."""
     io = FlowIO(
-        source=kafka_io.source(settings, tail=not replay),
+        source=kafka_io.source(settings, ends=_source_ends(ranges) if replay else None),
         positions=RedisPositionSink(settings.redis_url, settings.keyspace, settings.redis_retry_s),
         messages=_Discard() if replay else kafka_io.sink(settings),
     )

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
+from collections.abc import Mapping
 from typing import Any
 
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource
-from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
+from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource, KafkaSourceMessage
+from bytewax.inputs import StatefulSourcePartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from atp.config import Settings
@@ -15,10 +18,67 @@ from dataflows.decode import DeadLetter
 from schemas import Encoder
 from state.position import Position
 
+log = logging.getLogger(__name__)
+
 PRODUCER_CONFIG = {"linger.ms": "5", "compression.type": "lz4", "enable.idempotence": "true"}
 
 
-def source(settings: Settings, tail: bool = True) -> KafkaSource:
+class BoundedKafkaSource(KafkaSource):
+    """Ends each partition at a fixed offset (``{index}-{topic}`` -> the first offset not to read).
+
+    A replay must end where the log ended *when the replay started*: end-of-partition never comes
+    while live traffic keeps the partitions growing. Its snapshots are the next offset to read, like
+    ``KafkaSource``'s, so the live dataflow resumes a finished replay where it stopped.
+    """
+
+    def __init__(self, *args: Any, ends: Mapping[str, int], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._ends = dict(ends)
+
+    def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> Any:
+        end = self._ends.get(for_part)
+        if end is None:
+            return super().build_part(step_id, for_part, resume_state)
+        index, topic = for_part.split("-", 1)
+        config = {"group.id": "atp-replay", "enable.auto.commit": "false",
+                  "bootstrap.servers": ",".join(self._brokers)}
+        start = OFFSET_BEGINNING if resume_state is None else resume_state
+        return _RangePartition(Consumer(config), topic, int(index), start, end, self._batch_size)
+
+
+class _RangePartition(StatefulSourcePartition[Any, int]):
+    def __init__(self, consumer: Consumer, topic: str, index: int, start: int, end: int, batch_size: int) -> None:
+        consumer.assign([TopicPartition(topic, index, start)])
+        self._consumer, self._next, self._end, self._batch = consumer, start, end, batch_size
+
+    def next_batch(self) -> list[Any]:
+        if self._next >= self._end:
+            raise StopIteration()
+        want = self._batch if self._next < 0 else max(1, min(self._batch, self._end - self._next))
+        out = []
+        for m in self._consumer.consume(want, 0.001):
+            if m.error() is not None:
+                log.warning("replay consumer error topic=%s partition=%s error=%s", m.topic(), m.partition(), m.error())
+                continue
+            if m.offset() >= self._end:
+                break  # beyond the range: left for the live dataflow
+            out.append(KafkaSourceMessage(m.key(), m.value(), m.topic(), m.headers() or [], m.latency(),
+                                          m.offset(), m.partition(), m.timestamp()))
+            self._next = m.offset() + 1
+        return out
+
+    def snapshot(self) -> int:
+        return self._next
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+def source(settings: Settings, tail: bool = True, ends: Mapping[str, int] | None = None) -> KafkaSource:
+    if ends is not None:
+        return BoundedKafkaSource(
+            settings.brokers, list(settings.input_topics), batch_size=settings.kafka_batch_size,
+            raise_on_errors=False, ends=ends)
     return KafkaSource(
         settings.brokers,
         list(settings.input_topics),

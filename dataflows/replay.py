@@ -75,7 +75,10 @@ def prepare(settings: Settings, client: redis.Redis, req: Request) -> tuple[Sett
         return gen, existing
     starts = dict(req.starts or {})
     _check_retention(settings, starts, req.allow_truncated)
-    ends = _cut_offsets(settings, req.until_ms) if req.until_ms is not None else {}
+    # A replay ends where the log ended when it started (the live dataflow takes over from there);
+    # a point-in-time rebuild where the log passed ``until``.
+    ends = _cut_offsets(settings, req.until_ms) if req.until_ms is not None else {
+        part_name(tp): end for tp, end in targets(settings).items()}
     spec = Spec(req.name, PIT if req.until_ms is not None else REPLAY, req.formula_version, req.until_ms,
                 starts, ends, now_ms())
     return gen, spec
@@ -105,13 +108,13 @@ def _cut_offsets(settings: Settings, until_ms: int) -> dict[str, int]:
     embedded one answers that request wrongly), and reads at raw-consume speed.
     """
     ends: dict[str, int] = {}
-    for m in read_topics(settings.kafka_bootstrap, list(settings.input_topics)):
-        name = f"{m.topic}:{m.partition}"
+    now = targets(settings)
+    for m in read_topics(settings.kafka_bootstrap, list(settings.input_topics), ends=now):
+        name = part_name((m.topic, m.partition))
         if name not in ends and m.timestamp_ms >= until_ms:
             ends[name] = m.offset
-    for key, end in kafka_io.end_offsets(settings).items():  # partitions never reaching until: all
-        index, _, topic = key.partition("-")
-        ends.setdefault(f"{topic}:{index}", end)
+    for tp, end in now.items():  # partitions never reaching until: all of them
+        ends.setdefault(part_name(tp), end)
     return ends
 
 

@@ -56,9 +56,12 @@ class Verdict:
                     or self.dead_letters_unexpected)
 
 
-def read_truth(settings: Settings) -> LogTruth:
+def read_truth(settings: Settings, until_ms: int | None = None, formula: int = 1) -> LogTruth:
+    """The oracle's positions for the whole log or, with ``until_ms``, for each partition's records
+    before the first one logged at or after it (what a point-in-time replay must equal)."""
     reader = AvroReader()
-    oracle = Oracle()
+    oracle = Oracle(formula=formula)
+    closed: set[tuple[str, int]] = set()
     alias_of_topic = {settings.topic_alias(a): a for a in RECORD_OF_ALIAS}
     invalid: set[Source] = set()
     n = 0
@@ -66,6 +69,9 @@ def read_truth(settings: Settings) -> LogTruth:
     log = sorted(read_topics(settings.kafka_bootstrap, list(settings.input_topics)),
                  key=lambda m: (order[m.topic], m.partition, m.offset))  # topic/partition/offset order
     for m in log:
+        if until_ms is not None and ((m.topic, m.partition) in closed or m.timestamp_ms >= until_ms):
+            closed.add((m.topic, m.partition))
+            continue
         n += 1
         where = (m.topic, m.partition, m.offset)
         try:
@@ -140,7 +146,7 @@ def _check_redis(settings: Settings, truth: LogTruth, v: Verdict) -> None:
 
 
 _FIELDS = ("available_qty", "non_sellable", "on_hand", "reserved", "inbound", "safety_stock", "atp", "shortfall",
-           "version", "as_of")
+           "version", "as_of", "formula_version")
 
 
 def _check_http(settings: Settings, truth: LogTruth, v: Verdict) -> None:
@@ -162,4 +168,4 @@ def _check_http(settings: Settings, truth: LogTruth, v: Verdict) -> None:
 
 
 _HTTP_FIELDS = ("available_qty", "non_sellable", "on_hand", "reserved", "inbound", "safety_stock", "atp",
-                "shortfall", "version")
+                "shortfall", "version", "formula_version")
