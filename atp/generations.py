@@ -24,6 +24,7 @@ from state.projection import DEFAULT_GENERATION, READY, Generations, KeySpace, c
 
 LIVE, REPLAY, PIT = "live", "replay", "pit"
 SPEC_FILE = "generation.json"
+WAS_CURRENT_FILE = "was-current"  # beside the spec: the pointer named this generation when last seen
 
 
 class GenerationError(StackError):
@@ -139,7 +140,9 @@ def switch(settings: Settings, client: redis.Redis, name: str, grace_s: float) -
     if old == name:
         raise GenerationError(f"generation '{name}' is already current")
     retire_at = now_ms() + int(grace_s * 1000)
-    pipe = client.pipeline(transaction=True)
+    # The SET is the switch. No MULTI: the two keys may live on different Redis Cluster nodes; the
+    # pointer goes first, so a failure in between never retires the generation being served.
+    pipe = client.pipeline(transaction=False)
     pipe.set(gens.pointer, name)
     pipe.hset(gens.keyspace(old).meta, "retire_at", retire_at)
     pipe.execute()
@@ -159,6 +162,7 @@ def drop(settings: Settings, client: redis.Redis, name: str, force: bool = False
     gen_settings = for_generation(settings, name)
     shutil.rmtree(gen_settings.recovery_dir, ignore_errors=True)
     (gen_settings.generation_dir / SPEC_FILE).unlink(missing_ok=True)
+    (gen_settings.generation_dir / WAS_CURRENT_FILE).unlink(missing_ok=True)
     if name != DEFAULT_GENERATION:
         shutil.rmtree(gen_settings.generation_dir, ignore_errors=True)
     return deleted

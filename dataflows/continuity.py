@@ -24,7 +24,7 @@ import redis
 
 from atp.config import Settings
 from atp.generations import (
-    LIVE, PIT, GenerationError, Spec, current, local_dirs, now_ms, read_meta, retire_due, write_meta,
+    LIVE, PIT, WAS_CURRENT_FILE, GenerationError, Spec, current, local_dirs, now_ms, read_meta, retire_due, write_meta,
 )
 from dataflows import kafka_io
 from dataflows.recovery import RecoveryError, RecoveryStore
@@ -32,8 +32,6 @@ from dataflows.republish import REPUBLISH
 from state.projection import READY, REBUILDING, DEFAULT_GENERATION
 
 log = logging.getLogger(__name__)
-
-WAS_CURRENT_FILE = "was-current"  # beside the spec: the pointer named this generation when last seen
 
 __all__ = ["KeyspaceWatch", "StartPlan", "plan_start", "read_meta", "reset", "write_meta"]
 
@@ -151,20 +149,20 @@ class KeyspaceWatch(threading.Thread):
                 if self._pending and self.complete():
                     write_meta(self._client, self._ks, self._plan.run_id, READY, self._plan.spec)
                     self._pending = False
-                    self._restore_pointer()
+                    self.restore_pointer()
                     log.info("re-published %d positions; keyspace '%s' ready after %.1f s",
                              self._plan.expected_keys, self._ks.prefix, time.monotonic() - started)
-                self._remember_pointer()
+                self.remember_pointer()
             except (redis.exceptions.RedisError, OSError) as exc:
                 log.debug("keyspace check failed (the sink retries writes): %s", exc)
 
-    def _remember_pointer(self) -> None:
+    def remember_pointer(self) -> None:
         """Keep a local note of whether the API serves this generation, for after a Redis loss."""
         is_current = current(self._client, self._gens) == self._name
         if is_current != self._marker.exists():
             self._marker.touch() if is_current else self._marker.unlink(missing_ok=True)
 
-    def _restore_pointer(self) -> None:
+    def restore_pointer(self) -> None:
         if self._name != DEFAULT_GENERATION and self._marker.exists():
             if self._client.set(self._gens.pointer, self._name, nx=True):
                 log.warning("restored the lost generation pointer: the API serves '%s' again", self._name)

@@ -13,7 +13,7 @@ from atp.generations import (
     PIT, GenerationError, Spec, drop, for_generation, list_all, now_ms, read_meta, switch, write_meta,
 )
 from atp.verify import compare
-from dataflows.continuity import plan_start
+from dataflows.continuity import KeyspaceWatch, plan_start
 from dataflows.redis_sink import RedisPositionSink
 from serving.main import create_app
 from state.fold import AVAILABLE, KeyState
@@ -113,6 +113,22 @@ def test_start_checks_formula_point_in_time_and_retirement(settings, rclient):
         plan_start(g, rclient)
 
 
+def test_a_lost_pointer_is_restored_by_the_generation_that_was_current(settings, rclient):
+    pointer = settings.generations.pointer
+    g2, g3 = for_generation(settings, "g2"), for_generation(settings, "g3")
+    w2 = KeyspaceWatch(rclient, g2, plan_start(g2, rclient), None)
+    w3 = KeyspaceWatch(rclient, g3, plan_start(g3, rclient), None)
+    rclient.set(pointer, "g2")
+    w2.remember_pointer()
+    w3.remember_pointer()
+    for key in rclient.scan_iter(match=f"{settings.redis_key_prefix}:*"):  # Redis loses it all, pointer too
+        rclient.delete(key)
+    w3.restore_pointer()
+    assert rclient.get(pointer) is None  # g3 was never current: it does not claim the pointer
+    w2.restore_pointer()
+    assert rclient.get(pointer) == b"g2"
+
+
 def test_verification_lists_every_kind_of_difference(settings, rclient):
     publish(settings, "default", [pos(3, 30, "A"), pos(3, 30, "B"), pos(4, 40, "C"), pos(1, 1, "D")])
     publish(settings, "new", [pos(3, 30, "A"), pos(3, 31, "B"), pos(5, 50, "C"), pos(1, 1, "E")])
@@ -140,3 +156,17 @@ def test_settings_reject_unknown_formulas_and_bad_generation_names():
         load_settings({"ATP_FORMULA_VERSION": "3"})
     with pytest.raises(ConfigError, match="ATP_GENERATION"):
         load_settings({"ATP_GENERATION": "Has Space"})
+
+
+def test_a_replay_refuses_a_log_whose_start_retention_deleted(settings, rclient, monkeypatch):
+    from dataflows import replay as rp
+
+    wms0 = (settings.topic_wms, 0)
+    lows = {(t, p): 0 for t in settings.input_topics for p in range(settings.topic_partitions)} | {wms0: 10}
+    monkeypatch.setattr(rp.kafka_io, "low_offsets", lambda s: lows)  # the local broker never deletes records
+    with pytest.raises(GenerationError, match=rf"{settings.topic_wms}:0 starts at 10.*--allow-truncated"):
+        rp.prepare(settings, rclient, rp.Request("rebuild"))
+    _, spec = rp.prepare(settings, rclient, rp.Request("rebuild", allow_truncated=True))
+    assert spec.starts == {f"{settings.topic_wms}:0": 10}
+    _, spec = rp.prepare(settings, rclient, rp.Request("rebuild", starts={f"{settings.topic_wms}:0": 12}))
+    assert spec.starts == {f"{settings.topic_wms}:0": 12}  # a chosen start past the deleted records is fine

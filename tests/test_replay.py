@@ -16,6 +16,7 @@ from atp.producer import EventProducer
 from atp.stack import free_port
 from atp.verify import compare
 from loadtest.chaos_verify import read_truth
+from loadtest.scrape import scrape, total
 from loadtest.simulator import Simulator
 from state.projection import READY, from_hash
 from tests.conftest import processed, wait_until
@@ -72,6 +73,15 @@ def test_replaying_twice_gives_identical_keyspaces_equal_to_the_oracle(settings,
     again = start("replay", "first", "--metrics-port", "0")
     assert again.p.wait(30) == 2 and "already built" in again.tail()
 
+    # A dry run against the current generation lists the differences and leaves nothing behind.
+    made_current = start("generation", "switch", "first", "--force", "--settle", "0", "--grace", "3600")
+    assert made_current.p.wait(30) == 0, made_current.tail()
+    dry = start("replay", "third", "--dry-run", "--metrics-port", "0")
+    assert dry.p.wait(90) == 0, dry.tail()
+    assert f"equal {diff.equal}, different 0, version apart 0, only in new 0, only in current 0" in dry.tail()
+    assert read_meta(rclient, gens.keyspace("third")) is None
+    assert not list(rclient.scan_iter(match=f"{gens.keyspace('third').prefix}:*"))
+
 
 def test_a_point_in_time_rebuild_equals_the_oracle_up_to_that_time(settings, rclient, start):
     sim = Simulator(seed=22, skus=30, locations=3)
@@ -119,6 +129,9 @@ def test_an_interrupted_replay_resumes_or_is_discarded(settings, rclient, start)
     r = start("replay", "half", "--metrics-port", str(settings.metrics_port), s=s)
     wait_until(lambda: processed(settings) > 5000, 60, "the replay to get going", r)
     time.sleep(1.0)  # a snapshot or two
+    samples = scrape(f"http://{settings.metrics_host}:{settings.metrics_port}/metrics")
+    read, left = total(samples, "atp_replay_events_total"), total(samples, "atp_replay_lag_events")
+    assert read > 0 and left > 0 and read + left == 60_000
     assert r.stop(signal.SIGINT) == 130
     assert "`atp replay half --resume` continues it" in r.tail()
     assert read_meta(rclient, settings.generations.keyspace("half"))["state"] == "rebuilding"
