@@ -1,10 +1,11 @@
 """Compare two generations key by key, before a switch (or instead of one, in a dry run).
 
-Two generations built from the same log hold, for a key with the same ``version``, positions of the
-same events, so every field must agree (apart from ``updated_at``, when it was computed, and the
-formula's own output when the formulas differ). A key whose versions differ has simply seen
-more events in one generation than in the other: such keys are read again until ``settle_s``
-has passed, and only those still apart are reported.
+Two generations built from the same log must agree on every field of every key (apart from
+``updated_at``, when a position was computed, and ``formula_version``). While live traffic flows,
+the two dataflows apply it at slightly different moments, and a key's events come from several
+topics read at different paces, so at one instant a key may differ even with equal versions.
+Every key that differs is therefore read again (both copies side by side, in one pipeline) until
+it agrees or ``settle_s`` has passed; only what still differs then is reported.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ class Diff:
     keys_new: int = 0
     keys_current: int = 0
     equal: int = 0
-    different: list[tuple[str, dict[str, tuple[Any, Any]]]] = field(default_factory=list)  # same version
+    different: list[tuple[str, dict[str, tuple[Any, Any]]]] = field(default_factory=list)  # same version, other fields
     version_apart: list[tuple[str, int, int]] = field(default_factory=list)  # key, new, current
     only_new: list[str] = field(default_factory=list)
     only_current: list[str] = field(default_factory=list)
@@ -83,10 +84,8 @@ def compare(client: redis.Redis, new: KeySpace, cur: KeySpace, settle_s: float =
         pairs = _read_pairs(client, new, cur, pending)
         apart = []
         for s, (a, b) in pairs.items():
-            if a is None or b is None or a["version"] != b["version"]:
+            if a is None or b is None or a["version"] != b["version"] or _fields_apart(a, b):
                 apart.append(s)
-            elif fields := _fields_apart(a, b):
-                diff.different.append((s, fields))
             else:
                 diff.equal += 1
         if not apart or time.monotonic() >= deadline:
@@ -96,8 +95,10 @@ def compare(client: redis.Redis, new: KeySpace, cur: KeySpace, settle_s: float =
                     diff.only_new.append(s)
                 elif a is None:
                     diff.only_current.append(s)
-                else:
+                elif a["version"] != b["version"]:
                     diff.version_apart.append((s, a["version"], b["version"]))
+                else:
+                    diff.different.append((s, _fields_apart(a, b)))
             return diff
         pending = apart
         time.sleep(poll_s)
