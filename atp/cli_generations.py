@@ -114,7 +114,7 @@ def _replay(name: str, until_ms: int | None, formula: int | None, starts: dict[s
             rate = read / max(1e-9, time.monotonic() - started)
             bar.update(task, completed=read, total=total, rate=f"{rate:,.0f} rec/s")
 
-        progress = rp.Progress(spec, rp.targets(gen), show)
+        progress = rp.Progress(spec, show)
         progress.start()
         try:
             outcome = run_flow(gen, Replay(spec, rp.ranges_of(spec)))

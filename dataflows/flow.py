@@ -87,16 +87,17 @@ class _DiscardPartition(StatelessSinkPartition[Any]):
         pass
 
 
-def _source_ends(ranges: Ranges | None) -> dict[str, int]:
-    """Decode-step ranges as the source's end offsets, keyed like Bytewax's partitions."""
-    return {f"{p}-{t}": end for (t, p), (_, end) in (ranges or {}).items() if end is not None}
+def _by_source_part(ranges: Ranges | None, which: int) -> dict[str, int]:
+    """Decode-step ranges as the source's start (0) or end (1) offsets, keyed like Bytewax's partitions."""
+    return {f"{p}-{t}": r[which] for (t, p), r in (ranges or {}).items() if r[which] is not None}
 
 
 def production_flow(settings: Settings, formula: int | None = None, ranges: Ranges | None = None,
                     replay: bool = False) -> Dataflow:
     """The live flow; a replay reads its offset ranges, stops at the log's end and writes Redis only."""
     io = FlowIO(
-        source=kafka_io.source(settings, ends=_source_ends(ranges) if replay else None),
+        source=kafka_io.source(settings, ends=_by_source_part(ranges, 1) if replay else None,
+                               starts=_by_source_part(ranges, 0)),
         positions=RedisPositionSink(settings.redis_url, settings.keyspace, settings.redis_retry_s),
         messages=_Discard() if replay else kafka_io.sink(settings),
     )

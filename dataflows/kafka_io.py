@@ -31,9 +31,10 @@ class BoundedKafkaSource(KafkaSource):
     ``KafkaSource``'s, so the live dataflow resumes a finished replay where it stopped.
     """
 
-    def __init__(self, *args: Any, ends: Mapping[str, int], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, ends: Mapping[str, int], starts: Mapping[str, int] | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._ends = dict(ends)
+        self._ends, self._starts = dict(ends), dict(starts or {})
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> Any:
         end = self._ends.get(for_part)
@@ -42,7 +43,7 @@ class BoundedKafkaSource(KafkaSource):
         index, topic = for_part.split("-", 1)
         config = {"group.id": "atp-replay", "enable.auto.commit": "false",
                   "bootstrap.servers": ",".join(self._brokers)}
-        start = OFFSET_BEGINNING if resume_state is None else resume_state
+        start = self._starts.get(for_part, OFFSET_BEGINNING) if resume_state is None else resume_state
         return _RangePartition(Consumer(config), topic, int(index), start, end, self._batch_size)
 
 
@@ -74,11 +75,12 @@ class _RangePartition(StatefulSourcePartition[Any, int]):
         self._consumer.close()
 
 
-def source(settings: Settings, tail: bool = True, ends: Mapping[str, int] | None = None) -> KafkaSource:
+def source(settings: Settings, tail: bool = True, ends: Mapping[str, int] | None = None,
+           starts: Mapping[str, int] | None = None) -> KafkaSource:
     if ends is not None:
         return BoundedKafkaSource(
             settings.brokers, list(settings.input_topics), batch_size=settings.kafka_batch_size,
-            raise_on_errors=False, ends=ends)
+            raise_on_errors=False, ends=ends, starts=starts)
     return KafkaSource(
         settings.brokers,
         list(settings.input_topics),

@@ -126,13 +126,13 @@ def ranges_of(spec: Spec) -> Ranges | None:
 
 
 class Progress(threading.Thread):
-    """Reads the decode step's consumed offsets and reports events/s, ETA and the metrics."""
+    """Reads the decode step's consumed offsets and reports records/s, ETA and the replay metrics."""
 
-    def __init__(self, spec: Spec, targets: dict[Partition, int], show: Any = None, interval_s: float = 0.5) -> None:
+    def __init__(self, spec: Spec, show: Any = None, interval_s: float = 0.5) -> None:
         super().__init__(name="atp-replay-progress", daemon=True)
-        self._first = {tp: spec.starts.get(part_name(tp), 0) for tp in targets}
-        self._targets = {tp: spec.ends.get(part_name(tp), end) for tp, end in targets.items()}
-        self.total = sum(max(0, self._targets[tp] - self._first[tp]) for tp in targets)
+        self._targets = {parse_part(p): end for p, end in spec.ends.items()}
+        self._first = {tp: spec.starts.get(part_name(tp), 0) for tp in self._targets}
+        self.total = sum(max(0, end - self._first[tp]) for tp, end in self._targets.items())
         self.read = 0
         self._show = show  # called with (read, total)
         self._interval = interval_s
