@@ -9,6 +9,10 @@
 | run R           | run R, rebuilding   | an interrupted re-publish: re-publish again                    |
 | run R           | run R, ready        | resume                                                         |
 | run R           | another run         | refuse                                                         |
+| any             | retire time passed  | refuse: a switch retired this generation                       |
+
+Also refused: a formula (``ATP_FORMULA_VERSION``) other than the generation's own, and running a
+point-in-time generation live. A replay (``live=False``) creates its keyspace ``rebuilding``.
 """
 
 from __future__ import annotations
@@ -160,7 +164,11 @@ class KeyspaceWatch(threading.Thread):
         """Keep a local note of whether the API serves this generation, for after a Redis loss."""
         is_current = current(self._client, self._gens) == self._name
         if is_current != self._marker.exists():
-            self._marker.touch() if is_current else self._marker.unlink(missing_ok=True)
+            if is_current:
+                self._marker.parent.mkdir(parents=True, exist_ok=True)
+                self._marker.touch()
+            else:
+                self._marker.unlink(missing_ok=True)
 
     def restore_pointer(self) -> None:
         if self._name != DEFAULT_GENERATION and self._marker.exists():

@@ -6,7 +6,6 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -18,8 +17,8 @@ from prometheus_client import start_http_server
 
 from atp.config import Settings
 from atp.errors import StackError
-from dataflows import kafka_io, metrics
 from atp.generations import Spec, current, drop, write_meta
+from dataflows import kafka_io, metrics
 from dataflows.continuity import KeyspaceWatch, StartPlan, plan_start
 from dataflows.decode import Ranges
 from dataflows.recovery import RecoveryStore
@@ -52,7 +51,7 @@ _retiring = threading.Event()
 # second exception while Bytewax unwinds the first one aborts the process.
 _interrupting = threading.Event()
 
-STOPPED, DONE, RETIRED = "stopped", "done", "retired"
+STOPPED, DONE, RETIRED, LOST = "stopped", "done", "retired", "lost"
 
 
 @dataclass(frozen=True)
@@ -87,7 +86,7 @@ def _internal(signum: int, _frame: Any) -> None:
     _raise_once("retired" if _retiring.is_set() else "keyspace lost")
 
 
-def run(settings: Settings, replay: Replay | None = None, on_start: Callable[[StartPlan], None] | None = None) -> str:
+def run(settings: Settings, replay: Replay | None = None) -> str:
     """Run until stopped (``stopped``), retired by a switch (``retired``) or, for a replay, until the
     whole range is in Redis (``done``)."""
     # Bytewax checks for Python signals between activations and stops on KeyboardInterrupt.
@@ -103,10 +102,8 @@ def run(settings: Settings, replay: Replay | None = None, on_start: Callable[[St
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
     while True:
         plan = plan_start(settings, client, new=replay.spec if replay else None, live=replay is None)
-        if on_start is not None:
-            on_start(plan)
         outcome = _run_once(settings, plan, client, replay)
-        if outcome == "lost":
+        if outcome == LOST:
             # The sink or the watch saw the keyspace vanish: run again from the last snapshot, re-publishing.
             metrics.KEYSPACE_LOST.inc()
             continue
@@ -151,7 +148,7 @@ def _run_once(settings: Settings, plan: StartPlan, client: redis.Redis, replay: 
         if REPUBLISH.lost.is_set():
             log.warning("the Redis keyspace '%s' was lost; restarting from the last snapshot to re-publish it",
                         settings.keyspace.prefix)
-            return "lost"
+            return LOST
         if _retiring.is_set():
             return RETIRED
         raise
