@@ -1,0 +1,208 @@
+"""The benchmark ladder: one pre-produced input, six rungs, each adding one piece of the pipeline.
+
+Shows where the time goes and how close the full pipeline (recovery on, the default deployment)
+comes to the machine's ceilings measured in the same run. Each rung runs in its own process
+(``loadtest.ladder_stage``), ``--runs`` times, interleaved so that drift on a shared machine spreads
+over every rung; the report quotes medians, the ratios between rungs, and the CPU of the rung's
+process and of the broker and Redis. Writes ``loadtest/reports/ladder.{json,md,png}``.
+
+    python -m loadtest.ladder --events 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from atp.config import Settings, child_environ, load_settings
+from atp.producer import EventProducer
+from atp.stack import Stack, free_port
+from dataflows import kafka_io
+from loadtest.chaos import machine
+from loadtest.child import ROOT
+from loadtest.ladder_stage import STAGES
+from loadtest.pace import send_paced
+from loadtest.simulator import Simulator
+
+REPORT_DIR = Path(__file__).resolve().parent / "reports"
+LABELS = {
+    "consume": "raw consume()", "decode": "+ Avro decode", "bytewax": "Bytewax pass-through",
+    "fold": "+ decode and ATP fold", "publish": "+ Redis and Kafka outputs", "full": "+ recovery (default)",
+}
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_of(pid: int | None) -> float:
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+def _stage(stage: str, settings: Settings, ends_file: Path, stack: Stack, i: int) -> dict[str, Any]:
+    s = settings.model_copy(update={"state_dir": settings.state_dir / f"{stage}-{i}",
+                                    "redis_key_prefix": f"ladder-{stage}-{i}"})
+    before = {name: _cpu_of(stack.pid(name)) for name in ("broker", "redis")}
+    started = time.perf_counter()
+    p = subprocess.Popen([sys.executable, "-m", "loadtest.ladder_stage", stage, str(ends_file)], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_environ(s, os.environ))
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - started
+    out, errout = p.communicate()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"stage {stage} failed:\n{errout.decode(errors='replace')[-3000:]}")
+    result = json.loads(out.decode().strip().splitlines()[-1])
+    return {
+        "stage": stage, "records": result["records"], "seconds": round(result["seconds"], 3),
+        "wall_s": round(wall, 3), "records_per_s": round(result["records"] / result["seconds"]),
+        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "broker_cpu_s": round(_cpu_of(stack.pid("broker")) - before["broker"], 2),
+        "redis_cpu_s": round(_cpu_of(stack.pid("redis")) - before["redis"], 2),
+        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+    }
+
+
+def run(events: int, runs: int, skus: int, locations: int, seed: int, work_dir: Path,
+        stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
+    settings = load_settings({}, state_dir=work_dir / "state", kafka_bootstrap=f"127.0.0.1:{free_port()}",
+                             redis_url=f"redis://127.0.0.1:{free_port()}/0", metrics_port=0)
+    stack = Stack(settings)
+    samples: dict[str, list[dict[str, Any]]] = {s: [] for s in stages}
+    try:
+        stack.up()
+        sent = send_paced(Simulator(seed, skus, locations), EventProducer(settings), 0, events)
+        ends = kafka_io.end_offsets(settings)
+        ends_file = work_dir / "ends.json"
+        ends_file.write_text(json.dumps(ends))
+        print(f"produced {sent.sent:,} events ({sum(ends.values()):,} records)", file=sys.stderr)
+        for i in range(runs):
+            for stage in stages:
+                r = _stage(stage, settings, ends_file, stack, i)
+                samples[stage].append(r)
+                print(f"run {i + 1} {stage:8} {r['records_per_s']:>9,} rec/s  cpu {r['cpu_s']:.1f} s", file=sys.stderr)
+    finally:
+        stack.down()
+    rungs = []
+    for stage in stages:
+        rs = samples[stage]
+        rungs.append({
+            "stage": stage, "label": LABELS[stage],
+            "median_records_per_s": round(statistics.median(r["records_per_s"] for r in rs)),
+            "median_cpu_s": statistics.median(r["cpu_s"] for r in rs),
+            "median_broker_cpu_s": statistics.median(r["broker_cpu_s"] for r in rs),
+            "median_redis_cpu_s": statistics.median(r["redis_cpu_s"] for r in rs),
+            "median_peak_rss_mib": statistics.median(r["peak_rss_mib"] for r in rs),
+            "runs": rs,
+        })
+    rate = {r["stage"]: r["median_records_per_s"] for r in rungs}
+    ratios = {}
+    if "full" in rate and "bytewax" in rate:
+        ratios["full_vs_bytewax_passthrough"] = round(rate["full"] / rate["bytewax"], 3)
+    if "full" in rate and "consume" in rate:
+        ratios["full_vs_raw_consume"] = round(rate["full"] / rate["consume"], 3)
+    for lower, upper in zip(stages, stages[1:]):
+        ratios[f"{upper}_vs_{lower}"] = round(rate[upper] / rate[lower], 3)
+    return {
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+        "input": {"events": sent.sent, "records": sum(ends.values()), "skus": skus, "locations": locations,
+                  "seed": seed, "partitions": len(ends)},
+        "runs": runs, "rungs": rungs, "ratios": ratios,
+        "targets": {"full_records_per_s": 50_000, "full_vs_bytewax_passthrough": 0.6},
+        "reproduce": f"python -m loadtest.ladder --events {events} --runs {runs} --skus {skus} "
+                     f"--locations {locations} --seed {seed}",
+    }
+
+
+def markdown(r: dict[str, Any]) -> str:
+    rows = "\n".join(
+        f"| {x['label']} | {x['median_records_per_s']:,} | {x['median_cpu_s']:.1f} | {x['median_broker_cpu_s']:.1f} | "
+        f"{x['median_redis_cpu_s']:.1f} | {x['median_peak_rss_mib']:.0f} |" for x in r["rungs"])
+    i, ratios = r["input"], r["ratios"]
+    full = next((x["median_records_per_s"] for x in r["rungs"] if x["stage"] == "full"), None)
+    verdict = ""
+    if full is not None and "full_vs_bytewax_passthrough" in ratios:
+        t = r["targets"]
+        verdict = (f"\nFull pipeline: **{full:,} records/s**, {full / t['full_records_per_s']:.0%} of the "
+                   f"{t['full_records_per_s']:,}/s target; **{ratios['full_vs_bytewax_passthrough']:.0%}** of the "
+                   f"Bytewax pass-through ceiling measured in the same run (target {t['full_vs_bytewax_passthrough']:.0%}).\n")
+    ratio_lines = "\n".join(f"- {k.replace('_', ' ')}: {v}" for k, v in ratios.items())
+    return f"""# Benchmark ladder
+
+Finished {r['finished_at']}, {r['machine']['cpus']} CPUs, Python {r['machine']['python']}; embedded broker
+and Redis on loopback. Input: {i['events']:,} simulated events ({i['records']:,} records, {i['skus']:,} SKUs ×
+{i['locations']} locations, seed {i['seed']}, {i['partitions']} partitions), pre-produced once. Each rung is its
+own process, 1 worker, run {r['runs']} times interleaved with the others; medians below. CPU is the
+rung's process; the broker's and Redis's CPU during the rung are listed beside it.
+{verdict}
+| rung | records/s | CPU s | broker CPU s | Redis CPU s | peak RSS MiB |
+|---|---|---|---|---|---|
+{rows}
+
+Ratios (medians):
+{ratio_lines}
+
+![records per second per rung](ladder.png)
+
+Reproduce: `{r['reproduce']}`
+"""
+
+
+def plot(r: dict[str, Any], path: Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e '.[dev]'): no plot", file=sys.stderr)
+        return False
+    labels = [x["label"] for x in r["rungs"]][::-1]
+    values = [x["median_records_per_s"] for x in r["rungs"]][::-1]
+    fig, ax = plt.subplots(figsize=(8, 3.6))
+    bars = ax.barh(labels, values, color="#4C72B0")
+    ax.bar_label(bars, labels=[f"{v:,}" for v in values], padding=3, fontsize=8)
+    ax.axvline(50_000, color="#C44E52", linestyle="--", linewidth=1, label="target: 50,000/s")
+    ax.set_xlabel("records per second (median)")
+    ax.set_title(f"Where the time goes: {r['input']['records']:,} records, 1 worker, {r['machine']['cpus']} CPUs")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlim(0, max(values) * 1.18)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--skus", type=int, default=5_000)
+    ap.add_argument("--locations", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset, in ladder order")
+    ap.add_argument("--report-dir", type=Path, default=REPORT_DIR)
+    a = ap.parse_args()
+    stages = tuple(s for s in STAGES if s in a.stages.split(","))
+    with tempfile.TemporaryDirectory(prefix="atp-ladder-") as tmp:
+        report = run(a.events, a.runs, a.skus, a.locations, a.seed, Path(tmp), stages)
+    a.report_dir.mkdir(parents=True, exist_ok=True)
+    (a.report_dir / "ladder.json").write_text(json.dumps(report, indent=2) + "\n")
+    plot(report, a.report_dir / "ladder.png")
+    (a.report_dir / "ladder.md").write_text(markdown(report))
+    print(markdown(report))
+
+
+if __name__ == "__main__":
+    main()
