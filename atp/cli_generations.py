@@ -117,7 +117,7 @@ def _replay(name: str, until_ms: int | None, formula: int | None, starts: dict[s
         progress = rp.Progress(spec, show)
         progress.start()
         try:
-            outcome = run_flow(gen, Replay(spec, rp.ranges_of(spec)))
+            outcome = run_flow(gen, Replay(spec, rp.bounds_of(spec)))
         finally:
             progress.stopped.set()
         progress.tick()

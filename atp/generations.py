@@ -40,7 +40,7 @@ class Spec:
     formula_version: int = 1
     until_ms: int | None = None  # pit: events with a log timestamp before this
     starts: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> first offset read
-    ends: dict[str, int] = field(default_factory=dict)  # pit: "topic:partition" -> first offset not read
+    ends: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> first offset not read
     created_ms: int = 0
 
     def save(self, directory: Path) -> None:

@@ -30,16 +30,13 @@ class DeadLetter:
 
 
 Routed = Union[tuple[str, ev.Event], DeadLetter]
-# (topic, partition) -> [first, end) offsets to use; a replay reads a range, the live flow everything.
-Ranges = Mapping[tuple[str, int], tuple[int, int | None]]
 
 
 class DecodeStep:
     """Callable for ``flat_map_batch``: decodes, validates, checks the key and fans out."""
 
-    def __init__(self, decoder: Decoder, topics: Mapping[str, str], ranges: Ranges | None = None) -> None:
+    def __init__(self, decoder: Decoder, topics: Mapping[str, str]) -> None:
         self._decoder = decoder
-        self._ranges = ranges
         # topic -> (record full-name suffix, parser)
         self._topics = {t: ("." + rec, ev.PARSERS[rec]) for t, rec in topics.items()}
         self._offsets: dict[tuple[str, int], Any] = {}
@@ -47,8 +44,6 @@ class DecodeStep:
     def __call__(self, batch: list[Any]) -> list[Routed]:
         out: list[Routed] = []
         self._track_offsets(batch)
-        if self._ranges is not None:
-            batch = self._in_range(batch)
         for msg in batch:
             if isinstance(msg, KafkaError):
                 log.warning("kafka consumer error topic=%s partition=%s error=%s", msg.msg.topic, msg.msg.partition, msg.err)
@@ -71,19 +66,6 @@ class DecodeStep:
             else:
                 out.append((key, event))
         return out
-
-    def _in_range(self, batch: list[Any]) -> list[Any]:
-        ranges = self._ranges
-        assert ranges is not None
-        kept = []
-        for msg in batch:
-            if isinstance(msg, KafkaError):
-                kept.append(msg)
-                continue
-            first, end = ranges.get((msg.topic, msg.partition), (0, None))
-            if msg.offset >= first and (end is None or msg.offset < end):
-                kept.append(msg)
-        return kept
 
     def _track_offsets(self, batch: list[Any]) -> None:
         newest: dict[tuple[str, int], int] = {}

@@ -12,7 +12,8 @@ from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 
 from atp.config import Settings
 from dataflows import kafka_io
-from dataflows.decode import DecodeStep, Ranges, is_dead_letter
+from dataflows.decode import DecodeStep, is_dead_letter
+from dataflows.kafka_io import Bounds
 from dataflows.logic import FoldContext, PositionLogic
 from dataflows.redis_sink import RedisPositionSink
 from schemas import Decoder, Encoder, default_store
@@ -57,7 +58,7 @@ def build_flow(io: FlowIO, deps: FlowDeps) -> Dataflow:
     return flow
 
 
-def deps_from_settings(settings: Settings, formula: int | None = None, ranges: Ranges | None = None) -> FlowDeps:
+def deps_from_settings(settings: Settings, formula: int | None = None) -> FlowDeps:
     store = default_store()
     registry = registry_client(settings.schema_registry_url) if settings.schema_registry_url else None
     topic_of = {
@@ -66,7 +67,7 @@ def deps_from_settings(settings: Settings, formula: int | None = None, ranges: R
         ev.InventorySnapshot: settings.topic_snapshots,
     }
     return FlowDeps(
-        decode=DecodeStep(Decoder(store, registry), settings.input_topics, ranges),
+        decode=DecodeStep(Decoder(store, registry), settings.input_topics),
         fold=FoldContext(settings.dedup_window_ms, SafetyStock.from_file(settings.safety_stock_file), topic_of,
                          formula=formula or settings.formula_version or 1),
         availability=kafka_io.AvailabilityMessage(Encoder(store, registry), settings.topic_availability),
@@ -87,21 +88,14 @@ class _DiscardPartition(StatelessSinkPartition[Any]):
         pass
 
 
-def _by_source_part(ranges: Ranges | None, which: int) -> dict[str, int]:
-    """Decode-step ranges as the source's start (0) or end (1) offsets, keyed like Bytewax's partitions."""
-    return {f"{p}-{t}": r[which] for (t, p), r in (ranges or {}).items() if r[which] is not None}
-
-
-def production_flow(settings: Settings, formula: int | None = None, ranges: Ranges | None = None,
-                    replay: bool = False) -> Dataflow:
-    """The live flow; a replay reads its offset ranges, stops at the log's end and writes Redis only."""
+def production_flow(settings: Settings, formula: int | None = None, replay: Bounds | None = None) -> Dataflow:
+    """The live flow; a replay reads its bounds, ends there and writes Redis only."""
     io = FlowIO(
-        source=kafka_io.source(settings, ends=_by_source_part(ranges, 1) if replay else None,
-                               starts=_by_source_part(ranges, 0)),
+        source=kafka_io.source(settings, bounds=replay),
         positions=RedisPositionSink(settings.redis_url, settings.keyspace, settings.redis_retry_s),
-        messages=_Discard() if replay else kafka_io.sink(settings),
+        messages=_Discard() if replay is not None else kafka_io.sink(settings),
     )
-    return build_flow(io, deps_from_settings(settings, formula, ranges))
+    return build_flow(io, deps_from_settings(settings, formula))
 
 
 def main_flow() -> Dataflow:

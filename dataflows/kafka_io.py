@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource, KafkaSourceMessage
@@ -23,6 +24,15 @@ log = logging.getLogger(__name__)
 PRODUCER_CONFIG = {"linger.ms": "5", "compression.type": "lz4", "enable.idempotence": "true"}
 
 
+@dataclass(frozen=True)
+class Bounds:
+    """Offsets a replay reads, per Bytewax partition (``{index}-{topic}``): from ``starts`` (default:
+    the beginning) up to, not including, ``ends``."""
+
+    ends: Mapping[str, int]
+    starts: Mapping[str, int] = field(default_factory=dict)
+
+
 class BoundedKafkaSource(KafkaSource):
     """Ends each partition at a fixed offset (``{index}-{topic}`` -> the first offset not to read).
 
@@ -31,10 +41,9 @@ class BoundedKafkaSource(KafkaSource):
     ``KafkaSource``'s, so the live dataflow resumes a finished replay where it stopped.
     """
 
-    def __init__(self, *args: Any, ends: Mapping[str, int], starts: Mapping[str, int] | None = None,
-                 **kwargs: Any) -> None:
+    def __init__(self, *args: Any, bounds: Bounds, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._ends, self._starts = dict(ends), dict(starts or {})
+        self._ends, self._starts = dict(bounds.ends), dict(bounds.starts)
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> Any:
         end = self._ends.get(for_part)
@@ -75,12 +84,11 @@ class _RangePartition(StatefulSourcePartition[Any, int]):
         self._consumer.close()
 
 
-def source(settings: Settings, tail: bool = True, ends: Mapping[str, int] | None = None,
-           starts: Mapping[str, int] | None = None) -> KafkaSource:
-    if ends is not None:
+def source(settings: Settings, tail: bool = True, bounds: Bounds | None = None) -> KafkaSource:
+    if bounds is not None:
         return BoundedKafkaSource(
             settings.brokers, list(settings.input_topics), batch_size=settings.kafka_batch_size,
-            raise_on_errors=False, ends=ends, starts=starts)
+            raise_on_errors=False, bounds=bounds)
     return KafkaSource(
         settings.brokers,
         list(settings.input_topics),

@@ -19,7 +19,6 @@ from atp.config import Settings
 from atp.generations import PIT, REPLAY, GenerationError, Spec, current, drop, for_generation, now_ms, read_meta
 from atp.topicread import read_topics
 from dataflows import kafka_io, metrics
-from dataflows.decode import Ranges
 from dataflows.recovery import RecoveryStore
 from state.projection import READY
 
@@ -118,11 +117,13 @@ def _cut_offsets(settings: Settings, until_ms: int) -> dict[str, int]:
     return ends
 
 
-def ranges_of(spec: Spec) -> Ranges | None:
-    if not spec.starts and not spec.ends:
-        return None
-    parts = set(spec.starts) | set(spec.ends)
-    return {parse_part(p): (spec.starts.get(p, 0), spec.ends.get(p)) for p in parts}
+def bounds_of(spec: Spec) -> kafka_io.Bounds:
+    """The spec's ``topic:partition`` offsets, keyed like Bytewax's partitions for the source."""
+
+    def keyed(offsets: dict[str, int]) -> dict[str, int]:
+        return {f"{p}-{t}": off for (t, p), off in ((parse_part(k), v) for k, v in offsets.items())}
+
+    return kafka_io.Bounds(keyed(spec.ends), keyed(spec.starts))
 
 
 class Progress(threading.Thread):

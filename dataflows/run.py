@@ -20,10 +20,10 @@ from atp.errors import StackError
 from atp.generations import Spec, current, drop, write_meta
 from dataflows import kafka_io, metrics
 from dataflows.continuity import KeyspaceWatch, StartPlan, plan_start
-from dataflows.decode import Ranges
 from dataflows.recovery import RecoveryStore
 from dataflows.republish import REPUBLISH
 from dataflows.flow import production_flow
+from dataflows.kafka_io import Bounds
 from state.projection import READY
 
 log = logging.getLogger(__name__)
@@ -56,10 +56,10 @@ STOPPED, DONE, RETIRED, LOST = "stopped", "done", "retired", "lost"
 
 @dataclass(frozen=True)
 class Replay:
-    """A bounded run into a new generation: read ``ranges`` (or everything) up to the log's end."""
+    """A bounded run into a new generation: read ``bounds`` and end there."""
 
     spec: Spec
-    ranges: Ranges | None = None
+    bounds: Bounds
 
 
 def _raise_once(why: str) -> None:
@@ -131,10 +131,9 @@ def _run_once(settings: Settings, plan: StartPlan, client: redis.Redis, replay: 
         settings.generation, plan.run_id, settings.kafka_bootstrap, settings.redis_url, settings.workers,
         settings.recovery, plan.republish, replay is not None,
     )
-    ranges = replay.ranges if replay else None
     try:
         cli_main(
-            production_flow(settings, plan.spec.formula_version, ranges, replay=replay is not None),
+            production_flow(settings, plan.spec.formula_version, replay.bounds if replay else None),
             workers_per_process=settings.workers,
             epoch_interval=timedelta(seconds=settings.snapshot_interval_s),
             recovery_config=recovery_config(settings),

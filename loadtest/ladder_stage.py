@@ -75,7 +75,7 @@ def _consume(settings: Settings, ends: dict[str, int], decode: bool) -> int:
 
 
 def _flow(settings: Settings, ends: dict[str, int], stage: str) -> Dataflow:
-    source = kafka_io.source(settings, ends=ends)
+    source = kafka_io.source(settings, bounds=kafka_io.Bounds(ends))
     if stage == "bytewax":
         flow = Dataflow("atp")
         op.output("out", op.input("kafka_in", flow, source), _Count())
