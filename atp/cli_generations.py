@@ -93,7 +93,7 @@ def replay(
 @friendly
 def _replay(name: str, until_ms: int | None, formula: int | None, starts: dict[str, int], allow_truncated: bool,
             resume: bool, discard: bool, dry_run: bool, metrics_port: int) -> None:
-    from atp.generations import current, drop
+    from atp.generations import count_positions, current, drop
     from atp.verify import compare
     from dataflows import replay as rp
     from dataflows.run import DONE, Replay, run as run_flow
@@ -125,7 +125,7 @@ def _replay(name: str, until_ms: int | None, formula: int | None, starts: dict[s
     if outcome != DONE:
         err.print(f"replay of '{name}' stopped; `atp replay {name} --resume` continues it, --discard deletes it")
         raise typer.Exit(130)
-    keys = rp.count_keys(client, gen.keyspace.prefix)
+    keys = count_positions(client, gen.keyspace)
     console.print(f"replayed {progress.read:,} records into generation '{name}' ({spec.kind}, formula "
                   f"{spec.formula_version}) in {seconds:.1f} s: {progress.read / max(seconds, 1e-9):,.0f} rec/s, "
                   f"{keys:,} keys")

@@ -117,8 +117,7 @@ def list_all(settings: Settings, client: redis.Redis) -> list[Listed]:
     out = []
     for name in sorted(names):
         ks = gens.keyspace(name)
-        keys = sum(1 for _ in client.scan_iter(match=f"{ks.prefix}:pos:*", count=1000))
-        out.append(Listed(name, name == cur, read_meta(client, ks) or {}, keys))
+        out.append(Listed(name, name == cur, read_meta(client, ks) or {}, count_positions(client, ks)))
     return out
 
 
@@ -170,12 +169,20 @@ def drop(settings: Settings, client: redis.Redis, name: str, force: bool = False
 
 def delete_keyspace(client: redis.Redis, ks: KeySpace) -> int:
     """Delete one generation's keys (position hashes, location sets, then its meta)."""
+    return delete_matching(client, f"{ks.prefix}:pos:*", f"{ks.prefix}:locs:*") + client.delete(ks.meta)
+
+
+def delete_matching(client: redis.Redis, *patterns: str) -> int:
+    """Delete every key matching ``patterns``, 1,000 at a time; returns how many were deleted."""
     deleted = 0
     pipe = client.pipeline(transaction=False)  # one DEL per key: keys may live in different cluster slots
-    for pattern in (f"{ks.prefix}:pos:*", f"{ks.prefix}:locs:*"):
+    for pattern in patterns:
         for key in client.scan_iter(match=pattern, count=1000):
             pipe.delete(key)
             if len(pipe) >= 1000:
                 deleted += sum(pipe.execute())
-    deleted += sum(pipe.execute())
-    return deleted + client.delete(ks.meta)
+    return deleted + sum(pipe.execute())
+
+
+def count_positions(client: redis.Redis, ks: KeySpace) -> int:
+    return sum(1 for _ in client.scan_iter(match=f"{ks.prefix}:pos:*", count=1000))

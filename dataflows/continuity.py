@@ -28,7 +28,7 @@ import redis
 
 from atp.config import Settings
 from atp.generations import (
-    LIVE, PIT, WAS_CURRENT_FILE, GenerationError, Spec, current, local_dirs, now_ms, read_meta, retire_due, write_meta,
+    LIVE, PIT, SPEC_FILE, WAS_CURRENT_FILE, GenerationError, Spec, current, delete_matching, local_dirs, now_ms, read_meta, retire_due, write_meta,
 )
 from dataflows import kafka_io
 from dataflows.recovery import RecoveryError, RecoveryStore
@@ -179,18 +179,12 @@ class KeyspaceWatch(threading.Thread):
 def reset(settings: Settings, client: redis.Redis) -> tuple[int, bool]:
     """Delete every generation's keyspace, the pointer and every recovery store; returns
     (Redis keys deleted, whether a recovery store existed)."""
-    deleted = 0
-    pipe = client.pipeline(transaction=False)  # one DEL per key: keys may live in different cluster slots
-    for key in client.scan_iter(match=f"{settings.redis_key_prefix}:*", count=1000):
-        pipe.delete(key)
-        if len(pipe) >= 1000:
-            deleted += sum(pipe.execute())
-    deleted += sum(pipe.execute())
+    deleted = delete_matching(client, f"{settings.redis_key_prefix}:*")
     existed = False
     for directory in local_dirs(settings):
         existed = existed or directory.exists()
         shutil.rmtree(directory, ignore_errors=True)
-    (settings.state_dir / "generation.json").unlink(missing_ok=True)
+    (settings.state_dir / SPEC_FILE).unlink(missing_ok=True)
     (settings.state_dir / WAS_CURRENT_FILE).unlink(missing_ok=True)
     return deleted, existed
 

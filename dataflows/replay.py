@@ -167,8 +167,3 @@ def targets(settings: Settings) -> dict[Partition, int]:
         index, _, topic = key.partition("-")
         out[(topic, int(index))] = end
     return out
-
-
-def count_keys(client: redis.Redis, prefix: str) -> int:
-    return sum(1 for _ in client.scan_iter(match=f"{prefix}:pos:*", count=1000))
-
