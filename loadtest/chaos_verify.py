@@ -96,7 +96,7 @@ def verify(settings: Settings, log: Callable[[str], None], truth: LogTruth | Non
             f"{truth.duplicates:,} duplicates, {len(truth.invalid):,} invalid, {len(truth.expected):,} keys")
     v = Verdict(truth, truth.log_records, truth.valid_records, truth.applied, truth.duplicates)
     _check_dead_letters(settings, truth, v)
-    _check_redis(settings, truth, v)
+    check_redis_positions(settings, truth, v)
     if not v.redis_mismatches:
         _check_http(settings, truth, v)
     log(f"compared: {v.keys:,} keys in Redis ({len(v.redis_mismatches)} differ), {v.http_keys:,} over HTTP "
@@ -120,7 +120,7 @@ def _source(text: str) -> Source:
     return topic, int(partition), int(offset)
 
 
-def _check_redis(settings: Settings, truth: LogTruth, v: Verdict) -> None:
+def check_redis_positions(settings: Settings, truth: LogTruth, v: Verdict) -> None:
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=30)
     prefix = f"{settings.keyspace.prefix}:pos:"
     stored: dict[str, dict[str, int]] = {}

@@ -11,29 +11,21 @@ process and of the broker and Redis. Writes ``loadtest/reports/ladder.{json,md,p
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from atp.config import Settings, child_environ, load_settings
-from atp.producer import EventProducer
-from atp.stack import Stack, free_port
+from atp.config import Settings, child_environ
+from atp.stack import Stack
 from dataflows import kafka_io
+from loadtest.bench import measure, parser, private_stack, produce, write_report
 from loadtest.chaos import machine
-from loadtest.child import ROOT
 from loadtest.ladder_stage import STAGES
-from loadtest.pace import send_paced
-from loadtest.simulator import Simulator
-
-REPORT_DIR = Path(__file__).resolve().parent / "reports"
 LABELS = {
     "consume": "raw consume()", "decode": "+ Avro decode", "bytewax": "Bytewax pass-through",
     "fold": "+ decode and ATP fold", "publish": "+ Redis and Kafka outputs", "full": "+ recovery (default)",
@@ -55,45 +47,34 @@ def _stage(stage: str, settings: Settings, ends_file: Path, stack: Stack, i: int
     s = settings.model_copy(update={"state_dir": settings.state_dir / f"{stage}-{i}",
                                     "redis_key_prefix": f"ladder-{stage}-{i}"})
     before = {name: _cpu_of(stack.pid(name)) for name in ("broker", "redis")}
-    started = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-m", "loadtest.ladder_stage", stage, str(ends_file)], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=child_environ(s, os.environ))
-    _, status, usage = os.wait4(p.pid, 0)
-    wall = time.perf_counter() - started
-    out, errout = p.communicate()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise RuntimeError(f"stage {stage} failed:\n{errout.decode(errors='replace')[-3000:]}")
-    result = json.loads(out.decode().strip().splitlines()[-1])
+    m = measure(["loadtest.ladder_stage", stage, str(ends_file)], child_environ(s, os.environ),
+                settings.state_dir, f"{stage}-{i}")
+    if m.exit_code != 0:
+        raise RuntimeError(f"stage {stage} failed:\n{m.stderr[-3000:]}")
+    result = json.loads(m.stdout.strip().splitlines()[-1])
     return {
         "stage": stage, "records": result["records"], "seconds": round(result["seconds"], 3),
-        "wall_s": round(wall, 3), "records_per_s": round(result["records"] / result["seconds"]),
-        "cpu_s": round(usage.ru_utime + usage.ru_stime, 2),
+        "wall_s": round(m.wall_s, 3), "records_per_s": round(result["records"] / result["seconds"]),
+        "cpu_s": round(m.cpu_s, 2),
         "broker_cpu_s": round(_cpu_of(stack.pid("broker")) - before["broker"], 2),
         "redis_cpu_s": round(_cpu_of(stack.pid("redis")) - before["redis"], 2),
-        "peak_rss_mib": round(usage.ru_maxrss / 1024, 1),
+        "peak_rss_mib": round(m.peak_rss_mib, 1),
     }
 
 
 def run(events: int, runs: int, skus: int, locations: int, seed: int, work_dir: Path,
         stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
-    settings = load_settings({}, state_dir=work_dir / "state", kafka_bootstrap=f"127.0.0.1:{free_port()}",
-                             redis_url=f"redis://127.0.0.1:{free_port()}/0", metrics_port=0)
-    stack = Stack(settings)
     samples: dict[str, list[dict[str, Any]]] = {s: [] for s in stages}
-    try:
-        stack.up()
-        sent = send_paced(Simulator(seed, skus, locations), EventProducer(settings), 0, events)
+    with private_stack(work_dir) as (settings, stack):
+        sent = produce(settings, events, skus, locations, seed)
         ends = kafka_io.end_offsets(settings)
         ends_file = work_dir / "ends.json"
         ends_file.write_text(json.dumps(ends))
-        print(f"produced {sent.sent:,} events ({sum(ends.values()):,} records)", file=sys.stderr)
         for i in range(runs):
             for stage in stages:
                 r = _stage(stage, settings, ends_file, stack, i)
                 samples[stage].append(r)
                 print(f"run {i + 1} {stage:8} {r['records_per_s']:>9,} rec/s  cpu {r['cpu_s']:.1f} s", file=sys.stderr)
-    finally:
-        stack.down()
     rungs = []
     for stage in stages:
         rs = samples[stage]
@@ -185,23 +166,15 @@ def plot(r: dict[str, Any], path: Path) -> bool:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--events", type=int, default=1_000_000)
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--skus", type=int, default=5_000)
-    ap.add_argument("--locations", type=int, default=20)
-    ap.add_argument("--seed", type=int, default=1)
+    ap = parser(__doc__ or "")
     ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset, in ladder order")
-    ap.add_argument("--report-dir", type=Path, default=REPORT_DIR)
     a = ap.parse_args()
     stages = tuple(s for s in STAGES if s in a.stages.split(","))
     with tempfile.TemporaryDirectory(prefix="atp-ladder-") as tmp:
         report = run(a.events, a.runs, a.skus, a.locations, a.seed, Path(tmp), stages)
-    a.report_dir.mkdir(parents=True, exist_ok=True)
-    (a.report_dir / "ladder.json").write_text(json.dumps(report, indent=2) + "\n")
+    text = write_report(a.report_dir, "ladder", report, markdown)
     plot(report, a.report_dir / "ladder.png")
-    (a.report_dir / "ladder.md").write_text(markdown(report))
-    print(markdown(report))
+    print(text)
 
 
 if __name__ == "__main__":

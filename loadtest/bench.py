@@ -1,0 +1,86 @@
+"""What the benchmarks share: their options, a private stack with a seeded input, a measured child
+process, and the report files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from atp.config import Settings, load_settings
+from atp.producer import EventProducer
+from atp.stack import Stack, free_port
+from loadtest.child import ROOT
+from loadtest.pace import SendResult, send_paced
+from loadtest.simulator import Simulator
+
+REPORT_DIR = Path(__file__).resolve().parent / "reports"
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(description=doc.splitlines()[0])
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--skus", type=int, default=5_000)
+    ap.add_argument("--locations", type=int, default=20)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--report-dir", type=Path, default=REPORT_DIR)
+    return ap
+
+
+@contextmanager
+def private_stack(work_dir: Path, **overrides: Any) -> Iterator[tuple[Settings, Stack]]:
+    """A broker and Redis on free loopback ports, stopped afterwards whatever happens."""
+    settings = load_settings({}, state_dir=work_dir / "state", kafka_bootstrap=f"127.0.0.1:{free_port()}",
+                             redis_url=f"redis://127.0.0.1:{free_port()}/0", metrics_port=0, **overrides)
+    stack = Stack(settings)
+    try:
+        stack.up()
+        yield settings, stack
+    finally:
+        stack.down()
+
+
+def produce(settings: Settings, events: int, skus: int, locations: int, seed: int) -> SendResult:
+    sent = send_paced(Simulator(seed, skus, locations), EventProducer(settings), 0, events)
+    print(f"produced {sent.sent:,} events in {sent.seconds:.1f} s", file=sys.stderr)
+    return sent
+
+
+@dataclass(frozen=True)
+class Measured:
+    exit_code: int
+    wall_s: float
+    cpu_s: float  # user + system of the child
+    peak_rss_mib: float
+    stdout: str
+    stderr: str
+
+
+def measure(args: Sequence[str], env: dict[str, str], log_dir: Path, name: str) -> Measured:
+    """Run ``python -m <args>`` from the project root; its output goes to files (no pipe to fill)."""
+    out, err = log_dir / f"{name}.out", log_dir / f"{name}.err"
+    with out.open("wb") as o, err.open("wb") as e:
+        started = time.perf_counter()
+        p = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, stdout=o, stderr=e, env=env)
+        _, status, usage = os.wait4(p.pid, 0)
+        wall = time.perf_counter() - started
+    p.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait again
+    return Measured(p.returncode, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024,
+                    out.read_text(errors="replace"), err.read_text(errors="replace"))
+
+
+def write_report(directory: Path, name: str, report: dict[str, Any], markdown: Callable[[dict[str, Any]], str]) -> str:
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    text = markdown(report)
+    (directory / f"{name}.md").write_text(text)
+    return text
