@@ -7,6 +7,8 @@ import re
 import time
 from datetime import datetime, timezone
 
+from typing import TYPE_CHECKING
+
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
@@ -15,6 +17,12 @@ from atp.cli_common import console, err, friendly, settings
 from atp.errors import AtpError, ConfigError
 from state.position import FORMULAS
 from state.projection import GENERATION_PATTERN
+
+if TYPE_CHECKING:  # the commands import their heavy modules when they run
+    import redis
+
+    from atp.config import Settings
+    from atp.verify import Diff
 
 generation_app = typer.Typer(help="Keyspace generations: list, verify, switch, drop.", no_args_is_help=True)
 
@@ -47,7 +55,7 @@ def _starts(values: list[str]) -> dict[str, int]:
     return out
 
 
-def _client(s):  # type: ignore[no-untyped-def]
+def _client(s: Settings) -> redis.Redis:
     import redis
 
     from dataflows.run import check_redis
@@ -56,7 +64,7 @@ def _client(s):  # type: ignore[no-untyped-def]
     return redis.Redis.from_url(s.redis_url, socket_timeout=30, socket_connect_timeout=5)
 
 
-def _print_diff(diff, limit: int) -> None:  # type: ignore[no-untyped-def]
+def _print_diff(diff: Diff, limit: int) -> None:
     d = diff.as_dict(limit)
     console.print(f"keys: {d['keys_new']} new, {d['keys_current']} current; equal {d['equal']}, "
                   f"different {d['different']}, version apart {d['version_apart']}, "
