@@ -6,20 +6,45 @@ file named by ``ATP_CONFIG`` supplies defaults that the environment overrides.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from atp.errors import ConfigError
+from state.drift import DriftPolicy, Level, Thresholds
+from state.events import ID_RE
 from state.position import FORMULAS
-from state.projection import DEFAULT_GENERATION, GENERATION_PATTERN, Generations, KeySpace
+from state.projection import (
+    DEFAULT_GENERATION,
+    GENERATION_PATTERN,
+    Generations,
+    KeySpace,
+)
 
 ENV_PREFIX = "ATP_"
+
+Action = Literal["alert", "rebase"]
+
+
+class DriftLevels(BaseModel):
+    """A location's drift thresholds; an unset figure falls back to the global ``drift_*`` setting."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    warning_units: int | None = Field(None, ge=0)
+    warning_pct: float | None = Field(None, ge=0)
+    critical_units: int | None = Field(None, ge=0)
+    critical_pct: float | None = Field(None, ge=0)
 
 
 class Settings(BaseSettings):
@@ -49,12 +74,30 @@ class Settings(BaseSettings):
     topic_snapshots: str = "erp.inventory-snapshots.v1"
     topic_availability: str = "atp.availability.v1"
     topic_dead_letter: str = "atp.dead-letter.v1"
+    topic_drift_alerts: str = "atp.drift-alerts.v1"
+    topic_thresholds: str = "atp.availability-thresholds.v1"
     workers: int = Field(1, ge=1, le=64, description="Bytewax worker threads in this process.")
     recovery: bool = True
     snapshot_interval_s: float = Field(5.0, gt=0, le=3600)
     dedup_window_hours: float = Field(24.0, gt=0)
     safety_stock_file: Path | None = None
     kafka_batch_size: int = Field(1000, ge=1, le=100_000)
+    lateness_window_s: float = Field(
+        900.0, gt=0, le=7 * 86400,
+        description="Event-time window in which late stock changes are put in order (and snapshots can be verified).")
+    reconcile_delay_s: float = Field(
+        2.0, ge=0, le=3600, description="How long a snapshot waits, at least, for the stock changes before its as_of.")
+    reconcile_timeout_s: float = Field(
+        60.0, gt=0, le=86400, description="How long a snapshot waits, at most, for the wms topic to pass its as_of.")
+    drift_warning_units: int = Field(1, ge=0)
+    drift_warning_pct: float = Field(0.0, ge=0)
+    drift_critical_units: int = Field(10, ge=0)
+    drift_critical_pct: float = Field(10.0, ge=0)
+    drift_action_erp: Action = Field("alert", description="On drift from an ERP snapshot: alert only, or rebase.")
+    drift_action_wms: Action = Field("rebase", description="On drift from a WMS snapshot: rebase (WMS counts the stock).")
+    drift_locations: dict[str, DriftLevels] = Field(
+        default_factory=dict, description="Per-location threshold overrides (a TOML table, or JSON in the env).")
+    low_stock_atp: int = Field(10, ge=0, description="Threshold feed: ATP at or below this is LOW_STOCK.")
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -70,6 +113,20 @@ class Settings(BaseSettings):
     def _formula(cls, v: int | None) -> int | None:
         if v is not None and v not in FORMULAS:
             raise ValueError(f"unknown ATP formula; known versions: {', '.join(map(str, sorted(FORMULAS)))}")
+        return v
+
+    @field_validator("drift_locations", mode="before")
+    @classmethod
+    def _drift_locations(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                v = json.loads(v)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not JSON ({exc}); e.g. {{\"DC-01\": {{\"warning_units\": 5}}}}") from None
+        if isinstance(v, dict):
+            for location in v:
+                if not ID_RE.fullmatch(str(location)):
+                    raise ValueError(f"{location!r} is not a location id")
         return v
 
     @field_validator("redis_url")
@@ -103,7 +160,8 @@ class Settings(BaseSettings):
 
     @property
     def all_topics(self) -> list[str]:
-        return [*self.input_topics, self.topic_availability, self.topic_dead_letter]
+        return [*self.input_topics, self.topic_availability, self.topic_dead_letter, self.topic_drift_alerts,
+                self.topic_thresholds]
 
     @property
     def brokers(self) -> list[str]:
@@ -133,6 +191,26 @@ class Settings(BaseSettings):
     def dedup_window_ms(self) -> int:
         return int(self.dedup_window_hours * 3_600_000)
 
+    @property
+    def lateness_ms(self) -> int:
+        return int(self.lateness_window_s * 1000)
+
+    @property
+    def drift_policy(self) -> DriftPolicy:
+        def levels(o: DriftLevels) -> Thresholds:
+            def pick(name: str) -> Any:
+                own = getattr(o, name)
+                return getattr(self, f"drift_{name}") if own is None else own
+
+            return Thresholds(Level(pick("warning_units"), pick("warning_pct")),
+                              Level(pick("critical_units"), pick("critical_pct")))
+
+        return DriftPolicy(
+            default=levels(DriftLevels()),
+            locations={loc: levels(o) for loc, o in self.drift_locations.items()},
+            actions={"ERP": self.drift_action_erp, "WMS": self.drift_action_wms},
+        )
+
     def topic_alias(self, name: str) -> str:
         """``wms``/``orders``/``snapshots`` (as in JSONL files) or a full topic name -> topic."""
         aliases = {"wms": self.topic_wms, "orders": self.topic_orders, "snapshots": self.topic_snapshots}
@@ -146,7 +224,8 @@ def env_name(field: str) -> str:
 def child_environ(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
     """``base`` without its ATP_* variables, plus ``settings`` as ATP_* variables: for child processes."""
     env = {k: v for k, v in base.items() if not k.startswith(ENV_PREFIX)}
-    env.update({env_name(k): str(v) for k, v in settings.model_dump(exclude_none=True).items()})
+    env.update({env_name(k): json.dumps(v) if isinstance(v, dict) else str(v)
+                for k, v in settings.model_dump(exclude_none=True).items()})
     return env
 
 

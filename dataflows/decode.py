@@ -10,6 +10,7 @@ from typing import Any, Union
 from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 
 from dataflows import metrics
+from dataflows.progress import STOCK_PROGRESS, StockProgress
 from schemas import Decoder, DecodeError
 from state import events as ev
 from state.errors import InvalidEvent
@@ -35,14 +36,16 @@ Routed = Union[tuple[str, ev.Event], DeadLetter]
 class DecodeStep:
     """Callable for ``flat_map_batch``: decodes, validates, checks the key and fans out."""
 
-    def __init__(self, decoder: Decoder, topics: Mapping[str, str]) -> None:
+    def __init__(self, decoder: Decoder, topics: Mapping[str, str], progress: StockProgress = STOCK_PROGRESS) -> None:
         self._decoder = decoder
         # topic -> (record full-name suffix, parser)
         self._topics = {t: ("." + rec, ev.PARSERS[rec]) for t, rec in topics.items()}
         self._offsets: dict[tuple[str, int], Any] = {}
+        self._progress = progress
 
     def __call__(self, batch: list[Any]) -> list[Routed]:
         out: list[Routed] = []
+        stock_times: dict[int, int] = {}  # wms partition -> newest event time in this batch
         self._track_offsets(batch)
         for msg in batch:
             if isinstance(msg, KafkaError):
@@ -61,10 +64,15 @@ class DecodeStep:
             except (DecodeError, InvalidEvent) as exc:
                 out.append(self._dead(msg, exc, record))
                 continue
-            if type(event) is ev.WarehouseEvent and event.event_type == "TRANSFER_OUT":
-                out.extend(ev.fan_out(event))
-            else:
-                out.append((key, event))
+            if type(event) is ev.WarehouseEvent:
+                if event.occurred_ms > stock_times.get(msg.partition, 0):
+                    stock_times[msg.partition] = event.occurred_ms
+                if event.event_type == "TRANSFER_OUT":
+                    out.extend(ev.fan_out(event))
+                    continue
+            out.append((key, event))
+        if stock_times:
+            self._progress.saw(stock_times)
         return out
 
     def _track_offsets(self, batch: list[Any]) -> None:

@@ -19,6 +19,7 @@ from dataflows.redis_sink import RedisPositionSink
 from schemas import Decoder, Encoder, default_store
 from schemas.codec import registry_client
 from state import events as ev
+from state.drift import Alert
 from state.position import Position
 from state.safety import SafetyStock
 
@@ -30,8 +31,8 @@ class FlowIO:
     """Where the flow reads and writes; production uses Kafka and Redis, tests use Testing*."""
 
     source: Source[Any]
-    positions: Sink[Position]  # the Redis projection
-    messages: Sink[Any]  # KafkaSinkMessage: availability feed and dead letters
+    positions: Sink[Position | Alert]  # the Redis projection: positions and the latest alerts
+    messages: Sink[Any]  # KafkaSinkMessage: availability feed, alerts, band changes, dead letters
 
 
 @dataclass(frozen=True)
@@ -39,7 +40,17 @@ class FlowDeps:
     decode: DecodeStep
     fold: FoldContext
     availability: kafka_io.AvailabilityMessage
+    alert: kafka_io.AlertMessage
+    band: kafka_io.BandMessage
     dead_letter: kafka_io.DeadLetterMessage
+
+
+def _is_position(item: Any) -> bool:
+    return type(item) is Position
+
+
+def _is_alert(item: Any) -> bool:
+    return type(item) is Alert
 
 
 def build_flow(io: FlowIO, deps: FlowDeps) -> Dataflow:
@@ -49,12 +60,16 @@ def build_flow(io: FlowIO, deps: FlowDeps) -> Dataflow:
     routed = op.flat_map_batch("decode", msgs, deps.decode)
     split = op.branch("split_dead_letters", routed, is_dead_letter)
     fold = deps.fold
-    positions = op.stateful_batch("atp_fold", split.falses, lambda resume: PositionLogic(fold, resume))
-    plain = op.key_rm("positions", positions)
-    op.output("redis_out", plain, io.positions)
-    feed = op.map("availability_message", plain, deps.availability)
+    outputs = op.stateful_batch("atp_fold", split.falses, lambda resume: PositionLogic(fold, resume))
+    plain = op.key_rm("positions", outputs)
+    kinds = op.branch("split_positions", plain, _is_position)
+    notices = op.branch("split_alerts", kinds.falses, _is_alert)  # the rest are band changes
+    op.output("redis_out", op.merge("redis_items", kinds.trues, notices.trues), io.positions)
+    feed = op.map("availability_message", kinds.trues, deps.availability)
+    alerts = op.map("alert_message", notices.trues, deps.alert)
+    bands = op.map("band_message", notices.falses, deps.band)
     dead = op.map("dead_letter_message", split.trues, deps.dead_letter)
-    op.output("kafka_out", op.merge("kafka_messages", feed, dead), io.messages)
+    op.output("kafka_out", op.merge("kafka_messages", feed, alerts, bands, dead), io.messages)
     return flow
 
 
@@ -66,18 +81,25 @@ def deps_from_settings(settings: Settings, formula: int | None = None) -> FlowDe
         ev.OrderLineEvent: settings.topic_orders,
         ev.InventorySnapshot: settings.topic_snapshots,
     }
+    encoder = Encoder(store, registry)
     return FlowDeps(
         decode=DecodeStep(Decoder(store, registry), settings.input_topics),
-        fold=FoldContext(settings.dedup_window_ms, SafetyStock.from_file(settings.safety_stock_file), topic_of,
-                         formula=formula or settings.formula_version or 1),
-        availability=kafka_io.AvailabilityMessage(Encoder(store, registry), settings.topic_availability),
+        fold=FoldContext(
+            settings.dedup_window_ms, SafetyStock.from_file(settings.safety_stock_file), topic_of,
+            formula=formula or settings.formula_version or 1, lateness_ms=settings.lateness_ms,
+            drift=settings.drift_policy, reconcile_delay_ms=int(settings.reconcile_delay_s * 1000),
+            reconcile_timeout_ms=int(settings.reconcile_timeout_s * 1000),
+            low_stock_atp=settings.low_stock_atp),
+        availability=kafka_io.AvailabilityMessage(encoder, settings.topic_availability),
+        alert=kafka_io.AlertMessage(encoder, settings.topic_drift_alerts),
+        band=kafka_io.BandMessage(encoder, settings.topic_thresholds),
         dead_letter=kafka_io.DeadLetterMessage(settings.topic_dead_letter),
     )
 
 
 class _Discard(DynamicSink[Any]):
-    """A replay rebuilds Redis only: re-sending the availability feed and every dead letter of the
-    whole log would flood the consumers of both topics with copies."""
+    """A replay rebuilds Redis only: re-sending the availability feed, the alerts, the band changes
+    and every dead letter of the whole log would flood their consumers with copies."""
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> "_DiscardPartition":
         return _DiscardPartition()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource, KafkaSourceMessage
@@ -17,6 +17,8 @@ from atp.config import Settings
 from atp.errors import StackError
 from dataflows.decode import DeadLetter
 from schemas import Encoder
+from state.bands import BandChange
+from state.drift import Alert
 from state.position import Position
 
 log = logging.getLogger(__name__)
@@ -100,7 +102,7 @@ def source(settings: Settings, tail: bool = True, bounds: Bounds | None = None) 
 
 
 def sink(settings: Settings) -> KafkaSink:
-    """One producer per worker for both outputs (availability feed and dead letters)."""
+    """One producer per worker for every output topic (feed, alerts, bands, dead letters)."""
     return KafkaSink(settings.brokers, topic=None, add_config=dict(PRODUCER_CONFIG))
 
 
@@ -114,6 +116,34 @@ class AvailabilityMessage:
     def __call__(self, pos: Position) -> KafkaSinkMessage[bytes, bytes]:
         value = self._encoder.encode("AvailabilityChanged", pos.as_dict(), self._topic)
         return KafkaSinkMessage(pos.key.encode(), value, topic=self._topic)
+
+
+class AlertMessage:
+    """Alert -> ``DriftAlert`` on the drift-alerts topic, keyed sku@location."""
+
+    def __init__(self, encoder: Encoder, topic: str) -> None:
+        self._encoder = encoder
+        self._topic = topic
+
+    def __call__(self, alert: Alert) -> KafkaSinkMessage[bytes, bytes]:
+        value = self._encoder.encode("DriftAlert", alert.as_dict(), self._topic)
+        return KafkaSinkMessage(alert.key.encode(), value, topic=self._topic)
+
+
+class BandMessage:
+    """BandChange -> ``AvailabilityThreshold`` on the thresholds topic, keyed sku@location."""
+
+    def __init__(self, encoder: Encoder, topic: str) -> None:
+        self._encoder = encoder
+        self._topic = topic
+
+    def __call__(self, change: BandChange) -> KafkaSinkMessage[bytes, bytes]:
+        record = {f: getattr(change, f) for f in _BAND_FIELDS}
+        value = self._encoder.encode("AvailabilityThreshold", record, self._topic)
+        return KafkaSinkMessage(change.key.encode(), value, topic=self._topic)
+
+
+_BAND_FIELDS = tuple(f.name for f in fields(BandChange))
 
 
 class DeadLetterMessage:
@@ -147,6 +177,8 @@ def topic_specs(settings: Settings) -> list[NewTopic]:
         *(NewTopic(t, n, 1, config=keep) for t in settings.input_topics),
         NewTopic(settings.topic_availability, n, 1, config=compact),
         NewTopic(settings.topic_dead_letter, n, 1, config=keep),
+        NewTopic(settings.topic_drift_alerts, n, 1),
+        NewTopic(settings.topic_thresholds, n, 1, config=compact),  # the newest band of every key
     ]
 
 

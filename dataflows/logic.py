@@ -1,22 +1,32 @@
-"""The Bytewax adapter around the pure fold: one instance per sku@location key."""
+"""The Bytewax adapter around the pure fold: one instance per sku@location key.
+
+Besides the position it emits alerts (drift, oversold) and band changes, and it acts on the wall
+clock through ``notify_at``: reservations that expire, snapshots waiting to be reconciled, and the
+re-publish of a lost keyspace.
+"""
 
 from __future__ import annotations
 
 import pickle
 import time
-from datetime import datetime, timezone
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import datetime, timezone
+from typing import Any, Union
 
 from bytewax.operators import StatefulBatchLogic
 
 from dataflows import metrics
+from dataflows.progress import STOCK_PROGRESS
 from dataflows.republish import REPUBLISH
+from state import drift
+from state.bands import BandChange, band_of
 from state.events import Event, InventorySnapshot, TransferSent, make_key
-from state.fold import AVAILABLE, KeyState, apply
+from state.fold import AVAILABLE, DUPLICATE, LATE, LATENESS_MS, KeyState, apply, expire
 from state.position import Position, position
 from state.safety import SafetyStock
+
+Output = Union[Position, drift.Alert, BandChange]
 
 
 @dataclass(frozen=True)
@@ -28,6 +38,12 @@ class FoldContext:
     topic_of: Mapping[type, str]
     clock: Callable[[], float] = field(default=time.time)
     formula: int = 1  # the ATP formula version (state.position.FORMULAS)
+    lateness_ms: int = LATENESS_MS
+    drift: drift.DriftPolicy = field(default_factory=drift.DriftPolicy)
+    reconcile_delay_ms: int = 2000  # a snapshot waits at least this long for the changes before its as_of
+    reconcile_timeout_ms: int = 60_000  # and at most this long, when the wms topic does not get there
+    low_stock_atp: int = 10
+    stock_progress: Callable[[], int] = field(default=STOCK_PROGRESS.get)  # see dataflows.progress
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
@@ -43,7 +59,7 @@ def _count(topic: str, event_type: str, applied: bool) -> None:
     child.inc()
 
 
-class PositionLogic(StatefulBatchLogic[Event, Position, bytes]):
+class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
     """Applies each batch of a key's events and emits the new position once if anything changed."""
 
     def __init__(self, ctx: FoldContext, resume: bytes | None) -> None:
@@ -58,34 +74,96 @@ class PositionLogic(StatefulBatchLogic[Event, Position, bytes]):
         if self._oversold:
             metrics.OVERSOLD.inc()
 
-    def on_batch(self, values: list[Event]) -> tuple[list[Position], bool]:
+    def on_batch(self, values: list[Event]) -> tuple[list[Output], bool]:
         st = self.state
         if st is None:
             st = self.state = KeyState(values[0].sku, values[0].location)
         before = st.version
         ctx = self._ctx
+        now_ms = int(ctx.clock() * 1000)
         for event in values:
-            applied = apply(st, event, ctx.dedup_window_ms)
-            if type(event) is not TransferSent:  # the far side of a transfer is not an input event
-                etype = "SNAPSHOT" if type(event) is InventorySnapshot else event.event_type  # type: ignore[union-attr]
-                _count(ctx.topic_of[type(event)], etype, applied)
-        if st.version == before:
-            return [], StatefulBatchLogic.RETAIN
-        return [self._position(event_driven=True)], StatefulBatchLogic.RETAIN
+            outcome = apply(st, event, ctx.dedup_window_ms, ctx.lateness_ms)
+            if type(event) is TransferSent:
+                continue  # the far side of a transfer is not an input event
+            topic = ctx.topic_of[type(event)]
+            if type(event) is InventorySnapshot:
+                _count(topic, "SNAPSHOT", outcome != DUPLICATE)
+                if outcome != DUPLICATE:
+                    st.pending.append((now_ms, event))
+            else:
+                _count(topic, event.event_type, outcome != DUPLICATE)  # type: ignore[union-attr]
+            if outcome == LATE:
+                metrics.LATE_EVENTS.labels(topic).inc()
+        out: list[Output] = []
+        self._due(st, now_ms, out)
+        if st.version != before:
+            self._publish(out, event_driven=True)
+        return out, StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
-        return _EPOCH if self._republish else None  # any past time: "now"
+        if self._republish:
+            return _EPOCH  # any past time: "now"
+        st = self.state
+        if st is None:
+            return None
+        due = None
+        if st.pending:
+            ctx = self._ctx
+            now_ms = int(ctx.clock() * 1000)
+            due = min(a + ctx.reconcile_delay_ms if now_ms < a + ctx.reconcile_delay_ms else a + ctx.reconcile_timeout_ms
+                      for a, _ in st.pending)
+        if st.next_expiry is not None and (due is None or st.next_expiry < due):
+            due = st.next_expiry
+        return None if due is None else datetime.fromtimestamp(due / 1000, timezone.utc)
 
-    def on_notify(self) -> tuple[list[Position], bool]:
-        self._republish = False
-        return [self._position()], StatefulBatchLogic.RETAIN
+    def on_notify(self) -> tuple[list[Output], bool]:
+        st = self.state
+        assert st is not None
+        before = st.version
+        out: list[Output] = []
+        self._due(st, int(self._ctx.clock() * 1000), out)
+        if self._republish or st.version != before:
+            self._republish = False
+            self._publish(out)
+        return out, StatefulBatchLogic.RETAIN
 
-    def _position(self, event_driven: bool = False) -> Position:
+    def _due(self, st: KeyState, now_ms: int, out: list[Output]) -> None:
+        """Expire lapsed reservations and reconcile the snapshots that are due."""
+        released = expire(st, now_ms)
+        if released:
+            metrics.RESERVATIONS_EXPIRED.inc(len(released))
+        if not st.pending:
+            return
+        ctx = self._ctx
+        newest_change = st.history[-1][0] if st.history else 0
+        read_to = ctx.stock_progress()
+        waiting = []
+        for arrival, snap in st.pending:
+            waited = now_ms - arrival
+            # The snapshot's past is in when the key's own stock changes run past its as_of, or
+            # every wms partition has (after a short wait for the other workers), or at the latest
+            # when the timeout runs out.
+            if not (newest_change > snap.as_of_ms or waited >= ctx.reconcile_timeout_ms
+                    or (waited >= ctx.reconcile_delay_ms and read_to >= snap.as_of_ms)):
+                waiting.append((arrival, snap))
+                continue
+            result = drift.reconcile(st, snap, ctx.drift, ctx.lateness_ms, now_ms)
+            metrics.RECONCILIATIONS.labels(snap.source_system, result.outcome).inc()
+            if result.drift is not None:
+                metrics.DRIFT_UNITS.observe(abs(result.drift))
+            if result.alert is not None:
+                metrics.ALERTS.labels("DRIFT", result.alert.severity, snap.source_system).inc()
+                out.append(result.alert)
+        st.pending = waiting
+
+    def _publish(self, out: list[Output], event_driven: bool = False) -> None:
+        """The key's position, plus an oversold alert and a band change when those happened."""
         st = self.state
         assert st is not None
         ctx = self._ctx
         now = ctx.clock()
         pos = position(st, ctx.safety.for_key(st.sku, st.location), int(now * 1000), ctx.formula)
+        out.append(pos)
         if event_driven:
             metrics.EVENT_LAG.observe(max(0.0, now - st.max_event_ms / 1000))
         if st.max_event_ms > _newest_event_ms[0]:
@@ -94,7 +172,17 @@ class PositionLogic(StatefulBatchLogic[Event, Position, bytes]):
         if pos.oversold != self._oversold:
             self._oversold = pos.oversold
             metrics.OVERSOLD.inc() if pos.oversold else metrics.OVERSOLD.dec()
-        return pos
+        short = pos.shortfall > 0
+        if short and not st.short:
+            alert = drift.oversold(st, pos.shortfall, pos.available_qty, pos.reserved + pos.safety_stock, pos.updated_at)
+            metrics.ALERTS.labels("OVERSOLD", alert.severity, "stream").inc()
+            out.append(alert)
+        st.short = short
+        band = band_of(pos.atp, ctx.low_stock_atp)
+        if band != st.band:
+            out.append(BandChange(st.sku, st.location, st.band, band, pos.atp, pos.version, pos.as_of, pos.updated_at))
+            metrics.BAND_CHANGES.labels(band).inc()
+            st.band = band
 
     def snapshot(self) -> bytes:
         # Bytes are immutable, as Bytewax requires of snapshots; the state object is not.

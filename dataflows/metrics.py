@@ -27,3 +27,21 @@ INPUT_OFFSET = Gauge(
 )
 REPLAY_EVENTS = Counter("atp_replay_events_total", "Input records a replay has read within its range.")
 REPLAY_LAG = Gauge("atp_replay_lag_events", "Input records a replay still has to read to reach its end offsets.")
+LATE_EVENTS = Counter(
+    "atp_late_events_total", "Events older than the lateness window when they arrived (applied at the window's edge).",
+    ["topic"],
+)
+RESERVATIONS_EXPIRED = Counter("atp_reservations_expired_total", "Order lines released because expires_at passed.")
+RECONCILIATIONS = Counter(
+    "atp_reconciliations_total", "Snapshots compared with the stream, by outcome (match|drift|unverifiable).",
+    ["source_system", "outcome"],
+)
+ALERTS = Counter(
+    "atp_drift_alerts_total", "Alerts raised, by kind (DRIFT|OVERSOLD), severity and source system.",
+    ["kind", "severity", "source_system"],
+)
+DRIFT_UNITS = Histogram(
+    "atp_drift_units", "|snapshot on-hand - stream on-hand| of each verifiable reconciliation.",
+    buckets=(0, 1, 2, 5, 10, 25, 50, 100, 250, 1000),
+)
+BAND_CHANGES = Counter("atp_band_changes_total", "Threshold-feed events, by the band entered.", ["band"])

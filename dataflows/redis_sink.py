@@ -1,7 +1,9 @@
-"""Bytewax sink writing positions to Redis: one pipeline per batch, coalesced, version-guarded."""
+"""Bytewax sink writing positions and alerts to Redis: one pipeline per batch, coalesced,
+version-guarded (so at-least-once delivery is harmless)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 
@@ -10,13 +12,14 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
 from dataflows import metrics
 from dataflows.republish import REPUBLISH
+from state.drift import Alert
 from state.position import Position
-from state.projection import GUARDED_WRITE, KeySpace, write_args
+from state.projection import ALERT_INDEX_SIZE, GUARDED_ALERT, GUARDED_WRITE, KeySpace, alert_member, write_args
 
 log = logging.getLogger(__name__)
 
 
-class RedisPositionSink(DynamicSink[Position]):
+class RedisPositionSink(DynamicSink[Position | Alert]):
     """Each worker writes its own positions (keys never overlap between workers)."""
 
     def __init__(self, url: str, keyspace: KeySpace, retry_for_s: float = 120.0) -> None:
@@ -29,16 +32,24 @@ class RedisPositionSink(DynamicSink[Position]):
         return _RedisPartition(client, self._keyspace, self._retry_for_s)
 
 
-class _RedisPartition(StatelessSinkPartition[Position]):
+class _RedisPartition(StatelessSinkPartition[Position | Alert]):
     def __init__(self, client: redis.Redis, keyspace: KeySpace, retry_for_s: float) -> None:
         self._client = client
         self._ks = keyspace
         self._retry_for_s = retry_for_s
-        self._sha = client.script_load(GUARDED_WRITE)
+        self._load_scripts()
 
-    def write_batch(self, items: list[Position]) -> None:
+    def _load_scripts(self) -> None:
+        self._sha = self._client.script_load(GUARDED_WRITE)
+        self._alert_sha = self._client.script_load(GUARDED_ALERT)
+
+    def write_batch(self, items: list[Position | Alert]) -> None:
         latest: dict[str, Position] = {}
+        alerts: list[Alert] = []
         for p in items:  # last (highest version) wins inside a batch
+            if type(p) is not Position:
+                alerts.append(p)  # type: ignore[arg-type]
+                continue
             cur = latest.get(p.key)
             if cur is None or p.version > cur.version:
                 latest[p.key] = p
@@ -47,10 +58,10 @@ class _RedisPartition(StatelessSinkPartition[Position]):
         delay = 0.05
         while True:
             try:
-                self._write(latest.values())
+                self._write(latest.values(), alerts)
                 break
             except redis.exceptions.NoScriptError:
-                self._sha = self._client.script_load(GUARDED_WRITE)  # Redis restarted: reload once
+                self._load_scripts()  # Redis restarted: reload once
             except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError) as exc:
                 if time.monotonic() > deadline:
                     raise RuntimeError(
@@ -65,12 +76,23 @@ class _RedisPartition(StatelessSinkPartition[Position]):
         if REPUBLISH.keys:
             REPUBLISH.written(list(latest))
 
-    def _write(self, positions: object) -> None:
+    def _write(self, positions: object, alerts: list[Alert]) -> None:
         pipe = self._client.pipeline(transaction=False)
         ks, sha = self._ks, self._sha
         pipe.exists(ks.meta)  # first, so a lost keyspace is seen before this batch counts as written
         for p in positions:  # type: ignore[attr-defined]
             pipe.evalsha(sha, 2, ks.position(p.sku, p.location), ks.locations(p.sku), *write_args(p))
+        for a in alerts:
+            # Single-key commands only (Redis Cluster): the guarded hash, then both indexes.
+            # ZADD GT keeps an entry's newest as_of, so a re-delivered alert never moves it back.
+            pipe.evalsha(self._alert_sha, 1, ks.alert(a.sku, a.location), a.kind, a.version,
+                         json.dumps(a.as_dict(), separators=(",", ":")))
+            member = alert_member(a.kind, a.sku, a.location)
+            for index in (ks.alerts(), ks.alerts(a.location)):
+                pipe.zadd(index, {member: a.as_of}, gt=True)
+        if alerts:
+            for index in {ks.alerts(), *(ks.alerts(a.location) for a in alerts)}:
+                pipe.zremrangebyrank(index, 0, -ALERT_INDEX_SIZE - 1)
         if not pipe.execute()[0]:
             # Not an exception: the flow stops through the same clean path as Ctrl-C (one
             # interrupt, whoever notices first), and `atp run` restarts it to re-publish.

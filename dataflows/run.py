@@ -23,6 +23,7 @@ from dataflows.continuity import KeyspaceWatch, StartPlan, plan_start
 from dataflows.recovery import RecoveryStore
 from dataflows.republish import REPUBLISH
 from dataflows.flow import production_flow
+from dataflows.progress import STOCK_PROGRESS
 from dataflows.kafka_io import Bounds
 from state.projection import READY
 
@@ -95,13 +96,14 @@ def run(settings: Settings, replay: Replay | None = None) -> str:
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGUSR1, _internal)
-    kafka_io.check_kafka(settings)
+    partitions = kafka_io.check_kafka(settings)
     check_redis(settings.redis_url)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
     while True:
         plan = plan_start(settings, client, new=replay.spec if replay else None, live=replay is None)
+        STOCK_PROGRESS.reset(partitions[settings.topic_wms])
         outcome = _run_once(settings, plan, client, replay)
         if outcome == LOST:
             # The sink or the watch saw the keyspace vanish: run again from the last snapshot, re-publishing.

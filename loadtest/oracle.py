@@ -110,6 +110,7 @@ class Oracle:
     safety_by_location: dict[str, int] = field(default_factory=dict)
     safety_by_key: dict[str, int] = field(default_factory=dict)
     formula: int = 1  # README: 1 promises AVAILABLE only, 2 also what is in transit to the location
+    lateness_ms: int = 15 * 60_000  # README: a stock change older than this takes effect at the window's edge
     log: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=lambda: defaultdict(list))
     ids: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     accepted = 0
@@ -141,6 +142,20 @@ class Oracle:
     def positions(self) -> dict[str, Expected]:
         return {k: self._position(k, events) for k, events in self.log.items()}
 
+    def _in_effect_order(self, events: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+        """The key's events with the wms ones sorted by when they take effect: ``occurred_at``, or
+        the lateness window's edge (the newest wms event time seen before it, minus the window) for
+        an older one; ties keep arrival order. Nothing else depends on order."""
+        newest = 0
+        timed = []
+        for i, (kind, r) in enumerate(events):
+            effective = -1
+            if kind == "wms":
+                effective = max(r["occurred_at"], newest - self.lateness_ms)
+                newest = max(newest, r["occurred_at"])
+            timed.append((effective, i, kind, r))
+        return [(kind, r) for _, _, kind, r in sorted(timed, key=lambda x: (x[0], x[1]))]
+
     def _position(self, key: str, events: list[tuple[str, dict[str, Any]]]) -> Expected:
         sku, location = key.split("@", 1)
         stock = dict.fromkeys(_STATUSES, 0)
@@ -151,7 +166,7 @@ class Oracle:
         line_released: set[str] = set()
         sent: dict[str, int] = defaultdict(int)
         received: dict[str, int] = defaultdict(int)
-        for kind, r in events:
+        for kind, r in self._in_effect_order(events):
             t = r.get("event_type")
             if kind == "transfer-sent":
                 sent[r["transfer_id"]] += r["qty"]

@@ -32,7 +32,9 @@ class Simulator:
         self._cum = list(itertools.accumulate(1.0 / (r + 1) ** zipf_s for r in range(skus)))
         self._kinds = list(MIX)
         self._kind_cum = list(itertools.accumulate(MIX.values()))
-        self.stock: dict[tuple[str, str], int] = {}
+        self.stock: dict[tuple[str, str], int] = {}  # AVAILABLE units
+        self.held: dict[tuple[str, str], int] = {}  # units in the non-sellable statuses
+        self.last_ms: dict[tuple[str, str], int] = {}
         self.lines: dict[tuple[str, str], list[list[Any]]] = {}  # key -> [[line_id, qty, shipped]]
         self.in_transit: list[tuple[str, str, str, str, int]] = []  # (transfer_id, sku, from, to, qty)
         self.clock_ms = start_ms
@@ -72,7 +74,16 @@ class Simulator:
             kind = "RECEIPT"  # channels only reserve what is sellable
         if kind == "TRANSFER_IN" and not self.in_transit:
             kind = "RECEIPT"
-        return getattr(self, "_" + kind.lower())(base, key, stock, lines)
+        alias, rec = getattr(self, "_" + kind.lower())(base, key, stock, lines)
+        # Event time never stands still at a key (a live clock can repeat a millisecond), so a
+        # snapshot's as_of splits the key's events cleanly into before and after.
+        where = (rec["sku"], rec["location"])
+        t = max(rec["occurred_at"], self.last_ms.get(where, 0) + 1)
+        self.last_ms[where] = t
+        rec["occurred_at"] = t
+        if alias == "snapshots":
+            rec["as_of"] = t
+        return alias, rec
 
     # -- one method per event kind ---------------------------------------------------------
     def _receipt(self, base: dict[str, Any], key: Any, stock: int, lines: Any) -> Event:
@@ -116,6 +127,7 @@ class Simulator:
     def _status_move(self, base: dict[str, Any], key: Any, stock: int, lines: Any) -> Event:
         qty = self.rng.randint(1, 3)
         self.stock[key] = stock - qty
+        self.held[key] = self.held.get(key, 0) + qty
         return "wms", {**base, "event_type": "STATUS_MOVE", "qty": qty, "from_status": "AVAILABLE",
                        "to_status": self.rng.choice(("QUARANTINE", "DAMAGED", "HOLD"))}
 
@@ -142,9 +154,12 @@ class Simulator:
         qty = self.rng.randint(1, 2)
         if status == "AVAILABLE":
             self.stock[key] = stock + qty
+        else:
+            self.held[key] = self.held.get(key, 0) + qty
         return "wms", {**base, "event_type": "RETURN", "qty": qty, "to_status": status}
 
     def _snapshot(self, base: dict[str, Any], key: Any, stock: int, lines: Any) -> Event:
-        return "snapshots", {**base, "snapshot_id": f"S{self.seq}", "on_hand": max(0, stock),
+        on_hand = stock + self.held.get(key, 0)  # every status, as the ERP/WMS counts it
+        return "snapshots", {**base, "snapshot_id": f"S{self.seq}", "on_hand": on_hand,
                              "as_of": base["occurred_at"], "source_system": self.rng.choice(("ERP", "WMS"))}
 

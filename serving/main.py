@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from atp.config import Settings
 from serving import errors
 from serving.metrics import MetricsMiddleware
-from serving.routes import availability, health
+from serving.routes import availability, drift, health
 from serving.store import PositionStore
 
 log = logging.getLogger(__name__)
@@ -40,6 +40,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     errors.install(app)
     app.include_router(availability.router)
+    app.include_router(drift.router)
     app.include_router(health.router)
     app.add_middleware(MetricsMiddleware)
     return app

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field
 
@@ -71,3 +71,52 @@ class QueryResult(BaseModel):
 
 class QueryResponse(BaseModel):
     results: list[QueryResult]
+
+
+def _utc(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, timezone.utc)
+
+
+class StockChange(BaseModel):
+    event_id: str
+    event_type: str
+    effective_at: datetime = Field(description="When it took effect (event time; the window's edge if it came late)")
+    change: Literal["delta", "set_available", "set_on_hand"] = Field(
+        description="delta; set_available (a COUNT); set_on_hand (a snapshot taken as the truth)")
+    available: int = Field(description="The change of AVAILABLE, or the absolute figure set")
+    non_sellable: int = Field(description="The change of the non-sellable statuses")
+
+
+class DriftAlert(BaseModel):
+    alert_id: str = Field(description="Stable across re-deliveries")
+    kind: Literal["DRIFT", "OVERSOLD"]
+    severity: Literal["warning", "critical"]
+    sku: str
+    location: str
+    as_of: datetime = Field(description="Event time the figures refer to")
+    detected_at: datetime
+    expected: int = Field(description="DRIFT: the stream's on-hand as of as_of; OVERSOLD: reserved + safety stock")
+    observed: int = Field(description="DRIFT: the snapshot's on-hand; OVERSOLD: available units")
+    difference: int = Field(description="observed - expected")
+    source_system: str | None = None
+    snapshot_id: str | None = None
+    action: Literal["alert", "rebase"] | None = Field(
+        None, description="DRIFT: alert only, or rebase (the stream took the snapshot as the truth)")
+    corrected: bool = False
+    version: int
+    moved_by: list[StockChange] = Field(description="The stock changes at or before as_of, newest last")
+
+    @classmethod
+    def from_stored(cls, a: dict[str, Any]) -> "DriftAlert":
+        moved = [StockChange(**{**m, "effective_at": _utc(m["effective_at"])}) for m in a["moved_by"]]
+        return cls(**{**a, "as_of": _utc(a["as_of"]), "detected_at": _utc(a["detected_at"]), "moved_by": moved})
+
+
+class AlertList(BaseModel):
+    alerts: list[DriftAlert]
+
+
+class KeyAlerts(BaseModel):
+    sku: str
+    location: str
+    alerts: list[DriftAlert]

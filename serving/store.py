@@ -3,6 +3,7 @@ generation of the keyspace or from one named explicitly."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -11,6 +12,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from state.projection import DEFAULT_GENERATION, READY, Generations, KeySpace, current_name, from_hash
+
+ALERT_KINDS = ("DRIFT", "OVERSOLD")
 
 
 class KeyspaceNotReady(Exception):
@@ -93,6 +96,40 @@ class PositionStore:
         # loss between the two would otherwise give a partial SKU (wrong totals) instead of a 503.
         found = await self.get_many([(sku, loc) for loc in locations], read.generation)
         return Read(read.generation, [p for p in found.results if p is not None])
+
+    async def alerts_of_key(self, sku: str, location: str, generation: str | None = None) -> Read:
+        """The latest alert of each kind for one key, as dicts (DRIFT first)."""
+        read = await self._read(generation, lambda pipe, ks: pipe.hgetall(ks.alert(sku, location)),
+                                explicit=generation is not None)
+        raw = {_text(k): v for k, v in read.results[0].items()}
+        found = [json.loads(raw[kind]) for kind in ALERT_KINDS if kind in raw]
+        return Read(read.generation, found)
+
+    async def recent_alerts(self, location: str | None, accept: Callable[[dict[str, Any]], bool], limit: int,
+                            generation: str | None = None) -> Read:
+        """The keys' latest alerts, newest ``as_of`` first, that ``accept`` takes, at most ``limit``."""
+        out: list[dict[str, Any]] = []
+        start, page = 0, max(limit, 100)
+        name = generation
+        while len(out) < limit:
+            first, last = start, start + page - 1
+            read = await self._read(name, lambda pipe, ks: pipe.zrevrange(ks.alerts(location), first, last),
+                                    explicit=generation is not None)
+            name = read.generation  # later pages read the same generation
+            members = [_text(m) for m in read.results[0]]
+            if not members:
+                break
+            ks = self.gens.keyspace(name)
+            pipe = self.client.pipeline(transaction=False)
+            for m in members:
+                kind, key = m.split("|", 1)  # type: ignore[union-attr]
+                sku, loc = key.split("@", 1)
+                pipe.hget(ks.alert(sku, loc), kind)
+            for body in await pipe.execute():
+                if body is not None and accept(alert := json.loads(body)) and len(out) < limit:
+                    out.append(alert)
+            start += page
+        return Read(name or self._current, out)
 
     async def check_ready(self) -> str:
         return (await self._read(None, lambda pipe, ks: None)).generation

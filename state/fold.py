@@ -1,14 +1,21 @@
 """The ATP fold: how one key's state changes with each event. Deterministic; no I/O, no clock.
 
 Order independence across topics and keys comes from the shape of the state:
-- bucket changes other than COUNT are deltas and commute; COUNT and the deltas it must not erase
-  share one key on one topic (wms), whose order Kafka keeps;
+- bucket changes other than COUNT are deltas and commute; the absolute ones (a COUNT, or a
+  snapshot taken as the truth) are ordered by event time through the key's recent history, so a
+  late COUNT rebases AVAILABLE as of its ``occurred_at`` and the newer deltas are re-applied;
 - a line keeps ``reserved`` (absolute, from the ordered orders topic) apart from ``shipped``
   (a sum from the wms topic), so a SHIP before its RESERVE is simply remembered;
 - a transfer keeps ``sent - received``, a sum, so a TRANSFER_IN before its TRANSFER_OUT is too.
+
+Event time: each stock change takes effect at its ``occurred_at``, or at the lateness window's
+edge (the key's newest stock-change time minus the window) when it is older than that. Changes inside
+the window are kept in ``history``; older ones are folded into ``base``, so state stays bounded.
 """
 
 from __future__ import annotations
+
+from bisect import bisect_right
 
 from state.events import (
     STATUS_INDEX,
@@ -21,18 +28,29 @@ from state.events import (
 
 AVAILABLE = STATUS_INDEX["AVAILABLE"]
 _MIN_PRUNE = 64
+LATENESS_MS = 15 * 60_000  # the default lateness window (event time)
+
+# apply() outcomes
+DUPLICATE, APPLIED, LATE = 0, 1, 2
+
+# History entry kinds: a delta of AVAILABLE (and of the non-sellable total), an absolute AVAILABLE
+# (COUNT), an absolute on-hand (a snapshot taken as the truth: AVAILABLE = on_hand - non-sellable).
+DELTA, SET_AVAILABLE, SET_ON_HAND = 0, 1, 2
+# (effective_ms, seq, kind, value, non_sellable_delta, event_id, event_type)
+Entry = tuple[int, int, int, int, int, str, str]
 
 
 class Line:
     """One order line's reservation at this key."""
 
-    __slots__ = ("reserved", "shipped", "released", "last_ms")
+    __slots__ = ("reserved", "shipped", "released", "last_ms", "expires_ms")
 
     def __init__(self) -> None:
         self.reserved = 0
         self.shipped = 0
         self.released = False
         self.last_ms = 0
+        self.expires_ms: int | None = None  # a soft reservation lapses then (wall clock)
 
     def open_qty(self) -> int:
         return 0 if self.released else max(0, self.reserved - self.shipped)
@@ -40,19 +58,27 @@ class Line:
     def closed(self) -> bool:
         return self.released or (self.reserved > 0 and self.shipped >= self.reserved)
 
-    def __getstate__(self) -> tuple[int, int, bool, int]:
-        return (self.reserved, self.shipped, self.released, self.last_ms)
+    def __getstate__(self) -> tuple[int, int, bool, int, int | None]:
+        return (self.reserved, self.shipped, self.released, self.last_ms, self.expires_ms)
 
-    def __setstate__(self, s: tuple[int, int, bool, int]) -> None:
-        self.reserved, self.shipped, self.released, self.last_ms = s
+    def __setstate__(self, s: tuple[object, ...]) -> None:
+        self.expires_ms = None  # snapshots written before expiry existed have four fields
+        for slot, value in zip(self.__slots__, s):
+            setattr(self, slot, value)
 
 
 class KeyState:
-    """Everything the stream knows about one sku@location."""
+    """Everything the stream knows about one sku@location.
+
+    The last four slots belong to the dataflow adapter (``dataflows.logic``); they live here so a
+    restart resumes them with the rest: snapshots waiting to be reconciled, the last published
+    band, whether the key was short, and the wall-clock time of the next reservation expiry.
+    """
 
     __slots__ = (
         "sku", "location", "buckets", "lines", "transfers", "reserved", "inbound",
         "seen", "version", "max_event_ms", "last_snapshot", "prune_at",
+        "history", "base", "next_expiry", "pending", "band", "short", "stock_ms",
     )
 
     def __init__(self, sku: str, location: str) -> None:
@@ -64,30 +90,52 @@ class KeyState:
         self.reserved = 0  # sum of open line reservations, kept incrementally
         self.inbound = 0  # sum of max(0, sent - received), kept incrementally
         self.seen: dict[str, int] = {}  # applied event_id -> occurred_ms, for de-duplication
-        self.version = 0  # applied events; per-key monotonic
+        self.version = 0  # applied changes; per-key monotonic
         self.max_event_ms = 0
         self.last_snapshot: InventorySnapshot | None = None
         self.prune_at = _MIN_PRUNE
+        self.history: list[Entry] = []  # stock changes inside the lateness window, in effect order
+        self.base = [0, 0]  # AVAILABLE and non-sellable before the first history entry
+        self.next_expiry: int | None = None
+        self.pending: list[tuple[int, InventorySnapshot]] = []  # (arrival wall ms, snapshot)
+        self.band: str | None = None
+        self.short = False
+        # Newest wms event time: the lateness window follows the stock changes only, so a snapshot
+        # or an order read ahead of the wms topic (other topics, other paces) never makes them late.
+        self.stock_ms = 0
 
     def __getstate__(self) -> tuple[object, ...]:
         return tuple(getattr(self, s) for s in self.__slots__)
 
     def __setstate__(self, values: tuple[object, ...]) -> None:
+        sku, location = values[0], values[1]
+        self.__init__(sku, location)  # type: ignore[misc]  # defaults for slots an older snapshot lacks
         for slot, value in zip(self.__slots__, values):
             setattr(self, slot, value)
+        if len(values) < 13:  # written before the history existed: all of it is in the buckets
+            b = self.buckets
+            self.base = [b[AVAILABLE], sum(b) - b[AVAILABLE]]
+            self.stock_ms = self.max_event_ms
 
 
-def apply(state: KeyState, event: Event, dedup_window_ms: int) -> bool:
-    """Apply one event routed to this key; False when its ``event_id`` was already applied here."""
+def apply(state: KeyState, event: Event, dedup_window_ms: int, lateness_ms: int = LATENESS_MS) -> int:
+    """Apply one event routed to this key: ``DUPLICATE`` when its ``event_id`` was already applied
+    here, ``LATE`` for a stock change older than the lateness window, else ``APPLIED``."""
     seen = state.seen
     if event.event_id in seen:
-        return False
+        return DUPLICATE
     seen[event.event_id] = event.occurred_ms
     state.version += 1
+    late = False
     if event.occurred_ms > state.max_event_ms:
         state.max_event_ms = event.occurred_ms
     if type(event) is WarehouseEvent:
-        _warehouse(state, event)
+        edge = state.stock_ms - lateness_ms
+        late = event.occurred_ms < edge
+        if event.occurred_ms > state.stock_ms:
+            state.stock_ms = event.occurred_ms
+        _warehouse(state, event, max(edge, event.occurred_ms))
+        _prune_history(state, lateness_ms)
     elif type(event) is OrderLineEvent:
         _order_line(state, event)
     elif type(event) is TransferSent:
@@ -98,7 +146,7 @@ def apply(state: KeyState, event: Event, dedup_window_ms: int) -> bool:
         raise TypeError(f"not an event: {event!r}")
     if len(seen) >= state.prune_at:
         prune(state, dedup_window_ms)
-    return True
+    return LATE if late else APPLIED
 
 
 def prune(state: KeyState, window_ms: int) -> None:
@@ -111,6 +159,115 @@ def prune(state: KeyState, window_ms: int) -> None:
     state.prune_at = max(_MIN_PRUNE, 2 * len(state.seen))
 
 
+# -- event time ---------------------------------------------------------------------------------
+
+def _record(state: KeyState, effective_ms: int, kind: int, value: int, other: int, event_id: str, etype: str) -> None:
+    """Add one stock change to the history and bring AVAILABLE up to date.
+
+    ``other`` (the change of the non-sellable total) is already in the buckets: those statuses
+    only ever move by deltas, which commute. AVAILABLE is what an absolute change can reset.
+    """
+    h, b = state.history, state.buckets
+    entry: Entry = (effective_ms, state.version, kind, value, other, event_id, etype)
+    if not h or effective_ms >= h[-1][0]:  # in order (seq only grows): the common case
+        h.append(entry)
+        if kind == DELTA:
+            b[AVAILABLE] += value
+        elif kind == SET_AVAILABLE:
+            b[AVAILABLE] = value
+        else:
+            b[AVAILABLE] = value - (b[1] + b[2] + b[3])
+        return
+    i = bisect_right(h, (effective_ms, state.version))
+    h.insert(i, entry)
+    if kind == DELTA and all(e[2] == DELTA for e in h[i + 1:]):
+        b[AVAILABLE] += value  # deltas commute
+    else:  # an absolute change is involved: fold the window again from its base
+        b[AVAILABLE] = _fold_window(state, None)[0]
+
+
+def _fold_window(state: KeyState, until_ms: int | None) -> tuple[int, int]:
+    """AVAILABLE and the non-sellable total after the history entries up to ``until_ms`` (all: None)."""
+    available, other = state.base
+    for t, _, kind, value, d_other, _, _ in state.history:
+        if until_ms is not None and t > until_ms:
+            break
+        other += d_other
+        if kind == DELTA:
+            available += value
+        elif kind == SET_AVAILABLE:
+            available = value
+        else:
+            available = value - other
+    return available, other
+
+
+def _prune_history(state: KeyState, lateness_ms: int) -> None:
+    """Fold the entries that fell out of the window into ``base``; O(1) when nothing did."""
+    h = state.history
+    edge = state.stock_ms - lateness_ms
+    if not h or h[0][0] >= edge:
+        return
+    n = 0
+    while n < len(h) and h[n][0] < edge:
+        n += 1
+    kept = h[n:]
+    del h[n:]
+    state.base = list(_fold_window(state, None))
+    state.history = kept
+
+
+def window_edge(state: KeyState, lateness_ms: int) -> int:
+    """The oldest event time the key's history still answers for."""
+    return state.stock_ms - lateness_ms
+
+
+def on_hand_at(state: KeyState, as_of_ms: int, lateness_ms: int) -> int | None:
+    """Physical on-hand (every status) as of ``as_of_ms``; None when that is older than the window."""
+    if as_of_ms < window_edge(state, lateness_ms):
+        return None
+    available, other = _fold_window(state, as_of_ms)
+    return available + other
+
+
+def history_around(state: KeyState, as_of_ms: int, n: int = 10) -> list[Entry]:
+    """The last ``n`` stock changes at or before ``as_of_ms``: what moved the stream's figure there."""
+    upto = bisect_right(state.history, (as_of_ms, 1 << 62))
+    return state.history[max(0, upto - n):upto]
+
+
+def rebase(state: KeyState, snap: InventorySnapshot, lateness_ms: int) -> None:
+    """Take a snapshot's on-hand as the truth as of its ``as_of``; the newer changes are re-applied."""
+    state.version += 1
+    edge = window_edge(state, lateness_ms)
+    _record(state, max(edge, snap.as_of_ms), SET_ON_HAND, snap.on_hand, 0, snap.event_id, "SNAPSHOT")
+
+
+# -- reservations -------------------------------------------------------------------------------
+
+def expire(state: KeyState, now_ms: int) -> list[str]:
+    """Release the open lines whose ``expires_ms`` has passed; returns their ids."""
+    if state.next_expiry is None or state.next_expiry > now_ms:
+        return []
+    released = []
+    upcoming: int | None = None
+    for line_id, line in state.lines.items():
+        if line.expires_ms is None or line.open_qty() == 0:
+            continue
+        if line.expires_ms <= now_ms:
+            state.reserved -= line.open_qty()
+            line.released = True
+            released.append(line_id)
+        elif upcoming is None or line.expires_ms < upcoming:
+            upcoming = line.expires_ms
+    state.next_expiry = upcoming
+    if released:
+        state.version += 1
+    return released
+
+
+# -- per event type -----------------------------------------------------------------------------
+
 def _line(state: KeyState, line_id: str) -> Line:
     line = state.lines.get(line_id)
     if line is None:
@@ -118,29 +275,41 @@ def _line(state: KeyState, line_id: str) -> Line:
     return line
 
 
-def _warehouse(state: KeyState, ev: WarehouseEvent) -> None:
+def _warehouse(state: KeyState, ev: WarehouseEvent, effective_ms: int) -> None:
     b = state.buckets
     t = ev.event_type
     if t in ("RECEIPT", "RETURN"):
-        b[STATUS_INDEX[ev.to_status]] += ev.qty  # type: ignore[index]
+        status = STATUS_INDEX[ev.to_status]  # type: ignore[index]
+        if status == AVAILABLE:
+            _record(state, effective_ms, DELTA, ev.qty, 0, ev.event_id, t)
+        else:
+            b[status] += ev.qty
+            _record(state, effective_ms, DELTA, 0, ev.qty, ev.event_id, t)
     elif t == "SHIP":
-        b[AVAILABLE] -= ev.qty
+        _record(state, effective_ms, DELTA, -ev.qty, 0, ev.event_id, t)
         line = _line(state, ev.order_line_id)  # type: ignore[arg-type]
         before = line.open_qty()
         line.shipped += ev.qty
         line.last_ms = max(line.last_ms, ev.occurred_ms)
         state.reserved += line.open_qty() - before
     elif t == "SHORT_PICK" or t == "TRANSFER_OUT":
-        b[AVAILABLE] -= ev.qty
+        _record(state, effective_ms, DELTA, -ev.qty, 0, ev.event_id, t)
     elif t == "ADJUST":
-        b[AVAILABLE] += ev.qty
+        _record(state, effective_ms, DELTA, ev.qty, 0, ev.event_id, t)
     elif t == "COUNT":
-        b[AVAILABLE] = ev.qty
+        _record(state, effective_ms, SET_AVAILABLE, ev.qty, 0, ev.event_id, t)
     elif t == "STATUS_MOVE":
-        b[STATUS_INDEX[ev.from_status]] -= ev.qty  # type: ignore[index]
-        b[STATUS_INDEX[ev.to_status]] += ev.qty  # type: ignore[index]
+        src, dst = STATUS_INDEX[ev.from_status], STATUS_INDEX[ev.to_status]  # type: ignore[index]
+        d_available = (ev.qty if dst == AVAILABLE else 0) - (ev.qty if src == AVAILABLE else 0)
+        d_other = (ev.qty if dst != AVAILABLE else 0) - (ev.qty if src != AVAILABLE else 0)
+        if src != AVAILABLE:
+            b[src] -= ev.qty
+        if dst != AVAILABLE:
+            b[dst] += ev.qty
+        if d_available or d_other:
+            _record(state, effective_ms, DELTA, d_available, d_other, ev.event_id, t)
     elif t == "TRANSFER_IN":
-        b[AVAILABLE] += ev.qty
+        _record(state, effective_ms, DELTA, ev.qty, 0, ev.event_id, t)
         _transfer(state, ev.transfer_id, -ev.qty)  # type: ignore[arg-type]
 
 
@@ -160,6 +329,9 @@ def _order_line(state: KeyState, ev: OrderLineEvent) -> None:
     if ev.event_type == "RESERVE":
         line.reserved = ev.qty
         line.released = False
+        line.expires_ms = ev.expires_ms
+        if ev.expires_ms is not None and (state.next_expiry is None or ev.expires_ms < state.next_expiry):
+            state.next_expiry = ev.expires_ms
     else:
         line.released = True
     line.last_ms = max(line.last_ms, ev.occurred_ms)

@@ -28,6 +28,22 @@ redis.call('SADD', KEYS[2], ARGV[2])
 return 1
 """
 
+# The latest alert of each kind for one key. KEYS[1] the key's alert hash; ARGV[1] kind, ARGV[2]
+# version, ARGV[3] the alert as JSON. A re-delivered older alert never replaces a newer one.
+GUARDED_ALERT = """
+local cur = redis.call('HGET', KEYS[1], ARGV[1] .. ':version')
+if cur and tonumber(cur) > tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3], ARGV[1] .. ':version', ARGV[2])
+return 1
+"""
+ALERT_INDEX_SIZE = 10_000  # newest entries kept in each alert index
+
+
+def alert_member(kind: str, sku: str, location: str) -> str:
+    """An alert index member: the kind and the key (``DRIFT|SKU-1@DC-01``)."""
+    return f"{kind}|{sku}@{location}"
+
+
 INT_FIELDS = (
     "atp", "available_qty", "on_hand", "reserved", "non_sellable", "inbound",
     "safety_stock", "shortfall", "version", "as_of", "updated_at", "formula_version",
@@ -49,6 +65,13 @@ class KeySpace:
     @property
     def meta(self) -> str:
         return f"{self.prefix}:meta"
+
+    def alert(self, sku: str, location: str) -> str:
+        return f"{self.prefix}:alert:{{{sku}}}:{location}"
+
+    def alerts(self, location: str | None = None) -> str:
+        """Index of the keys' latest alerts, newest ``as_of`` first: all, or one location's."""
+        return f"{self.prefix}:alerts" if location is None else f"{self.prefix}:alerts:loc:{location}"
 
 
 READY = "ready"

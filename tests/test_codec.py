@@ -35,7 +35,8 @@ def crc64_avro(data: bytes) -> int:
 def test_every_schema_file_loads_and_fingerprints_match_the_spec_algorithm():
     store = default_store()
     assert {n.rsplit(".", 1)[1] for n in store.names()} == {
-        "WarehouseEvent", "OrderLineEvent", "InventorySnapshot", "AvailabilityChanged"}
+        "WarehouseEvent", "OrderLineEvent", "InventorySnapshot", "AvailabilityChanged", "DriftAlert",
+        "AvailabilityThreshold"}
     for name in store.names():
         for v in store.revisions(name):
             assert v.fingerprint == crc64_avro(v.canonical.encode()).to_bytes(8, "little")

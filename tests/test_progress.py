@@ -1,0 +1,18 @@
+"""The wms read progress that tells a snapshot its past is in."""
+
+from dataflows.progress import StockProgress
+
+
+def test_progress_is_the_slowest_partition_and_only_once_every_partition_was_read():
+    p = StockProgress()
+    p.reset(3)
+    p.saw({0: 500, 1: 900})
+    assert p.get() == 0  # partition 2 could still hold anything older
+    p.saw({2: 700})
+    assert p.get() == 500
+    p.saw({0: 400})  # never backwards
+    assert p.get() == 500
+    p.saw({0: 1000})
+    assert p.get() == 700
+    p.reset(3)
+    assert p.get() == 0
