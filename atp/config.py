@@ -98,6 +98,8 @@ class Settings(BaseSettings):
     drift_locations: dict[str, DriftLevels] = Field(
         default_factory=dict, description="Per-location threshold overrides (a TOML table, or JSON in the env).")
     low_stock_atp: int = Field(10, ge=0, description="Threshold feed: ATP at or below this is LOW_STOCK.")
+    demand_lateness_s: float = Field(
+        60.0, ge=0, le=3600, description="Allowed lateness of the per-location one-minute demand windows.")
 
     @field_validator("kafka_bootstrap")
     @classmethod

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import bytewax.operators as op
@@ -14,6 +15,7 @@ from atp.config import Settings
 from dataflows import kafka_io
 from dataflows.decode import DecodeStep, is_dead_letter
 from dataflows.kafka_io import Bounds
+from dataflows.location_demand import DemandMetrics, location_demand
 from dataflows.logic import FoldContext, PositionLogic
 from dataflows.redis_sink import RedisPositionSink
 from schemas import Decoder, Encoder, default_store
@@ -33,6 +35,7 @@ class FlowIO:
     source: Source[Any]
     positions: Sink[Position | Alert]  # the Redis projection: positions and the latest alerts
     messages: Sink[Any]  # KafkaSinkMessage: availability feed, alerts, band changes, dead letters
+    demand: Sink[Any] = field(default_factory=DemandMetrics)  # closed per-location demand windows
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,7 @@ class FlowDeps:
     alert: kafka_io.AlertMessage
     band: kafka_io.BandMessage
     dead_letter: kafka_io.DeadLetterMessage
+    demand_lateness: timedelta = timedelta(seconds=60)
 
 
 def _is_position(item: Any) -> bool:
@@ -70,6 +74,7 @@ def build_flow(io: FlowIO, deps: FlowDeps) -> Dataflow:
     bands = op.map("band_message", notices.falses, deps.band)
     dead = op.map("dead_letter_message", split.trues, deps.dead_letter)
     op.output("kafka_out", op.merge("kafka_messages", feed, alerts, bands, dead), io.messages)
+    op.output("demand_out", location_demand(split.falses, deps.demand_lateness), io.demand)
     return flow
 
 
@@ -94,6 +99,7 @@ def deps_from_settings(settings: Settings, formula: int | None = None) -> FlowDe
         alert=kafka_io.AlertMessage(encoder, settings.topic_drift_alerts),
         band=kafka_io.BandMessage(encoder, settings.topic_thresholds),
         dead_letter=kafka_io.DeadLetterMessage(settings.topic_dead_letter),
+        demand_lateness=timedelta(seconds=settings.demand_lateness_s),
     )
 
 

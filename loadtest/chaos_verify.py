@@ -15,6 +15,7 @@ from atp.dlq import read_dead_letters
 from atp.producer import RECORD_OF_ALIAS
 from loadtest.logread import AvroReader, read_topics
 from loadtest.oracle import Expected, Oracle
+from state.projection import from_hash
 
 Source = tuple[str, int, int]  # topic, partition, offset
 
@@ -123,15 +124,15 @@ def _source(text: str) -> Source:
 def check_redis_positions(settings: Settings, truth: LogTruth, v: Verdict) -> None:
     client = redis.Redis.from_url(settings.redis_url, socket_timeout=30)
     prefix = f"{settings.keyspace.prefix}:pos:"
-    stored: dict[str, dict[str, int]] = {}
+    stored: dict[str, dict[str, Any]] = {}
     keys = list(client.scan_iter(match=prefix + "*", count=5000))
     pipe = client.pipeline(transaction=False)
     for k in keys:
         pipe.hgetall(k)
     for raw in pipe.execute():
-        rec = {a.decode(): b.decode() for a, b in raw.items()}
+        rec = from_hash(raw)
         if rec:
-            stored[f"{rec['sku']}@{rec['location']}"] = {f: int(rec[f]) for f in _FIELDS if f in rec}
+            stored[f"{rec['sku']}@{rec['location']}"] = {f: rec[f] for f in _FIELDS if f in rec}
     client.close()
     v.keys = len(stored)
     for key in set(truth.expected) | set(stored):
@@ -146,7 +147,7 @@ def check_redis_positions(settings: Settings, truth: LogTruth, v: Verdict) -> No
 
 
 _FIELDS = ("available_qty", "non_sellable", "on_hand", "reserved", "inbound", "safety_stock", "atp", "shortfall",
-           "version", "as_of", "formula_version")
+           "version", "as_of", "formula_version", "demand_per_min_5m", "demand_per_min_60m", "stockout_eta_minutes")
 
 
 def _check_http(settings: Settings, truth: LogTruth, v: Verdict) -> None:
@@ -168,4 +169,5 @@ def _check_http(settings: Settings, truth: LogTruth, v: Verdict) -> None:
 
 
 _HTTP_FIELDS = ("available_qty", "non_sellable", "on_hand", "reserved", "inbound", "safety_stock", "atp",
-                "shortfall", "version", "formula_version")
+                "shortfall", "version", "formula_version", "demand_per_min_5m", "demand_per_min_60m",
+                "stockout_eta_minutes")

@@ -98,8 +98,11 @@ class Expected:
     version: int
     as_of: int
     formula_version: int = 1
+    demand_per_min_5m: float = 0.0
+    demand_per_min_60m: float = 0.0
+    stockout_eta_minutes: float | None = None
 
-    def fields(self) -> dict[str, int]:
+    def fields(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in ("sku", "location")}
 
 
@@ -201,11 +204,29 @@ class Oracle:
         inbound = sum(max(0, sent[t] - received[t]) for t in set(sent) | set(received))
         safety = self.safety_by_key.get(key, self.safety_by_location.get(location, 0))
         available = stock["AVAILABLE"]
+        atp = max(0, available + (inbound if self.formula == 2 else 0) - reserved - safety)
+        # README: demand is the units a RESERVE adds over its line's previous RESERVE, by event-time
+        # minute; rates read the last 5 and 60 minutes up to the key's newest event.
+        newest_minute = max(r["occurred_at"] for _, r in events) // 60_000
+        last_qty: dict[str, int] = {}
+        per_5 = per_60 = 0
+        for kind, r in events:
+            if r.get("event_type") != "RESERVE" or kind != "orders":
+                continue
+            added = r["qty"] - last_qty.get(r["order_line_id"], 0)
+            last_qty[r["order_line_id"]] = r["qty"]
+            age = newest_minute - r["occurred_at"] // 60_000
+            if added > 0 and 0 <= age < 60:
+                per_60 += added
+                per_5 += added if age < 5 else 0
+        d5 = round(per_5 / 5, 3)
         non_sellable = stock["QUARANTINE"] + stock["DAMAGED"] + stock["HOLD"]
         return Expected(
             sku=sku, location=location, available_qty=available, non_sellable=non_sellable,
             on_hand=available + non_sellable, reserved=reserved, inbound=inbound, safety_stock=safety,
-            atp=max(0, available + (inbound if self.formula == 2 else 0) - reserved - safety),
+            atp=atp,
             shortfall=max(0, reserved + safety - available),
             version=len(events), as_of=max(r["occurred_at"] for _, r in events), formula_version=self.formula,
+            demand_per_min_5m=d5, demand_per_min_60m=round(per_60 / 60, 3),
+            stockout_eta_minutes=round(atp / (per_5 / 5), 1) if per_5 else None,
         )

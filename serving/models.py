@@ -32,6 +32,10 @@ class Availability(Quantities):
     updated_at: datetime = Field(description="When the dataflow computed this position (UTC)")
     lag_ms: int = Field(description="now - as_of, in milliseconds")
     formula_version: int = Field(1, description="The ATP formula version that computed this position")
+    demand_per_min_5m: float = Field(0.0, description="Units reserved per minute, last 5 one-minute windows")
+    demand_per_min_60m: float = Field(0.0, description="Units reserved per minute, last 60 one-minute windows")
+    stockout_eta_minutes: float | None = Field(
+        None, description="atp / demand_per_min_5m: minutes until ATP runs out at that pace; null without demand")
 
     @classmethod
     def from_stored(cls, stored: dict[str, Any], now_ms: int) -> "Availability":
@@ -44,6 +48,9 @@ class Availability(Quantities):
             updated_at=datetime.fromtimestamp(stored["updated_at"] / 1000, timezone.utc),
             lag_ms=max(0, now_ms - stored["as_of"]),
             formula_version=stored.get("formula_version", 1),
+            demand_per_min_5m=stored.get("demand_per_min_5m", 0.0),
+            demand_per_min_60m=stored.get("demand_per_min_60m", 0.0),
+            stockout_eta_minutes=stored.get("stockout_eta_minutes"),
         )
 
 

@@ -29,6 +29,8 @@ from state.events import (
 AVAILABLE = STATUS_INDEX["AVAILABLE"]
 _MIN_PRUNE = 64
 LATENESS_MS = 15 * 60_000  # the default lateness window (event time)
+MINUTE_MS = 60_000
+DEMAND_MINUTES = 60  # tumbling one-minute windows of demand kept per key
 
 # apply() outcomes
 DUPLICATE, APPLIED, LATE = 0, 1, 2
@@ -78,7 +80,7 @@ class KeyState:
     __slots__ = (
         "sku", "location", "buckets", "lines", "transfers", "reserved", "inbound",
         "seen", "version", "max_event_ms", "last_snapshot", "prune_at",
-        "history", "base", "next_expiry", "pending", "band", "short", "stock_ms",
+        "history", "base", "next_expiry", "pending", "band", "short", "stock_ms", "demand",
     )
 
     def __init__(self, sku: str, location: str) -> None:
@@ -103,6 +105,7 @@ class KeyState:
         # Newest wms event time: the lateness window follows the stock changes only, so a snapshot
         # or an order read ahead of the wms topic (other topics, other paces) never makes them late.
         self.stock_ms = 0
+        self.demand: dict[int, int] = {}  # event-time minute -> units newly reserved (last 60 minutes)
 
     def __getstate__(self) -> tuple[object, ...]:
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -327,6 +330,8 @@ def _order_line(state: KeyState, ev: OrderLineEvent) -> None:
     line = _line(state, ev.order_line_id)
     before = line.open_qty()
     if ev.event_type == "RESERVE":
+        if ev.qty > line.reserved:  # demand: units newly reserved (a re-sent or lowered hold adds none)
+            _demand(state, ev.occurred_ms, ev.qty - line.reserved)
         line.reserved = ev.qty
         line.released = False
         line.expires_ms = ev.expires_ms
@@ -336,3 +341,23 @@ def _order_line(state: KeyState, ev: OrderLineEvent) -> None:
         line.released = True
     line.last_ms = max(line.last_ms, ev.occurred_ms)
     state.reserved += line.open_qty() - before
+
+
+def _demand(state: KeyState, occurred_ms: int, units: int) -> None:
+    minute = occurred_ms // MINUTE_MS
+    oldest = state.max_event_ms // MINUTE_MS - DEMAND_MINUTES + 1
+    if minute < oldest:
+        return  # older than every window a rate is read from
+    d = state.demand
+    if minute not in d and len(d) >= DEMAND_MINUTES:
+        for m in [m for m in d if m < oldest]:
+            del d[m]
+    d[minute] = d.get(minute, 0) + units
+
+
+def demand_per_minute(state: KeyState, minutes: int) -> float:
+    """Units reserved per minute over the last ``minutes`` one-minute windows (event time), up to and
+    including the minute of the key's newest event."""
+    newest = state.max_event_ms // MINUTE_MS
+    units = sum(u for m, u in state.demand.items() if newest - minutes < m <= newest)
+    return units / minutes

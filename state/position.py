@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from state.fold import AVAILABLE, KeyState
+from state.fold import AVAILABLE, KeyState, demand_per_minute
 
 FIELDS = (
     "atp", "available_qty", "on_hand", "reserved", "non_sellable",
@@ -31,6 +31,9 @@ class Position:
     as_of: int
     updated_at: int
     formula_version: int = 1
+    demand_per_min_5m: float = 0.0  # units reserved per minute, last 5 / 60 one-minute windows
+    demand_per_min_60m: float = 0.0
+    stockout_eta_minutes: float | None = None  # atp / demand_per_min_5m; None without recent demand
 
     @property
     def key(self) -> str:
@@ -70,10 +73,14 @@ def position(state: KeyState, safety_stock: int, updated_at_ms: int, formula: in
     b = state.buckets
     available = b[AVAILABLE]
     reserved = state.reserved
+    atp = FORMULAS[formula](available, state.inbound, reserved, safety_stock)
+    d5 = d60 = 0.0
+    if state.demand:
+        d5, d60 = demand_per_minute(state, 5), demand_per_minute(state, 60)
     return Position(
         sku=state.sku,
         location=state.location,
-        atp=FORMULAS[formula](available, state.inbound, reserved, safety_stock),
+        atp=atp,
         available_qty=available,
         on_hand=b[0] + b[1] + b[2] + b[3],
         reserved=reserved,
@@ -85,6 +92,9 @@ def position(state: KeyState, safety_stock: int, updated_at_ms: int, formula: in
         as_of=state.max_event_ms,
         updated_at=updated_at_ms,
         formula_version=formula,
+        demand_per_min_5m=round(d5, 3),
+        demand_per_min_60m=round(d60, 3),
+        stockout_eta_minutes=round(atp / d5, 1) if d5 > 0 else None,
     )
 
 

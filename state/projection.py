@@ -118,6 +118,9 @@ def current_name(raw: bytes | str | None) -> str:
     return raw.decode() if isinstance(raw, bytes) else raw
 
 
+FLOAT_FIELDS = ("demand_per_min_5m", "demand_per_min_60m", "stockout_eta_minutes")  # "" stores None
+
+
 def write_args(p: Position) -> list[Any]:
     """ARGV for ``GUARDED_WRITE``."""
     return [
@@ -126,7 +129,9 @@ def write_args(p: Position) -> list[Any]:
         "on_hand", p.on_hand, "reserved", p.reserved, "non_sellable", p.non_sellable,
         "inbound", p.inbound, "safety_stock", p.safety_stock, "shortfall", p.shortfall,
         "version", p.version, "as_of", p.as_of, "updated_at", p.updated_at,
-        "formula_version", p.formula_version,
+        "formula_version", p.formula_version, "demand_per_min_5m", p.demand_per_min_5m,
+        "demand_per_min_60m", p.demand_per_min_60m,
+        "stockout_eta_minutes", "" if p.stockout_eta_minutes is None else p.stockout_eta_minutes,
     ]
 
 
@@ -138,5 +143,9 @@ def from_hash(raw: dict[Any, Any]) -> dict[str, Any] | None:
     for k, v in raw.items():
         k = k.decode() if isinstance(k, bytes) else k
         v = v.decode() if isinstance(v, bytes) else v
-        out[k] = int(v) if k in INT_FIELDS else v
+        if k in INT_FIELDS:
+            v = int(v)
+        elif k in FLOAT_FIELDS:
+            v = float(v) if v != "" else None
+        out[k] = v
     return out

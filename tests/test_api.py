@@ -66,8 +66,10 @@ def test_one_key(sink, client):
     assert body["as_of"] == "2026-01-01T00:00:00Z" and body["updated_at"] == "2026-01-01T00:00:00.050000Z"
     assert body["lag_ms"] > 0
     assert set(body) == {"sku", "location", "atp", "available_qty", "on_hand", "reserved", "non_sellable", "inbound",
-                         "safety_stock", "shortfall", "version", "as_of", "updated_at", "lag_ms", "formula_version"}
+                         "safety_stock", "shortfall", "version", "as_of", "updated_at", "lag_ms", "formula_version",
+                         "demand_per_min_5m", "demand_per_min_60m", "stockout_eta_minutes"}
     assert body["formula_version"] == 1 and r.headers["ATP-Generation"] == "default"
+    assert (body["demand_per_min_5m"], body["stockout_eta_minutes"]) == (0.0, None)
 
 
 def test_unknown_key_is_404_and_invalid_id_is_422(client):

@@ -127,3 +127,22 @@ def test_a_snapshot_or_order_read_ahead_of_the_wms_topic_makes_no_stock_change_l
     st, outcomes = fold(items)
     assert LATE not in outcomes
     assert st.buckets[0] == 7
+
+
+def test_demand_is_units_newly_reserved_per_event_time_minute_and_gives_a_stockout_eta():
+    from state.position import position
+
+    items = [wms("RECEIPT", qty=100, t=0)]
+    for i in range(10):  # two lines of one unit each per minute, for ten minutes
+        items += [order("RESERVE", f"A{i}", 1, t=i * MIN), order("RESERVE", f"B{i}", 1, t=i * MIN + 1)]
+    items += [order("RESERVE", "A9", 1, t=9 * MIN + 2),  # the same hold re-sent: no new demand
+              order("RESERVE", "A8", 3, t=9 * MIN + 3)]  # raised by 2
+    st, _ = fold(items)
+    p = position(st, 0, 0)
+    assert (p.demand_per_min_5m, p.demand_per_min_60m) == (round((5 * 2 + 2) / 5, 3), round((10 * 2 + 2) / 60, 3))
+    assert p.atp == 100 - 22 and p.stockout_eta_minutes == round(78 / 2.4, 1)
+    expected = oracle_of(items).positions()["SKU-1@DC-01"]
+    assert (expected.demand_per_min_5m, expected.demand_per_min_60m, expected.stockout_eta_minutes) == (
+        p.demand_per_min_5m, p.demand_per_min_60m, p.stockout_eta_minutes)
+    quiet, _ = fold([wms("RECEIPT", qty=5, t=0), order("RESERVE", "L", 1, t=0), wms("ADJUST", qty=1, reason="x", t=70 * MIN)])
+    assert position(quiet, 0, 0).stockout_eta_minutes is None  # the only demand is over an hour old

@@ -108,5 +108,23 @@ def test_the_zero_argument_entry_builds_the_production_flow(monkeypatch):
         "atp.kafka_in", "atp.decode", "atp.split_dead_letters", "atp.atp_fold", "atp.positions",
         "atp.split_positions", "atp.split_alerts", "atp.redis_items", "atp.redis_out", "atp.availability_message",
         "atp.alert_message", "atp.band_message", "atp.dead_letter_message", "atp.kafka_messages", "atp.kafka_out",
+        "atp.demand_per_minute", "atp.location_demand", "atp.location_demand_late", "atp.demand_out",
     ]
     assert "wms.custom" in flow.substeps[0].source._topics
+
+
+def test_location_demand_is_summed_in_one_minute_event_time_windows():
+    from datetime import datetime, timezone
+
+    from dataflows.location_demand import ALIGN, MINUTE
+
+    items = [order("RESERVE", "L1", 3, t=1_000), order("RESERVE", "L2", 2, location="DC-02", t=2_000),
+             wms("SHIP", qty=4, order_line_id="L1", t=59_000), wms("SHIP", qty=1, order_line_id="L1", t=61_000),
+             wms("RECEIPT", qty=9, t=62_000)]
+    windows = []
+    flow = build_flow(FlowIO(TestingSource([message(it, i) for i, it in enumerate(items)]), TestingSink([]),
+                             TestingSink([]), TestingSink(windows)), deps_from_settings(SETTINGS))
+    run_main(flow)
+    got = {(loc, (ALIGN + MINUTE * wid).astimezone(timezone.utc)): tuple(sums) for loc, (wid, sums) in windows}
+    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    assert got == {("DC-01", start): (3, 4), ("DC-02", start): (2, 0), ("DC-01", start + MINUTE): (0, 1)}
