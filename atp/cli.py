@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import faulthandler
 import sys
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,10 @@ from rich.table import Table
 from atp.cli_common import progress_bar, console, friendly, settings
 from atp.cli_generations import generation_app, replay
 from atp.errors import AtpError
+
+# A crash in native code (librdkafka, Bytewax's Rust core) then leaves the Python stack of every
+# thread on stderr instead of a bare exit code.
+faulthandler.enable()
 
 app = typer.Typer(help="atp-stream: streaming available-to-promise.", no_args_is_help=True, add_completion=False)
 stack_app = typer.Typer(help="The embedded local stack (Kafka-protocol broker + Redis).", no_args_is_help=True)

@@ -133,5 +133,6 @@ def test_sigterm_stops_the_dataflow_cleanly(settings, start):
     assert producer.flush() == 0
     flow = start("run")
     wait_until(lambda: processed(settings) >= 1, 60, "one event processed", flow)
-    assert flow.stop(signal.SIGTERM) == 0
+    code = flow.stop(signal.SIGTERM)
+    assert code == 0, f"exit {code}:\n{flow.tail()}"
     assert "dataflow stopped by SIGTERM" in flow.tail() and "Traceback" not in flow.tail()

@@ -132,7 +132,8 @@ def test_an_interrupted_replay_resumes_or_is_discarded(settings, rclient, start)
     samples = scrape(f"http://{settings.metrics_host}:{settings.metrics_port}/metrics")
     read, left = total(samples, "atp_replay_events_total"), total(samples, "atp_replay_lag_events")
     assert read > 0 and left > 0 and read + left == 60_000
-    assert r.stop(signal.SIGINT) == 130
+    code = r.stop(signal.SIGINT)
+    assert code == 130, f"exit {code}:\n{r.tail()}"  # a native crash shows faulthandler's stacks here
     assert "`atp replay half --resume` continues it" in r.tail()
     assert read_meta(rclient, settings.generations.keyspace("half"))["state"] == "rebuilding"
 
