@@ -42,9 +42,9 @@ class FlowIO:
 class FlowDeps:
     decode: DecodeStep
     fold: FoldContext
-    availability: kafka_io.AvailabilityMessage
-    alert: kafka_io.AlertMessage
-    band: kafka_io.BandMessage
+    availability: kafka_io.RecordMessage
+    alert: kafka_io.RecordMessage
+    band: kafka_io.RecordMessage
     dead_letter: kafka_io.DeadLetterMessage
     demand_lateness: timedelta = timedelta(seconds=60)
 
@@ -95,9 +95,9 @@ def deps_from_settings(settings: Settings, formula: int | None = None) -> FlowDe
             drift=settings.drift_policy, reconcile_delay_ms=int(settings.reconcile_delay_s * 1000),
             reconcile_timeout_ms=int(settings.reconcile_timeout_s * 1000),
             low_stock_atp=settings.low_stock_atp),
-        availability=kafka_io.AvailabilityMessage(encoder, settings.topic_availability),
-        alert=kafka_io.AlertMessage(encoder, settings.topic_drift_alerts),
-        band=kafka_io.BandMessage(encoder, settings.topic_thresholds),
+        availability=kafka_io.RecordMessage(encoder, "AvailabilityChanged", settings.topic_availability),
+        alert=kafka_io.RecordMessage(encoder, "DriftAlert", settings.topic_drift_alerts),
+        band=kafka_io.RecordMessage(encoder, "AvailabilityThreshold", settings.topic_thresholds),
         dead_letter=kafka_io.DeadLetterMessage(settings.topic_dead_letter),
         demand_lateness=timedelta(seconds=settings.demand_lateness_s),
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource, KafkaSourceMessage
@@ -106,44 +106,18 @@ def sink(settings: Settings) -> KafkaSink:
     return KafkaSink(settings.brokers, topic=None, add_config=dict(PRODUCER_CONFIG))
 
 
-class AvailabilityMessage:
-    """Position -> ``AvailabilityChanged`` on the availability topic, keyed sku@location."""
+class RecordMessage:
+    """An output (Position, Alert, BandChange: anything with ``key`` and ``as_dict()``) -> the Avro
+    record ``record`` on ``topic``, keyed sku@location."""
 
-    def __init__(self, encoder: Encoder, topic: str) -> None:
+    def __init__(self, encoder: Encoder, record: str, topic: str) -> None:
         self._encoder = encoder
+        self._record = record
         self._topic = topic
 
-    def __call__(self, pos: Position) -> KafkaSinkMessage[bytes, bytes]:
-        value = self._encoder.encode("AvailabilityChanged", pos.as_dict(), self._topic)
-        return KafkaSinkMessage(pos.key.encode(), value, topic=self._topic)
-
-
-class AlertMessage:
-    """Alert -> ``DriftAlert`` on the drift-alerts topic, keyed sku@location."""
-
-    def __init__(self, encoder: Encoder, topic: str) -> None:
-        self._encoder = encoder
-        self._topic = topic
-
-    def __call__(self, alert: Alert) -> KafkaSinkMessage[bytes, bytes]:
-        value = self._encoder.encode("DriftAlert", alert.as_dict(), self._topic)
-        return KafkaSinkMessage(alert.key.encode(), value, topic=self._topic)
-
-
-class BandMessage:
-    """BandChange -> ``AvailabilityThreshold`` on the thresholds topic, keyed sku@location."""
-
-    def __init__(self, encoder: Encoder, topic: str) -> None:
-        self._encoder = encoder
-        self._topic = topic
-
-    def __call__(self, change: BandChange) -> KafkaSinkMessage[bytes, bytes]:
-        record = {f: getattr(change, f) for f in _BAND_FIELDS}
-        value = self._encoder.encode("AvailabilityThreshold", record, self._topic)
-        return KafkaSinkMessage(change.key.encode(), value, topic=self._topic)
-
-
-_BAND_FIELDS = tuple(f.name for f in fields(BandChange))
+    def __call__(self, item: Position | Alert | BandChange) -> KafkaSinkMessage[bytes, bytes]:
+        value = self._encoder.encode(self._record, item.as_dict(), self._topic)
+        return KafkaSinkMessage(item.key.encode(), value, topic=self._topic)
 
 
 class DeadLetterMessage:

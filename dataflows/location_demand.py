@@ -84,13 +84,15 @@ class DemandMetrics(DynamicSink[Any]):
 
 
 class _DemandPartition(StatelessSinkPartition[Any]):
+    def __init__(self) -> None:
+        self._newest: dict[str, int] = {}  # location -> newest window id written to the gauges
+
     def write_batch(self, items: list[tuple[str, tuple[int, list[int]]]]) -> None:
         for location, (window_id, (reserved, shipped)) in items:
-            end = ALIGN + MINUTE * (window_id + 1)
             UNITS.labels(location, "reserved").inc(reserved)
             UNITS.labels(location, "shipped").inc(shipped)
-            previous = WINDOW_END.labels(location)
-            if end.timestamp() >= previous._value.get():  # windows of one location may close out of order
-                previous.set(end.timestamp())
+            if window_id >= self._newest.get(location, window_id):  # windows may close out of order
+                self._newest[location] = window_id
+                WINDOW_END.labels(location).set((ALIGN + MINUTE * (window_id + 1)).timestamp())
                 LAST_MINUTE.labels(location, "reserved").set(reserved)
                 LAST_MINUTE.labels(location, "shipped").set(shipped)

@@ -80,7 +80,8 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
             st = self.state = KeyState(values[0].sku, values[0].location)
         before = st.version
         ctx = self._ctx
-        now_ms = int(ctx.clock() * 1000)
+        now = ctx.clock()
+        now_ms = int(now * 1000)
         for event in values:
             outcome = apply(st, event, ctx.dedup_window_ms, ctx.lateness_ms)
             if type(event) is TransferSent:
@@ -95,9 +96,10 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
             if outcome == LATE:
                 metrics.LATE_EVENTS.labels(topic).inc()
         out: list[Output] = []
-        self._due(st, now_ms, out)
+        if st.pending or st.next_expiry is not None:
+            self._due(st, now_ms, out)
         if st.version != before:
-            self._publish(out, event_driven=True)
+            self._publish(out, now, event_driven=True)
         return out, StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
@@ -121,10 +123,11 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
         assert st is not None
         before = st.version
         out: list[Output] = []
-        self._due(st, int(self._ctx.clock() * 1000), out)
+        now = self._ctx.clock()
+        self._due(st, int(now * 1000), out)
         if self._republish or st.version != before:
             self._republish = False
-            self._publish(out)
+            self._publish(out, now)
         return out, StatefulBatchLogic.RETAIN
 
     def _due(self, st: KeyState, now_ms: int, out: list[Output]) -> None:
@@ -156,12 +159,11 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
                 out.append(result.alert)
         st.pending = waiting
 
-    def _publish(self, out: list[Output], event_driven: bool = False) -> None:
+    def _publish(self, out: list[Output], now: float, event_driven: bool = False) -> None:
         """The key's position, plus an oversold alert and a band change when those happened."""
         st = self.state
         assert st is not None
         ctx = self._ctx
-        now = ctx.clock()
         pos = position(st, ctx.safety.for_key(st.sku, st.location), int(now * 1000), ctx.formula)
         out.append(pos)
         if event_driven:

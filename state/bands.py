@@ -3,7 +3,8 @@ inventory updates): a key's band changes only when its ATP crosses a configured 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 OUT_OF_STOCK, LOW_STOCK, IN_STOCK = "OUT_OF_STOCK", "LOW_STOCK", "IN_STOCK"
 BANDS = (OUT_OF_STOCK, LOW_STOCK, IN_STOCK)
@@ -34,3 +35,10 @@ class BandChange:
     @property
     def key(self) -> str:
         return f"{self.sku}@{self.location}"
+
+    def as_dict(self) -> dict[str, Any]:
+        """The ``AvailabilityThreshold`` record."""
+        return {name: getattr(self, name) for name in _NAMES}
+
+
+_NAMES = tuple(f.name for f in fields(BandChange))

@@ -211,13 +211,11 @@ def _prune_history(state: KeyState, lateness_ms: int) -> None:
     edge = state.stock_ms - lateness_ms
     if not h or h[0][0] >= edge:
         return
-    n = 0
+    n = 1
     while n < len(h) and h[n][0] < edge:
         n += 1
-    kept = h[n:]
-    del h[n:]
-    state.base = list(_fold_window(state, None))
-    state.history = kept
+    state.base = list(_fold_window(state, h[n - 1][0]))  # h[n-1] is the last entry older than the edge
+    del h[:n]
 
 
 def window_edge(state: KeyState, lateness_ms: int) -> int:
@@ -355,9 +353,15 @@ def _demand(state: KeyState, occurred_ms: int, units: int) -> None:
     d[minute] = d.get(minute, 0) + units
 
 
-def demand_per_minute(state: KeyState, minutes: int) -> float:
-    """Units reserved per minute over the last ``minutes`` one-minute windows (event time), up to and
-    including the minute of the key's newest event."""
+def demand_rates(state: KeyState) -> tuple[float, float]:
+    """Units reserved per minute over the last 5 and the last 60 one-minute windows (event time),
+    up to and including the minute of the key's newest event; one pass over the windows."""
     newest = state.max_event_ms // MINUTE_MS
-    units = sum(u for m, u in state.demand.items() if newest - minutes < m <= newest)
-    return units / minutes
+    last5 = last60 = 0
+    for minute, units in state.demand.items():
+        age = newest - minute
+        if 0 <= age < DEMAND_MINUTES:
+            last60 += units
+            if age < 5:
+                last5 += units
+    return last5 / 5, last60 / DEMAND_MINUTES

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from state.fold import AVAILABLE, KeyState, demand_per_minute
+from state.fold import AVAILABLE, KeyState, demand_rates
 
 FIELDS = (
     "atp", "available_qty", "on_hand", "reserved", "non_sellable",
@@ -74,9 +74,7 @@ def position(state: KeyState, safety_stock: int, updated_at_ms: int, formula: in
     available = b[AVAILABLE]
     reserved = state.reserved
     atp = FORMULAS[formula](available, state.inbound, reserved, safety_stock)
-    d5 = d60 = 0.0
-    if state.demand:
-        d5, d60 = demand_per_minute(state, 5), demand_per_minute(state, 60)
+    d5, d60 = demand_rates(state) if state.demand else (0.0, 0.0)
     return Position(
         sku=state.sku,
         location=state.location,
