@@ -100,6 +100,8 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
             self._due(st, now_ms, out)
         if st.version != before:
             self._publish(out, now, event_driven=True)
+        if st.short_since is not None:
+            self._confirm_short(st, now_ms, out)
         return out, StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
@@ -108,12 +110,16 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
         st = self.state
         if st is None:
             return None
+        waits = [a for a, _ in st.pending]
+        if st.short_since is not None:
+            waits.append(st.short_since[0])
         due = None
-        if st.pending:
+        if waits:
             ctx = self._ctx
             now_ms = int(ctx.clock() * 1000)
+            # The next check of each wait: at its delay, then at its timeout.
             due = min(a + ctx.reconcile_delay_ms if now_ms < a + ctx.reconcile_delay_ms else a + ctx.reconcile_timeout_ms
-                      for a, _ in st.pending)
+                      for a in waits)
         if st.next_expiry is not None and (due is None or st.next_expiry < due):
             due = st.next_expiry
         return None if due is None else datetime.fromtimestamp(due / 1000, timezone.utc)
@@ -124,10 +130,13 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
         before = st.version
         out: list[Output] = []
         now = self._ctx.clock()
-        self._due(st, int(now * 1000), out)
+        now_ms = int(now * 1000)
+        self._due(st, now_ms, out)
         if self._republish or st.version != before:
             self._republish = False
             self._publish(out, now)
+        if st.short_since is not None:
+            self._confirm_short(st, now_ms, out)
         return out, StatefulBatchLogic.RETAIN
 
     def _due(self, st: KeyState, now_ms: int, out: list[Output]) -> None:
@@ -142,12 +151,8 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
         read_to = ctx.stock_progress()
         waiting = []
         for arrival, snap in st.pending:
-            waited = now_ms - arrival
-            # The snapshot's past is in when the key's own stock changes run past its as_of, or
-            # every wms partition has (after a short wait for the other workers), or at the latest
-            # when the timeout runs out.
-            if not (newest_change > snap.as_of_ms or waited >= ctx.reconcile_timeout_ms
-                    or (waited >= ctx.reconcile_delay_ms and read_to >= snap.as_of_ms)):
+            # The snapshot's past is in when the key's own stock changes run past its as_of.
+            if not (newest_change > snap.as_of_ms or self._past_is_in(arrival, snap.as_of_ms, now_ms, read_to)):
                 waiting.append((arrival, snap))
                 continue
             result = drift.reconcile(st, snap, ctx.drift, ctx.lateness_ms, now_ms)
@@ -174,17 +179,38 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
         if pos.oversold != self._oversold:
             self._oversold = pos.oversold
             metrics.OVERSOLD.inc() if pos.oversold else metrics.OVERSOLD.dec()
-        short = pos.shortfall > 0
-        if short and not st.short:
-            alert = drift.oversold(st, pos.shortfall, pos.available_qty, pos.reserved + pos.safety_stock, pos.updated_at)
-            metrics.ALERTS.labels("OVERSOLD", alert.severity, "stream").inc()
-            out.append(alert)
-        st.short = short
+        if pos.shortfall <= 0:
+            st.short, st.short_since = False, None
+        elif not st.short and st.short_since is None:
+            st.short_since = (pos.updated_at, st.max_event_ms)  # confirmed by _confirm_short
         band = band_of(pos.atp, ctx.low_stock_atp)
         if band != st.band:
             out.append(BandChange(st.sku, st.location, st.band, band, pos.atp, pos.version, pos.as_of, pos.updated_at))
             metrics.BAND_CHANGES.labels(band).inc()
             st.band = band
+
+    def _past_is_in(self, arrival_ms: int, as_of_ms: int, now_ms: int, read_to: int) -> bool:
+        """Whether the stock changes before ``as_of_ms`` have been read: every wms partition of
+        this process has passed it (after a short wait for the other workers), or at the latest
+        the timeout ran out."""
+        ctx = self._ctx
+        waited = now_ms - arrival_ms
+        return waited >= ctx.reconcile_timeout_ms or (waited >= ctx.reconcile_delay_ms and read_to >= as_of_ms)
+
+    def _confirm_short(self, st: KeyState, now_ms: int, out: list[Output]) -> None:
+        """Alert a shortfall once its past is in. Topics are read at their own paces, so a
+        reservation can be read before the receipt that covered it: a shortfall that exists only
+        in the reading order closes before it is confirmed and never raises an alert."""
+        since, event_ms = st.short_since  # type: ignore[misc]
+        if not (st.stock_ms >= event_ms or self._past_is_in(since, event_ms, now_ms, self._ctx.stock_progress())):
+            return
+        st.short_since = None
+        st.short = True
+        ctx = self._ctx
+        pos = position(st, ctx.safety.for_key(st.sku, st.location), now_ms, ctx.formula)
+        alert = drift.oversold(st, pos.shortfall, pos.available_qty, pos.reserved + pos.safety_stock, now_ms)
+        metrics.ALERTS.labels("OVERSOLD", alert.severity, "stream").inc()
+        out.append(alert)
 
     def snapshot(self) -> bytes:
         # Bytes are immutable, as Bytewax requires of snapshots; the state object is not.

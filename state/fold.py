@@ -72,15 +72,17 @@ class Line:
 class KeyState:
     """Everything the stream knows about one sku@location.
 
-    The last four slots belong to the dataflow adapter (``dataflows.logic``); they live here so a
-    restart resumes them with the rest: snapshots waiting to be reconciled, the last published
-    band, whether the key was short, and the wall-clock time of the next reservation expiry.
+    ``pending``, ``band``, ``short`` and ``short_since`` belong to the dataflow adapter
+    (``dataflows.logic``); they live here so a restart resumes them with the rest: snapshots
+    waiting to be reconciled, the last published band, and whether the key's shortfall was
+    alerted or waits to be confirmed.
     """
 
     __slots__ = (
         "sku", "location", "buckets", "lines", "transfers", "reserved", "inbound",
         "seen", "version", "max_event_ms", "last_snapshot", "prune_at",
         "history", "base", "next_expiry", "pending", "band", "short", "stock_ms", "demand",
+        "short_since",
     )
 
     def __init__(self, sku: str, location: str) -> None:
@@ -106,6 +108,9 @@ class KeyState:
         # or an order read ahead of the wms topic (other topics, other paces) never makes them late.
         self.stock_ms = 0
         self.demand: dict[int, int] = {}  # event-time minute -> units newly reserved (last 60 minutes)
+        # Short but not alerted yet: (arrival wall ms, the key's newest event time) when the
+        # shortfall appeared; the alert waits until the stock changes before then are in.
+        self.short_since: tuple[int, int] | None = None
 
     def __getstate__(self) -> tuple[object, ...]:
         return tuple(getattr(self, s) for s in self.__slots__)

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import pytest
 
 from dataflows.logic import FoldContext, PositionLogic
@@ -150,17 +148,56 @@ def test_an_expired_reservation_is_released_with_no_further_event():
     assert not [p for p in out if isinstance(p, Position)]  # nothing left to release
 
 
-def test_oversold_alert_fires_once_when_shortfall_turns_positive():
-    lg = logic(Clock(T0))
+def alerts_of(out):
+    return [(a.kind, a.expected, a.observed, a.difference) for a in out if isinstance(a, drift.Alert)]
+
+
+def test_oversold_alert_fires_once_per_episode_when_the_shortfall_is_confirmed():
+    clock = Clock(T0 + MIN)
+    lg = logic(clock, reconcile_delay_ms=2000)
     lg.on_batch([parse(wms("RECEIPT", qty=5, t=0))])
     out, _ = lg.on_batch([parse(order("RESERVE", "L1", 8, t=1))])
-    alerts = [a for a in out if isinstance(a, drift.Alert)]
-    assert [(a.kind, a.expected, a.observed, a.difference) for a in alerts] == [("OVERSOLD", 8, 5, -3)]
+    # The wms topic may not have been read up to the reservation yet: wait for it.
+    assert alerts_of(out) == [] and lg.notify_at().timestamp() * 1000 == clock.ms + 2000
+    clock.ms += 2000
+    out, _ = lg.on_notify()
+    assert alerts_of(out) == [("OVERSOLD", 8, 5, -3)] and lg.notify_at() is None
     out, _ = lg.on_batch([parse(order("RESERVE", "L2", 1, t=2))])
-    assert not [a for a in out if isinstance(a, drift.Alert)]  # still short: no second alert
+    clock.ms += 5000
+    out2, _ = lg.on_notify()
+    assert alerts_of(out + out2) == []  # still short: no second alert
     lg.on_batch([parse(wms("RECEIPT", qty=10, t=3))])
-    out, _ = lg.on_batch([parse(order("RESERVE", "L3", 20, t=4))])
-    assert kinds([a for a in out if isinstance(a, drift.Alert)]) == ["Alert"]  # short again
+    lg.on_batch([parse(order("RESERVE", "L3", 20, t=4))])
+    clock.ms += 2000
+    out, _ = lg.on_notify()
+    assert alerts_of(out) == [("OVERSOLD", 29, 15, -14)]  # short again: a new episode
+
+
+def test_a_shortfall_that_exists_only_in_the_reading_order_raises_no_alert():
+    clock = Clock(T0 + MIN)
+    lg = logic(clock, reconcile_delay_ms=2000)
+    out, _ = lg.on_batch([parse(order("RESERVE", "L1", 8, t=10))])  # read before its receipt
+    assert alerts_of(out) == [] and lg.notify_at() is not None
+    clock.ms += 1000
+    out, _ = lg.on_batch([parse(wms("RECEIPT", qty=50, t=0))])
+    assert alerts_of(out) == [] and lg.notify_at() is None
+    clock.ms += 60_000
+    assert alerts_of(lg.on_notify()[0]) == []
+
+
+def test_a_shortfall_from_a_stock_change_alerts_at_once_and_a_lagging_wms_topic_waits_for_the_timeout():
+    clock = Clock(T0 + MIN)
+    lg = logic(clock, reconcile_delay_ms=2000)
+    lg.on_batch([parse(wms("RECEIPT", qty=10, t=0)), parse(order("RESERVE", "L1", 8, t=1))])
+    out, _ = lg.on_batch([parse(wms("ADJUST", qty=-5, reason="damaged", t=2))])  # the stock is in
+    assert alerts_of(out) == [("OVERSOLD", 8, 5, -3)]
+    lagging = logic(clock, read_to=0, reconcile_delay_ms=2000, reconcile_timeout_ms=10_000)
+    lagging.on_batch([parse(wms("RECEIPT", qty=5, t=0))])
+    lagging.on_batch([parse(order("RESERVE", "L1", 8, t=1))])
+    clock.ms += 2000
+    assert alerts_of(lagging.on_notify()[0]) == [] and lagging.notify_at().timestamp() * 1000 == clock.ms + 8000
+    clock.ms += 8000
+    assert alerts_of(lagging.on_notify()[0]) == [("OVERSOLD", 8, 5, -3)]
 
 
 def test_band_changes_only_when_atp_crosses_a_boundary_up_or_down():
