@@ -59,8 +59,12 @@ def test_drift_oversold_expiry_and_bands_reach_kafka_redis_and_http(settings, st
                           hold_s + 20, "the cart hold to expire", flow)
     assert released["atp"] == 50 and time.time() * 1000 >= expires_at
 
-    alerts = wait_until(lambda: (b := _json(f"{base}/v1/drift?limit=10")) and len(b["alerts"]) == 3 and b["alerts"],
-                        20, "three alerts over HTTP", api)
+    seen: list = []
+    try:
+        alerts = wait_until(lambda: (b := _json(f"{base}/v1/drift?limit=10")) and not seen.append(b["alerts"])
+                            and len(b["alerts"]) == 3 and b["alerts"], 20, "three alerts over HTTP", api)
+    except AssertionError as e:
+        raise AssertionError(f"{e}\nlast seen: {seen[-1:]}") from None
     by_key = {(a["kind"], a["sku"]): a for a in alerts}
     erp_alert = by_key[("DRIFT", "SKU-1")]
     assert (erp_alert["expected"], erp_alert["observed"], erp_alert["difference"]) == (40, 25, -15)
