@@ -76,6 +76,7 @@ class Settings(BaseSettings):
     topic_dead_letter: str = "atp.dead-letter.v1"
     topic_drift_alerts: str = "atp.drift-alerts.v1"
     topic_thresholds: str = "atp.availability-thresholds.v1"
+    topic_controls: str = "atp.controls.v1"
     workers: int = Field(1, ge=1, le=64, description="Bytewax worker threads in this process.")
     recovery: bool = True
     snapshot_interval_s: float = Field(5.0, gt=0, le=3600)
@@ -100,6 +101,10 @@ class Settings(BaseSettings):
     low_stock_atp: int = Field(10, ge=0, description="Threshold feed: ATP at or below this is LOW_STOCK.")
     demand_lateness_s: float = Field(
         60.0, ge=0, le=3600, description="Allowed lateness of the per-location one-minute demand windows.")
+    location_groups: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Location groups with a network position per SKU, e.g. EAST = [\"DC-01\", \"DC-02\"] "
+                    "(a TOML table, or JSON in the env).")
 
     @field_validator("kafka_bootstrap")
     @classmethod
@@ -131,6 +136,29 @@ class Settings(BaseSettings):
                     raise ValueError(f"{location!r} is not a location id")
         return v
 
+    @field_validator("location_groups", mode="before")
+    @classmethod
+    def _location_groups(cls, v: Any) -> Any:
+        if isinstance(v, str):
+            try:
+                v = json.loads(v)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not JSON ({exc}); e.g. {{\"EAST\": [\"DC-01\", \"DC-02\"]}}") from None
+        if isinstance(v, dict):
+            for group, members in v.items():
+                if not ID_RE.fullmatch(str(group)):
+                    raise ValueError(f"group name {group!r} is not an id (letters, digits, . _ -)")
+                if isinstance(members, str):
+                    members = v[group] = [m.strip() for m in members.split(",")]
+                if not isinstance(members, list) or not members:
+                    raise ValueError(f"group {group} needs a list of locations, e.g. [\"DC-01\", \"DC-02\"]")
+                bad = [m for m in members if not isinstance(m, str) or not ID_RE.fullmatch(m)]
+                if bad:
+                    raise ValueError(f"group {group}: {bad} are not location ids")
+                if len(set(members)) != len(members):
+                    raise ValueError(f"group {group} names a location twice")
+        return v
+
     @field_validator("redis_url")
     @classmethod
     def _redis(cls, v: str) -> str:
@@ -158,6 +186,7 @@ class Settings(BaseSettings):
             self.topic_wms: "WarehouseEvent",
             self.topic_orders: "OrderLineEvent",
             self.topic_snapshots: "InventorySnapshot",
+            self.topic_controls: "SafetyStockSet",
         }
 
     @property
@@ -214,8 +243,9 @@ class Settings(BaseSettings):
         )
 
     def topic_alias(self, name: str) -> str:
-        """``wms``/``orders``/``snapshots`` (as in JSONL files) or a full topic name -> topic."""
-        aliases = {"wms": self.topic_wms, "orders": self.topic_orders, "snapshots": self.topic_snapshots}
+        """``wms``/``orders``/``snapshots``/``controls`` (as in JSONL files) or a full topic name -> topic."""
+        aliases = {"wms": self.topic_wms, "orders": self.topic_orders, "snapshots": self.topic_snapshots,
+                   "controls": self.topic_controls}
         return aliases.get(name, name)
 
 
@@ -226,7 +256,7 @@ def env_name(field: str) -> str:
 def child_environ(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
     """``base`` without its ATP_* variables, plus ``settings`` as ATP_* variables: for child processes."""
     env = {k: v for k, v in base.items() if not k.startswith(ENV_PREFIX)}
-    env.update({env_name(k): json.dumps(v) if isinstance(v, dict) else str(v)
+    env.update({env_name(k): json.dumps(v) if isinstance(v, (dict, list)) else str(v)
                 for k, v in settings.model_dump(exclude_none=True).items()})
     return env
 

@@ -72,7 +72,7 @@ def parse_lines(stream: TextIO) -> Iterator[Line]:
                 raise InvalidEvent("invalid_field", 'each line must be {"topic": ..., "event": {...}}')
             alias, event = obj["topic"], obj["event"]
             if alias not in RECORD_OF_ALIAS:
-                raise InvalidEvent("invalid_field", f"topic {alias!r} must be one of wms, orders, snapshots")
+                raise InvalidEvent("invalid_field", f"topic {alias!r} must be one of {', '.join(RECORD_OF_ALIAS)}")
             if not isinstance(event, dict):
                 raise InvalidEvent("invalid_field", "event must be a JSON object")
             yield Line(number, alias, normalise(alias, event))

@@ -10,7 +10,8 @@ from atp.config import Settings
 from schemas import Encoder, default_store
 from schemas.codec import registry_client
 
-RECORD_OF_ALIAS = {"wms": "WarehouseEvent", "orders": "OrderLineEvent", "snapshots": "InventorySnapshot"}
+RECORD_OF_ALIAS = {"wms": "WarehouseEvent", "orders": "OrderLineEvent", "snapshots": "InventorySnapshot",
+                   "controls": "SafetyStockSet"}
 
 
 class EventProducer:
@@ -35,7 +36,8 @@ class EventProducer:
     def send(self, alias: str, record: dict[str, Any]) -> None:
         topic = self._topics[alias]
         value = self._encoder.encode(RECORD_OF_ALIAS[alias], record, topic)
-        key = f"{record['sku']}@{record['location']}".encode()
+        # sku@location; a location-wide control (no sku) is keyed by its location
+        key = (f"{record['sku']}@{record['location']}" if record.get("sku") is not None else record["location"]).encode()
         while True:
             try:
                 self._producer.produce(topic, value, key, on_delivery=self._on_delivery)

@@ -58,9 +58,10 @@ class DecodeStep:
                 if not name.endswith(suffix):
                     raise InvalidEvent("wrong_topic", f"{name} does not belong on topic {msg.topic}")
                 event = parse(record)
-                key = ev.make_key(event.sku, event.location)
+                key = ev.kafka_key(event)
                 if msg.key is None or msg.key.decode("utf-8", "replace") != key:
-                    raise InvalidEvent("key_mismatch", f"Kafka key {msg.key!r} must be {key!r} (sku@location)")
+                    raise InvalidEvent("key_mismatch", f"Kafka key {msg.key!r} must be {key!r} "
+                                       f"({'the location' if '@' not in key else 'sku@location'})")
             except (DecodeError, InvalidEvent) as exc:
                 out.append(self._dead(msg, exc, record))
                 continue
@@ -89,7 +90,9 @@ class DecodeStep:
     @staticmethod
     def _dead(msg: Any, exc: DecodeError | InvalidEvent, record: dict[str, Any] | None) -> DeadLetter:
         etype = record.get("event_type") if record else None
-        label = etype if etype in _KNOWN_TYPES else ("SNAPSHOT" if record and "snapshot_id" in record else "unknown")
+        label = etype if etype in _KNOWN_TYPES else (
+            "SNAPSHOT" if record and "snapshot_id" in record
+            else "SAFETY_STOCK_SET" if record and "safety_stock" in record else "unknown")
         metrics.EVENTS.labels(msg.topic, label, "dead_letter").inc()
         metrics.DEAD_LETTER.labels(exc.reason).inc()
         log.info(

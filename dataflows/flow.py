@@ -13,7 +13,9 @@ from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 
 from atp.config import Settings
 from dataflows import kafka_io
+from dataflows.controls import LocationDirectory, is_location_control, skus_by_location
 from dataflows.decode import DecodeStep, is_dead_letter
+from dataflows.groups import GroupLogic, ToGroups
 from dataflows.kafka_io import Bounds
 from dataflows.location_demand import DemandMetrics, location_demand
 from dataflows.logic import FoldContext, PositionLogic
@@ -22,6 +24,7 @@ from schemas import Decoder, Encoder, default_store
 from schemas.codec import registry_client
 from state import events as ev
 from state.drift import Alert
+from state.groups import GroupPosition, Groups
 from state.position import Position
 from state.safety import SafetyStock
 
@@ -33,7 +36,7 @@ class FlowIO:
     """Where the flow reads and writes; production uses Kafka and Redis, tests use Testing*."""
 
     source: Source[Any]
-    positions: Sink[Position | Alert]  # the Redis projection: positions and the latest alerts
+    positions: Sink[Position | Alert | GroupPosition]  # the Redis projection: positions, groups, latest alerts
     messages: Sink[Any]  # KafkaSinkMessage: availability feed, alerts, band changes, dead letters
     demand: Sink[Any] = field(default_factory=DemandMetrics)  # closed per-location demand windows
 
@@ -47,6 +50,8 @@ class FlowDeps:
     band: kafka_io.RecordMessage
     dead_letter: kafka_io.DeadLetterMessage
     demand_lateness: timedelta = timedelta(seconds=60)
+    controls_topic: str = "atp.controls.v1"  # for the event counters
+    to_groups: ToGroups = field(default_factory=lambda: ToGroups(Groups({})))
 
 
 def _is_position(item: Any) -> bool:
@@ -63,18 +68,29 @@ def build_flow(io: FlowIO, deps: FlowDeps) -> Dataflow:
     msgs = op.input("kafka_in", flow, io.source)
     routed = op.flat_map_batch("decode", msgs, deps.decode)
     split = op.branch("split_dead_letters", routed, is_dead_letter)
+    events = split.falses
+    # Location-wide safety-stock controls reach every key of their location through a directory.
+    scopes = op.branch("split_location_controls", events, is_location_control)
+    seen = op.flat_map_batch("skus_by_location", scopes.falses, skus_by_location)
+    directory_in = op.merge("directory_input", seen, scopes.trues)
+    topic = deps.controls_topic
+    copies = op.stateful_batch("location_directory", directory_in, lambda resume: LocationDirectory(topic, resume))
+    fold_in = op.merge("fold_input", scopes.falses, op.key_rm("location_controls", copies))
     fold = deps.fold
-    outputs = op.stateful_batch("atp_fold", split.falses, lambda resume: PositionLogic(fold, resume))
+    outputs = op.stateful_batch("atp_fold", fold_in, lambda resume: PositionLogic(fold, resume))
     plain = op.key_rm("positions", outputs)
     kinds = op.branch("split_positions", plain, _is_position)
     notices = op.branch("split_alerts", kinds.falses, _is_alert)  # the rest are band changes
-    op.output("redis_out", op.merge("redis_items", kinds.trues, notices.trues), io.positions)
+    # Location groups: each position also moves its groups' sums (nothing when none are configured).
+    members = op.flat_map_batch("group_members", kinds.trues, deps.to_groups)
+    groups = op.key_rm("group_positions", op.stateful_batch("group_fold", members, GroupLogic))
+    op.output("redis_out", op.merge("redis_items", kinds.trues, notices.trues, groups), io.positions)
     feed = op.map("availability_message", kinds.trues, deps.availability)
     alerts = op.map("alert_message", notices.trues, deps.alert)
     bands = op.map("band_message", notices.falses, deps.band)
     dead = op.map("dead_letter_message", split.trues, deps.dead_letter)
     op.output("kafka_out", op.merge("kafka_messages", feed, alerts, bands, dead), io.messages)
-    op.output("demand_out", location_demand(split.falses, deps.demand_lateness), io.demand)
+    op.output("demand_out", location_demand(events, deps.demand_lateness), io.demand)
     return flow
 
 
@@ -85,6 +101,7 @@ def deps_from_settings(settings: Settings, formula: int | None = None) -> FlowDe
         ev.WarehouseEvent: settings.topic_wms,
         ev.OrderLineEvent: settings.topic_orders,
         ev.InventorySnapshot: settings.topic_snapshots,
+        ev.SafetyStockSet: settings.topic_controls,
     }
     encoder = Encoder(store, registry)
     return FlowDeps(
@@ -100,6 +117,8 @@ def deps_from_settings(settings: Settings, formula: int | None = None) -> FlowDe
         band=kafka_io.RecordMessage(encoder, "AvailabilityThreshold", settings.topic_thresholds),
         dead_letter=kafka_io.DeadLetterMessage(settings.topic_dead_letter),
         demand_lateness=timedelta(seconds=settings.demand_lateness_s),
+        controls_topic=settings.topic_controls,
+        to_groups=ToGroups(Groups.of(settings.location_groups)),
     )
 
 

@@ -21,7 +21,7 @@ from dataflows.progress import STOCK_PROGRESS
 from dataflows.republish import REPUBLISH
 from state import drift
 from state.bands import BandChange, band_of
-from state.events import Event, InventorySnapshot, TransferSent, make_key
+from state.events import Event, InventorySnapshot, SafetyStockSet, TransferSent, make_key
 from state.fold import AVAILABLE, DUPLICATE, LATE, LATENESS_MS, KeyState, apply, expire
 from state.position import Position, position
 from state.safety import SafetyStock
@@ -91,6 +91,9 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
                 _count(topic, "SNAPSHOT", outcome != DUPLICATE)
                 if outcome != DUPLICATE:
                     st.pending.append((now_ms, event))
+            elif type(event) is SafetyStockSet:
+                if not event.location_wide:  # a location's copies are counted once, by its directory
+                    _count(topic, "SAFETY_STOCK_SET", outcome != DUPLICATE)
             else:
                 _count(topic, event.event_type, outcome != DUPLICATE)  # type: ignore[union-attr]
             if outcome == LATE:
@@ -169,7 +172,7 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
         st = self.state
         assert st is not None
         ctx = self._ctx
-        pos = position(st, ctx.safety.for_key(st.sku, st.location), int(now * 1000), ctx.formula)
+        pos = position(st, ctx.safety.for_state(st), int(now * 1000), ctx.formula)
         out.append(pos)
         if event_driven:
             metrics.EVENT_LAG.observe(max(0.0, now - st.max_event_ms / 1000))
@@ -207,7 +210,7 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
         st.short_since = None
         st.short = True
         ctx = self._ctx
-        pos = position(st, ctx.safety.for_key(st.sku, st.location), now_ms, ctx.formula)
+        pos = position(st, ctx.safety.for_state(st), now_ms, ctx.formula)
         alert = drift.oversold(st, pos.shortfall, pos.available_qty, pos.reserved + pos.safety_stock, now_ms)
         metrics.ALERTS.labels("OVERSOLD", alert.severity, "stream").inc()
         out.append(alert)

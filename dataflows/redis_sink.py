@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterable
 
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -13,13 +14,14 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from dataflows import metrics
 from dataflows.republish import REPUBLISH
 from state.drift import Alert
+from state.groups import GroupPosition
 from state.position import Position
 from state.projection import ALERT_INDEX_SIZE, GUARDED_ALERT, GUARDED_WRITE, KeySpace, alert_member, write_args
 
 log = logging.getLogger(__name__)
 
 
-class RedisPositionSink(DynamicSink[Position | Alert]):
+class RedisPositionSink(DynamicSink[Position | Alert | GroupPosition]):
     """Each worker writes its own positions (keys never overlap between workers)."""
 
     def __init__(self, url: str, keyspace: KeySpace, retry_for_s: float = 120.0) -> None:
@@ -32,7 +34,7 @@ class RedisPositionSink(DynamicSink[Position | Alert]):
         return _RedisPartition(client, self._keyspace, self._retry_for_s)
 
 
-class _RedisPartition(StatelessSinkPartition[Position | Alert]):
+class _RedisPartition(StatelessSinkPartition[Position | Alert | GroupPosition]):
     def __init__(self, client: redis.Redis, keyspace: KeySpace, retry_for_s: float) -> None:
         self._client = client
         self._ks = keyspace
@@ -43,22 +45,28 @@ class _RedisPartition(StatelessSinkPartition[Position | Alert]):
         self._sha = self._client.script_load(GUARDED_WRITE)
         self._alert_sha = self._client.script_load(GUARDED_ALERT)
 
-    def write_batch(self, items: list[Position | Alert]) -> None:
+    def write_batch(self, items: list[Position | Alert | GroupPosition]) -> None:
         latest: dict[str, Position] = {}
+        groups: dict[str, GroupPosition] = {}
         alerts: list[Alert] = []
         for p in items:  # last (highest version) wins inside a batch
-            if type(p) is not Position:
+            t = type(p)
+            if t is Position:
+                cur = latest.get(p.key)  # type: ignore[union-attr]
+                if cur is None or p.version > cur.version:  # type: ignore[union-attr]
+                    latest[p.key] = p  # type: ignore[union-attr, assignment]
+            elif t is GroupPosition:
+                g = groups.get(p.key)  # type: ignore[union-attr]
+                if g is None or p.position.version > g.position.version:  # type: ignore[union-attr]
+                    groups[p.key] = p  # type: ignore[union-attr, assignment]
+            else:
                 alerts.append(p)  # type: ignore[arg-type]
-                continue
-            cur = latest.get(p.key)
-            if cur is None or p.version > cur.version:
-                latest[p.key] = p
         started = time.perf_counter()
         deadline = time.monotonic() + self._retry_for_s
         delay = 0.05
         while True:
             try:
-                self._write(latest.values(), alerts)
+                self._write(latest.values(), groups.values(), alerts)
                 break
             except redis.exceptions.NoScriptError:
                 self._load_scripts()  # Redis restarted: reload once
@@ -76,12 +84,16 @@ class _RedisPartition(StatelessSinkPartition[Position | Alert]):
         if REPUBLISH.keys:
             REPUBLISH.written(list(latest))
 
-    def _write(self, positions: object, alerts: list[Alert]) -> None:
+    def _write(self, positions: Iterable[Position], groups: Iterable[GroupPosition], alerts: list[Alert]) -> None:
         pipe = self._client.pipeline(transaction=False)
         ks, sha = self._ks, self._sha
         pipe.exists(ks.meta)  # first, so a lost keyspace is seen before this batch counts as written
-        for p in positions:  # type: ignore[attr-defined]
+        for p in positions:
             pipe.evalsha(sha, 2, ks.position(p.sku, p.location), ks.locations(p.sku), *write_args(p))
+        for g in groups:
+            p = g.position
+            pipe.evalsha(sha, 2, ks.group(p.sku, g.group), ks.groups(p.sku), *write_args(p),
+                         "members", json.dumps(g.members, separators=(",", ":")))
         for a in alerts:
             # Single-key commands only (Redis Cluster): the guarded hash, then both indexes.
             # ZADD GT keeps an entry's newest as_of, so a re-delivered alert never moves it back.

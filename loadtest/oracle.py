@@ -37,8 +37,25 @@ def _is_int(v: Any) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
+def _check_control(rec: dict[str, Any], key: str | None) -> None:
+    for name in ("event_id", "location"):
+        _need(isinstance(rec.get(name), str) and rec[name] != "", f"{name} missing")
+    _need(len(rec["event_id"]) <= 200, "event_id too long")
+    _need(_is_int(rec.get("occurred_at")) and rec["occurred_at"] > 0, "bad occurred_at")
+    sku = rec.get("sku")
+    _need(bool(_ID.match(rec["location"])) and (sku is None or (isinstance(sku, str) and bool(_ID.match(sku)))),
+          "bad sku or location")
+    value = rec.get("safety_stock")
+    _need(value is None or (_is_int(value) and value >= 0), "safety_stock must be >= 0 or null")
+    if key is not None:
+        _need(key == (rec["location"] if sku is None else f"{sku}@{rec['location']}"), "key is not the control's scope")
+
+
 def check(alias: str, rec: dict[str, Any], key: str | None = None) -> None:
     """Raise ``Rejected`` unless the record is a valid event of the topic ``alias``."""
+    if alias == "controls":
+        _check_control(rec, key)
+        return
     for name in ("event_id", "sku", "location"):
         _need(isinstance(rec.get(name), str) and rec[name] != "", f"{name} missing")
     _need(len(rec["event_id"]) <= 200, "event_id too long")
@@ -115,6 +132,8 @@ class Oracle:
     formula: int = 1  # README: 1 promises AVAILABLE only, 2 also what is in transit to the location
     lateness_ms: int = 15 * 60_000  # README: a stock change older than this takes effect at the window's edge
     log: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=lambda: defaultdict(list))
+    # README: a location's default control reaches every key there; the newest occurred_at wins
+    location_controls: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: defaultdict(dict))
     ids: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     accepted = 0
     duplicates = 0
@@ -127,6 +146,14 @@ class Oracle:
         except Rejected as why:
             self.rejected += 1
             return str(why)
+        if alias == "controls" and rec.get("sku") is None:
+            known = self.location_controls[rec["location"]]
+            if rec["event_id"] in known:
+                self.duplicates += 1
+            else:
+                known[rec["event_id"]] = rec
+                self.accepted += 1
+            return None
         own = f"{rec['sku']}@{rec['location']}"
         targets = [(own, alias, rec)]
         if rec.get("event_type") == "TRANSFER_OUT":  # the receiving side learns what is on its way
@@ -144,6 +171,19 @@ class Oracle:
 
     def positions(self) -> dict[str, Expected]:
         return {k: self._position(k, events) for k, events in self.log.items()}
+
+    def _safety(self, key: str, location: str, item_controls: list[dict[str, Any]]) -> int:
+        """README: the most specific level wins, a control beats the file at its level, and a null
+        control clears its level."""
+        def newest(controls: Any) -> Any:
+            best = max(controls, key=lambda r: (r["occurred_at"], r["event_id"]), default=None)
+            return None if best is None else best.get("safety_stock")
+
+        for value in (newest(item_controls), self.safety_by_key.get(key),
+                      newest(self.location_controls.get(location, {}).values()), self.safety_by_location.get(location)):
+            if value is not None:
+                return value
+        return 0
 
     def _in_effect_order(self, events: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
         """The key's events with the wms ones sorted by when they take effect: ``occurred_at``, or
@@ -173,8 +213,8 @@ class Oracle:
             t = r.get("event_type")
             if kind == "transfer-sent":
                 sent[r["transfer_id"]] += r["qty"]
-            elif kind == "snapshots":
-                pass  # kept by the dataflow, changes no quantity
+            elif kind in ("snapshots", "controls"):
+                pass  # no quantity; controls set the safety stock below
             elif t == "RESERVE":
                 line_reserved[r["order_line_id"]] = r["qty"]
                 line_released.discard(r["order_line_id"])
@@ -202,12 +242,14 @@ class Oracle:
             max(0, line_reserved.get(line, 0) - line_shipped[line]) for line in lines if line not in line_released
         )
         inbound = sum(max(0, sent[t] - received[t]) for t in set(sent) | set(received))
-        safety = self.safety_by_key.get(key, self.safety_by_location.get(location, 0))
+        safety = self._safety(key, location, [r for kind, r in events if kind == "controls"])
         available = stock["AVAILABLE"]
         atp = max(0, available + (inbound if self.formula == 2 else 0) - reserved - safety)
         # README: demand is the units a RESERVE adds over its line's previous RESERVE, by event-time
         # minute; rates read the last 5 and 60 minutes up to the key's newest event.
-        newest_minute = max(r["occurred_at"] for _, r in events) // 60_000
+        stock_times = [r["occurred_at"] for kind, r in events if kind != "controls"]  # a control's time is its issue
+        as_of = max(stock_times, default=0)
+        newest_minute = as_of // 60_000
         last_qty: dict[str, int] = {}
         per_5 = per_60 = 0
         for kind, r in events:
@@ -226,7 +268,8 @@ class Oracle:
             on_hand=available + non_sellable, reserved=reserved, inbound=inbound, safety_stock=safety,
             atp=atp,
             shortfall=max(0, reserved + safety - available),
-            version=len(events), as_of=max(r["occurred_at"] for _, r in events), formula_version=self.formula,
+            version=len(events) + len(self.location_controls.get(location, ())), as_of=as_of,
+            formula_version=self.formula,
             demand_per_min_5m=d5, demand_per_min_60m=round(per_60 / 60, 3),
             stockout_eta_minutes=round(atp / (per_5 / 5), 1) if per_5 else None,
         )

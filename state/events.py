@@ -79,7 +79,26 @@ class TransferSent:
     qty: int
 
 
-Event = Union[WarehouseEvent, OrderLineEvent, InventorySnapshot, TransferSent]
+@dataclass(frozen=True, slots=True)
+class SafetyStockSet:
+    """A safety-stock control: for one item (``sku`` set) or a location's default (``sku`` None,
+    until the dataflow hands a copy to each key of the location: then ``sku`` is that key's and
+    ``location_wide`` stays True). ``safety_stock`` None clears the control."""
+
+    event_id: str
+    occurred_ms: int
+    sku: str | None
+    location: str
+    safety_stock: int | None
+    location_wide: bool
+
+    @property
+    def stamp(self) -> tuple[int, str]:
+        """Order of controls of one scope: the newest ``occurred_at`` wins, ties by ``event_id``."""
+        return (self.occurred_ms, self.event_id)
+
+
+Event = Union[WarehouseEvent, OrderLineEvent, InventorySnapshot, TransferSent, SafetyStockSet]
 
 
 def _str(rec: dict[str, Any], name: str) -> str:
@@ -116,14 +135,18 @@ def _status(rec: dict[str, Any], name: str, default: str | None = None) -> str:
     return value  # type: ignore[no-any-return]
 
 
-def _common(rec: dict[str, Any]) -> tuple[str, int, str, str]:
+def _identity(rec: dict[str, Any]) -> tuple[str, int]:
     event_id = _str(rec, "event_id")
     if len(event_id) > MAX_EVENT_ID:
         raise InvalidEvent("invalid_id", f"event_id is {len(event_id)} characters; at most {MAX_EVENT_ID}")
     occurred = _int(rec, "occurred_at")
     if occurred <= 0:
         raise InvalidEvent("invalid_field", f"occurred_at={occurred} must be a positive epoch-millis time")
-    return event_id, occurred, _id(rec, "sku"), _id(rec, "location")
+    return event_id, occurred
+
+
+def _common(rec: dict[str, Any]) -> tuple[str, int, str, str]:
+    return *_identity(rec), _id(rec, "sku"), _id(rec, "location")
 
 
 def _positive(rec: dict[str, Any], name: str, event_type: str) -> int:
@@ -197,10 +220,29 @@ def inventory_snapshot(rec: dict[str, Any]) -> InventorySnapshot:
     )
 
 
+def safety_stock_set(rec: dict[str, Any]) -> SafetyStockSet:
+    event_id, occurred = _identity(rec)
+    location = _id(rec, "location")
+    sku = _id(rec, "sku") if rec.get("sku") is not None else None
+    value = rec.get("safety_stock")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+        raise InvalidEvent("invalid_quantity", f"safety_stock must be an integer >= 0 or null, got {value!r}")
+    return SafetyStockSet(event_id, occurred, sku, location, value, sku is None)
+
+
+def kafka_key(event: Event) -> str:
+    """The Kafka key an input event must carry: ``{sku}@{location}``, or the location alone for a
+    location-wide control."""
+    if type(event) is SafetyStockSet and event.sku is None:
+        return event.location
+    return make_key(event.sku, event.location)  # type: ignore[arg-type]
+
+
 PARSERS: dict[str, Callable[[dict[str, Any]], Event]] = {
     "WarehouseEvent": warehouse_event,
     "OrderLineEvent": order_line_event,
     "InventorySnapshot": inventory_snapshot,
+    "SafetyStockSet": safety_stock_set,
 }
 """Record name -> the validator that turns its decoded dict into a domain event."""
 

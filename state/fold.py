@@ -22,6 +22,7 @@ from state.events import (
     Event,
     InventorySnapshot,
     OrderLineEvent,
+    SafetyStockSet,
     TransferSent,
     WarehouseEvent,
 )
@@ -82,7 +83,7 @@ class KeyState:
         "sku", "location", "buckets", "lines", "transfers", "reserved", "inbound",
         "seen", "version", "max_event_ms", "last_snapshot", "prune_at",
         "history", "base", "next_expiry", "pending", "band", "short", "stock_ms", "demand",
-        "short_since",
+        "short_since", "safety_item", "safety_location",
     )
 
     def __init__(self, sku: str, location: str) -> None:
@@ -111,6 +112,9 @@ class KeyState:
         # Short but not alerted yet: (arrival wall ms, the key's newest event time) when the
         # shortfall appeared; the alert waits until the stock changes before then are in.
         self.short_since: tuple[int, int] | None = None
+        # The newest safety-stock controls for this item and for its location's default.
+        self.safety_item: SafetyStockSet | None = None
+        self.safety_location: SafetyStockSet | None = None
 
     def __getstate__(self) -> tuple[object, ...]:
         return tuple(getattr(self, s) for s in self.__slots__)
@@ -135,7 +139,8 @@ def apply(state: KeyState, event: Event, dedup_window_ms: int, lateness_ms: int 
     seen[event.event_id] = event.occurred_ms
     state.version += 1
     late = False
-    if event.occurred_ms > state.max_event_ms:
+    if event.occurred_ms > state.max_event_ms and type(event) is not SafetyStockSet:
+        # A control's time is when it was issued, not when stock moved: it never ages the events.
         state.max_event_ms = event.occurred_ms
     if type(event) is WarehouseEvent:
         edge = state.stock_ms - lateness_ms
@@ -150,11 +155,21 @@ def apply(state: KeyState, event: Event, dedup_window_ms: int, lateness_ms: int 
         _transfer(state, event.transfer_id, event.qty)
     elif type(event) is InventorySnapshot:
         state.last_snapshot = event
+    elif type(event) is SafetyStockSet:
+        _control(state, event)
     else:  # pragma: no cover - the decoder only makes the types above
         raise TypeError(f"not an event: {event!r}")
     if len(seen) >= state.prune_at:
         prune(state, dedup_window_ms)
     return LATE if late else APPLIED
+
+
+def _control(state: KeyState, ctl: SafetyStockSet) -> None:
+    """The newest control of each scope wins, whatever the order they arrive in."""
+    slot = "safety_location" if ctl.location_wide else "safety_item"
+    current = getattr(state, slot)
+    if current is None or ctl.stamp > current.stamp:
+        setattr(state, slot, ctl)
 
 
 def prune(state: KeyState, window_ms: int) -> None:

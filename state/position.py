@@ -90,10 +90,17 @@ def position(state: KeyState, safety_stock: int, updated_at_ms: int, formula: in
         as_of=state.max_event_ms,
         updated_at=updated_at_ms,
         formula_version=formula,
-        demand_per_min_5m=round(d5, 3),
-        demand_per_min_60m=round(d60, 3),
-        stockout_eta_minutes=round(atp / d5, 1) if d5 > 0 else None,
+        **make_rates(atp, d5, d60),
     )
+
+
+def make_rates(atp: int, d5: float, d60: float) -> dict[str, float | None]:
+    """The demand fields of a position: rounded rates and the stock-out estimate."""
+    return {
+        "demand_per_min_5m": round(d5, 3),
+        "demand_per_min_60m": round(d60, 3),
+        "stockout_eta_minutes": round(atp / d5, 1) if d5 > 0 else None,
+    }
 
 
 def network_total(positions: list[dict[str, Any]]) -> dict[str, int]:

@@ -3,6 +3,9 @@
 Layout (``{sku}`` is a Redis Cluster hash tag, so a SKU's locations share one slot):
 - ``<prefix>:pos:{<sku>}:<location>``: hash of every position field;
 - ``<prefix>:locs:{<sku>}``: set of the SKU's locations, for the network view;
+- ``<prefix>:grp:{<sku>}:<group>``: a location group's summed position, with ``members`` (JSON
+  ``[[location, version], ...]``, the member versions summed), and ``<prefix>:grps:{<sku>}``;
+- ``<prefix>:alert:{<sku>}:<location>`` and the ``<prefix>:alerts`` indexes: the latest alerts;
 - ``<prefix>:meta``: hash ``run_id`` (the dataflow run that owns the keyspace), ``state``
   (``ready`` or ``rebuilding``) and ``since`` (epoch ms). No meta key means the keyspace is lost
   or was never written: readers must not trust what they find, and the dataflow re-publishes.
@@ -65,6 +68,13 @@ class KeySpace:
     @property
     def meta(self) -> str:
         return f"{self.prefix}:meta"
+
+    def group(self, sku: str, group: str) -> str:
+        """A location group's position of one SKU (the position fields plus ``members``)."""
+        return f"{self.prefix}:grp:{{{sku}}}:{group}"
+
+    def groups(self, sku: str) -> str:
+        return f"{self.prefix}:grps:{{{sku}}}"
 
     def alert(self, sku: str, location: str) -> str:
         return f"{self.prefix}:alert:{{{sku}}}:{location}"

@@ -1,4 +1,5 @@
-"""Safety stock: a per-location default and per sku@location overrides, from a TOML file.
+"""Safety stock: a per-location default and per sku@location overrides, from a TOML file, and
+overridden by the controls on ``atp.controls.v1`` (see ``effective``).
 
     [locations]
     DC-01 = 5
@@ -14,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from atp.errors import ConfigError
-from state.events import ID_RE
+from state.events import ID_RE, SafetyStockSet
+from state.fold import KeyState
 
 
 @dataclass(frozen=True)
@@ -23,10 +25,26 @@ class SafetyStock:
     items: dict[str, int] = field(default_factory=dict)
 
     def for_key(self, sku: str, location: str) -> int:
+        """The file's value for a key (no controls)."""
+        return self.effective(sku, location, None, None)
+
+    def for_state(self, state: KeyState) -> int:
+        """A key's safety stock, with the controls it has received."""
+        return self.effective(state.sku, state.location, state.safety_item, state.safety_location)
+
+    def effective(self, sku: str, location: str, item: SafetyStockSet | None,
+                  location_wide: SafetyStockSet | None) -> int:
+        """The safety stock of a key: the most specific setting wins, and a control beats the file
+        at the same level. Item control, file item, location control, file location, 0. A
+        control whose value is null is cleared: the next level applies."""
+        if item is not None and item.safety_stock is not None:
+            return item.safety_stock
         if self.items:
             value = self.items.get(f"{sku}@{location}")
             if value is not None:
                 return value
+        if location_wide is not None and location_wide.safety_stock is not None:
+            return location_wide.safety_stock
         return self.locations.get(location, 0)
 
     @classmethod

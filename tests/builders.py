@@ -40,6 +40,11 @@ def snapshot(on_hand: int, sku: str = "SKU-1", location: str = "DC-01", t: int =
     return "snapshots", rec
 
 
+def control(value: int | None, location: str = "DC-01", sku: str | None = None, t: int = 0,
+            event_id: str | None = None) -> tuple[str, dict[str, Any]]:
+    """A SafetyStockSet: for one item, or (``sku`` None) the location's default."""
+    rec = {**_base(sku, location, t, event_id), "safety_stock": value, "reason": "test"}  # type: ignore[arg-type]
+    return "controls", rec
 
 
 def parse(item: tuple[str, dict[str, Any]]) -> ev.Event:

@@ -41,6 +41,7 @@ def settings(stack_settings: Settings, tmp_path: Path) -> Settings:
                "topic_wms": f"wms.{tag}", "topic_orders": f"orders.{tag}", "topic_snapshots": f"snapshots.{tag}",
                "topic_availability": f"availability.{tag}", "topic_dead_letter": f"dead-letter.{tag}",
                "topic_drift_alerts": f"drift-alerts.{tag}", "topic_thresholds": f"thresholds.{tag}",
+               "topic_controls": f"controls.{tag}",
                "metrics_port": free_port(), "api_port": free_port(), "snapshot_interval_s": 1.0}
     )
     create_topics(s)

@@ -27,7 +27,7 @@ def fold_all(items: list[tuple[str, dict[str, Any]]], safety: SafetyStock | None
             if st is None:
                 st = states[key] = KeyState(event.sku, event.location)
             apply(st, event, WINDOW_MS)
-    positions = {k: position(st, safety.for_key(st.sku, st.location), 0) for k, st in states.items()}
+    positions = {k: position(st, safety.for_state(st), 0) for k, st in states.items()}
     assert_oracle_agrees(items, positions, safety)
     return positions
 

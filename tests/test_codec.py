@@ -36,7 +36,7 @@ def test_every_schema_file_loads_and_fingerprints_match_the_spec_algorithm():
     store = default_store()
     assert {n.rsplit(".", 1)[1] for n in store.names()} == {
         "WarehouseEvent", "OrderLineEvent", "InventorySnapshot", "AvailabilityChanged", "DriftAlert",
-        "AvailabilityThreshold"}
+        "AvailabilityThreshold", "SafetyStockSet"}
     for name in store.names():
         for v in store.revisions(name):
             assert v.fingerprint == crc64_avro(v.canonical.encode()).to_bytes(8, "little")

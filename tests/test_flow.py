@@ -6,6 +6,7 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from atp.config import load_settings
+from atp.producer import RECORD_OF_ALIAS
 from dataflows.flow import FlowIO, build_flow, deps_from_settings
 from loadtest.simulator import Simulator
 from schemas import Encoder, default_store
@@ -15,14 +16,15 @@ from tests.reference import fold_all, quantities
 
 SETTINGS = load_settings({})
 ENC = Encoder(default_store())
-RECORD = {"wms": "WarehouseEvent", "orders": "OrderLineEvent", "snapshots": "InventorySnapshot"}
+RECORD = RECORD_OF_ALIAS
 
 
 def message(item, offset, key=None, value=None):
     alias, rec = item
     topic = SETTINGS.topic_alias(alias)
+    own = f"{rec['sku']}@{rec['location']}" if rec.get("sku") is not None else rec["location"]
     return KafkaSourceMessage(
-        key=key if key is not None else f"{rec['sku']}@{rec['location']}".encode(),
+        key=key if key is not None else own.encode(),
         value=value if value is not None else ENC.encode(RECORD[alias], rec),
         topic=topic, partition=0, offset=offset, headers=[("trace", b"abc")],
     )
@@ -105,9 +107,12 @@ def test_the_zero_argument_entry_builds_the_production_flow(monkeypatch):
     # Step ids are part of recovery state: changing one is a migration, so they are pinned here.
     # The stateful ones (kafka_in, atp_fold) have kept their ids since the first release.
     assert [step.step_id for step in flow.substeps] == [
-        "atp.kafka_in", "atp.decode", "atp.split_dead_letters", "atp.atp_fold", "atp.positions",
-        "atp.split_positions", "atp.split_alerts", "atp.redis_items", "atp.redis_out", "atp.availability_message",
-        "atp.alert_message", "atp.band_message", "atp.dead_letter_message", "atp.kafka_messages", "atp.kafka_out",
+        "atp.kafka_in", "atp.decode", "atp.split_dead_letters", "atp.split_location_controls",
+        "atp.skus_by_location", "atp.directory_input", "atp.location_directory", "atp.location_controls",
+        "atp.fold_input", "atp.atp_fold", "atp.positions", "atp.split_positions", "atp.split_alerts",
+        "atp.group_members", "atp.group_fold", "atp.group_positions", "atp.redis_items", "atp.redis_out",
+        "atp.availability_message", "atp.alert_message", "atp.band_message", "atp.dead_letter_message",
+        "atp.kafka_messages", "atp.kafka_out",
         "atp.demand_per_minute", "atp.location_demand", "atp.location_demand_late", "atp.demand_out",
     ]
     assert "wms.custom" in flow.substeps[0].source._topics
@@ -128,3 +133,56 @@ def test_location_demand_is_summed_in_one_minute_event_time_windows():
     got = {(loc, (ALIGN + MINUTE * wid).astimezone(timezone.utc)): tuple(sums) for loc, (wid, sums) in windows}
     start = datetime(2026, 1, 1, tzinfo=timezone.utc)
     assert got == {("DC-01", start): (3, 4), ("DC-02", start): (2, 0), ("DC-01", start + MINUTE): (0, 1)}
+
+
+def test_location_groups_sum_their_members_on_one_or_two_workers():
+    from state.groups import GroupPosition
+
+    settings = load_settings({}, location_groups={"EAST": ["DC-01", "DC-02"], "ALL": ["DC-01", "DC-02", "DC-03"]})
+    sim = Simulator(seed=13, skus=20, locations=3)
+    items = [sim.next() for _ in range(3000)]
+    want = fold_all(items)
+    for workers in (1, 2):
+        redis: list = []
+        flow = build_flow(FlowIO(TestingSource([message(it, i) for i, it in enumerate(items)]), TestingSink(redis),
+                                 TestingSink([])), deps_from_settings(settings))
+        run_main(flow) if workers == 1 else cluster_main(flow, [], 0, worker_count_per_proc=workers)
+        groups = {}
+        for g in redis:
+            if type(g) is GroupPosition and (g.key not in groups or g.position.version > groups[g.key].position.version):
+                groups[g.key] = g
+        assert len(groups) == 2 * len({p.sku for p in want.values()})
+        for key, g in groups.items():
+            sku, name = key.split("@")
+            members = [p for p in want.values() if p.sku == sku and p.location in settings.location_groups[name]]
+            assert g.members == tuple(sorted((p.location, p.version) for p in members))
+            assert g.position.version == sum(p.version for p in members)
+            for f in ("atp", "available_qty", "on_hand", "reserved", "non_sellable", "inbound", "shortfall"):
+                assert getattr(g.position, f) == sum(getattr(p, f) for p in members), (key, f)
+
+
+def test_safety_stock_controls_apply_to_items_and_whole_locations_whatever_the_order():
+    from tests.builders import control
+    from tests.reference import oracle_of
+
+    items = [
+        wms("RECEIPT", qty=20, sku="SKU-1", t=0), wms("RECEIPT", qty=20, sku="SKU-2", t=0),
+        control(3, t=5_000, event_id="loc-new"),  # the newer location default arrives first ...
+        control(9, t=1_000, event_id="loc-old"),  # ... and an older one after it: 3 stays
+        control(7, sku="SKU-1", t=2_000, event_id="item"),  # SKU-1's own beats the location's
+        wms("RECEIPT", qty=20, sku="SKU-3", t=10),  # a key that appears after the controls gets them too
+        control(4, location="DC-02", t=1_000), wms("RECEIPT", qty=20, sku="SKU-1", location="DC-02", t=0),
+        control(None, sku="SKU-2", t=3_000),  # clearing a control that was never set changes nothing
+        control(3, t=5_000, event_id="loc-new"),  # a re-delivered control is a duplicate
+    ]
+    positions, _ = run_flow([message(it, i) for i, it in enumerate(items)])
+    final = {}
+    for p in positions:
+        if p.key not in final or p.version > final[p.key].version:
+            final[p.key] = p
+    got = {k: (p.safety_stock, p.atp) for k, p in final.items()}
+    assert got == {"SKU-1@DC-01": (7, 13), "SKU-2@DC-01": (3, 17), "SKU-3@DC-01": (3, 17), "SKU-1@DC-02": (4, 16)}
+    # The independent oracle agrees, versions included: every key counts every control it received.
+    expected = oracle_of(items).positions()
+    assert {k: (e.safety_stock, e.atp, e.version) for k, e in expected.items()} == {
+        k: (p.safety_stock, p.atp, p.version) for k, p in final.items()}
