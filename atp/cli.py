@@ -220,6 +220,45 @@ def produce(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="
         raise typer.Exit(1)
 
 
+@app.command("safety-stock")
+@friendly
+def safety_stock(
+    location: str = typer.Argument(..., help="The location whose safety stock is set."),
+    units: int = typer.Option(None, min=0, help="Units to hold back from ATP."),
+    clear: bool = typer.Option(False, help="Remove the control: the configuration file's value applies again."),
+    sku: str = typer.Option(None, help="One item at the location (default: the location's default for every item)."),
+    reason: str = typer.Option(None, help="Why, for the audit trail on the controls topic."),
+) -> None:
+    """Set a safety stock through the controls topic: the dataflow applies it to the position(s),
+    and a replay applies it again."""
+    import time
+    import uuid
+
+    from atp.errors import ConfigError
+    from atp.jsonl import normalise
+    from atp.producer import EventProducer
+    from dataflows.kafka_io import check_kafka
+    from state.errors import InvalidEvent
+
+    if (units is None) == (not clear):
+        raise ConfigError("give either --units N or --clear")
+    s = settings()
+    event = {"event_id": f"ctl-{uuid.uuid4()}", "occurred_at": int(time.time() * 1000), "source": "atp-cli",
+             "sku": sku, "location": location, "safety_stock": None if clear else units, "reason": reason}
+    try:
+        record = normalise("controls", event)
+    except InvalidEvent as exc:
+        raise ConfigError(str(exc)) from None
+    check_kafka(s)
+    producer = EventProducer(s)
+    producer.send("controls", record)
+    if producer.flush() or producer.failed:
+        raise AtpError(f"the control was not delivered to {s.topic_controls}: {producer.last_error}")
+    scope = f"{sku}@{location}" if sku else f"every item at {location}"
+    what = "cleared" if clear else f"{units} units"
+    console.print(f"safety stock of {scope}: {what} (sent to {s.topic_controls} as {event['event_id']})")
+
+
 @app.command()
 @friendly
 def simulate(

@@ -60,13 +60,15 @@ class BoundedKafkaSource(KafkaSource):
 
 class _RangePartition(StatefulSourcePartition[Any, int]):
     def __init__(self, consumer: Consumer, topic: str, index: int, start: int, end: int, batch_size: int) -> None:
+        if start < 0:  # "the beginning": the first retained offset, so an empty range ends at once
+            start = consumer.get_watermark_offsets(TopicPartition(topic, index), timeout=10)[0]
         consumer.assign([TopicPartition(topic, index, start)])
         self._consumer, self._next, self._end, self._batch = consumer, start, end, batch_size
 
     def next_batch(self) -> list[Any]:
         if self._next >= self._end:
             raise StopIteration()
-        want = self._batch if self._next < 0 else max(1, min(self._batch, self._end - self._next))
+        want = max(1, min(self._batch, self._end - self._next))
         out = []
         for m in self._consumer.consume(want, 0.001):
             if m.error() is not None:

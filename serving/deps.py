@@ -14,3 +14,10 @@ def get_store(request: Request) -> PositionStore:
 
 
 StoreDep = Annotated[PositionStore, Depends(get_store)]
+
+
+def get_groups(request: Request) -> dict[str, list[str]]:
+    return request.app.state.groups  # type: ignore[no-any-return]
+
+
+GroupsDep = Annotated[dict[str, list[str]], Depends(get_groups)]

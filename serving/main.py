@@ -38,6 +38,7 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Available-to-promise per item and location, fresh from the event stream.",
         lifespan=lifespan,
     )
+    app.state.groups = settings.location_groups
     errors.install(app)
     app.include_router(availability.router)
     app.include_router(drift.router)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
@@ -54,10 +56,29 @@ class Availability(Quantities):
         )
 
 
+class GroupMember(BaseModel):
+    location: str
+    version: int = Field(description="The member position's version that the group's sums include")
+
+
+class GroupAvailability(Availability):
+    """A location group's position of one SKU, summed by the dataflow: ``location`` is the group."""
+
+    members: list[GroupMember]
+
+    @classmethod
+    def from_group(cls, stored: dict[str, Any], now_ms: int) -> "GroupAvailability":
+        members = [GroupMember(location=loc, version=v) for loc, v in json.loads(stored["members"])]
+        return cls(**Availability.from_stored(stored, now_ms).model_dump(), members=members)
+
+
 class SkuAvailability(BaseModel):
     sku: str
     locations: list[Availability]
-    total: Quantities = Field(description="Network view: each quantity summed over the locations")
+    total: Quantities = Field(description="Network view: each quantity summed over the locations "
+                                          "(with ?group=: the group's sums, as computed by the dataflow)")
+    group: GroupAvailability | None = Field(
+        None, description="With ?group=: the group's position, with the member versions it sums")
 
 
 class QueryItem(BaseModel):

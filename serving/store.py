@@ -97,6 +97,16 @@ class PositionStore:
         found = await self.get_many([(sku, loc) for loc in locations], read.generation)
         return Read(read.generation, [p for p in found.results if p is not None])
 
+    async def for_group(self, sku: str, group: str, locations: list[str], generation: str | None = None) -> Read:
+        """A group's position of ``sku`` (or None) followed by its members' positions, in one read."""
+        def build(pipe: Any, ks: KeySpace) -> None:
+            pipe.hgetall(ks.group(sku, group))
+            for loc in locations:
+                pipe.hgetall(ks.position(sku, loc))
+
+        read = await self._read(generation, build, explicit=generation is not None)
+        return Read(read.generation, [from_hash(raw) for raw in read.results])
+
     async def alerts_of_key(self, sku: str, location: str, generation: str | None = None) -> Read:
         """The latest alert of each kind for one key, as dicts (DRIFT first)."""
         read = await self._read(generation, lambda pipe, ks: pipe.hgetall(ks.alert(sku, location)),

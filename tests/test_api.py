@@ -89,6 +89,33 @@ def test_network_view_sums_locations(sink, client):
     assert client.get("/v1/availability/SKU-NONE").status_code == 404
 
 
+def test_a_group_is_served_with_its_members_and_the_dataflows_sums(sink, settings, rclient):
+    from state.groups import group_position
+
+    members = {"DC-01": pos(location="DC-01", version=3, available=10, reserved=2),
+               "DC-02": pos(location="DC-02", version=4, available=5, reserved=7)}
+    newer = group_position("SKU-1", "EAST", members, 1_767_225_600_100)
+    older = group_position("SKU-1", "EAST", {"DC-01": pos(location="DC-01", version=2, available=99)}, 0)
+    sink.write_batch([*members.values(), newer, older])  # the older group position never wins
+    sink.write_batch([older])
+    grouped = settings.model_copy(update={"location_groups": {"EAST": ["DC-01", "DC-02"], "WEST": ["DC-09"]}})
+    write_meta(rclient, KeySpace(settings.redis_key_prefix), "test-run", READY)
+    with TestClient(create_app(grouped)) as client:
+        body = client.get("/v1/availability/SKU-1?group=EAST").json()
+        assert [loc["location"] for loc in body["locations"]] == ["DC-01", "DC-02"]
+        assert (body["total"]["atp"], body["total"]["available_qty"], body["total"]["shortfall"]) == (8, 15, 2)
+        g = body["group"]
+        assert (g["location"], g["version"], g["atp"]) == ("EAST", 7, 8)
+        assert g["members"] == [{"location": "DC-01", "version": 3}, {"location": "DC-02", "version": 4}]
+        assert client.get("/v1/availability/SKU-1").json()["group"] is None
+        missing = client.get("/v1/availability/SKU-1?group=WEST")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+        unknown = client.get("/v1/availability/SKU-1?group=NORTH")
+        assert unknown.status_code == 404 and unknown.json()["error"]["code"] == "unknown_group"
+        assert "EAST, WEST" in unknown.json()["error"]["message"]
+        assert client.get("/v1/availability/SKU-1?group=-x").status_code == 422
+
+
 def test_batch_query_keeps_request_order_and_limits_size(sink, client):
     sink.write_batch([pos(sku="A", available=1, reserved=0), pos(sku="B", available=2, reserved=0)])
     items = [{"sku": "B", "location": "DC-01"}, {"sku": "X", "location": "DC-01"}, {"sku": "A", "location": "DC-01"}]

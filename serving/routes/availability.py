@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Response
 
-from serving.deps import StoreDep
+from serving.deps import GroupsDep, StoreDep
 from serving.errors import ERROR_RESPONSES, ApiError
 from serving.models import (
     ID_PATTERN,
     Availability,
+    GroupAvailability,
     Quantities,
     QueryRequest,
     QueryResponse,
@@ -46,9 +47,16 @@ async def get_position(sku: SkuPath, location: LocationPath, store: StoreDep, re
     return Availability.from_stored(stored, _now_ms())
 
 
-@router.get("/{sku}", response_model=SkuAvailability, summary="ATP of one item at every location, with totals")
-async def get_sku(sku: SkuPath, store: StoreDep, response: Response,
-                  generation: GenerationQuery = None) -> SkuAvailability:
+GroupQuery = Annotated[str | None, Query(
+    pattern=ID_PATTERN, description="A configured location group (ATP_LOCATION_GROUPS): its members and its sums")]
+
+
+@router.get("/{sku}", response_model=SkuAvailability,
+            summary="ATP of one item at every location (or a group's), with totals")
+async def get_sku(sku: SkuPath, store: StoreDep, groups: GroupsDep, response: Response,
+                  generation: GenerationQuery = None, group: GroupQuery = None) -> SkuAvailability:
+    if group is not None:
+        return await _get_group(sku, group, store, groups, response, generation)
     read = await store.for_sku(sku, generation)
     response.headers[GENERATION_HEADER] = read.generation
     stored = read.results
@@ -59,6 +67,27 @@ async def get_sku(sku: SkuPath, store: StoreDep, response: Response,
         sku=sku,
         locations=[Availability.from_stored(s, now) for s in stored],
         total=Quantities(**network_total(stored)),
+    )
+
+
+async def _get_group(sku: str, group: str, store: Any, groups: dict[str, list[str]], response: Response,
+                     generation: str | None) -> SkuAvailability:
+    members = groups.get(group)
+    if members is None:
+        known = ", ".join(sorted(groups)) or "none configured"
+        raise ApiError(404, "unknown_group", f"no location group {group!r} (groups: {known})")
+    read = await store.for_group(sku, group, members, generation)
+    response.headers[GENERATION_HEADER] = read.generation
+    stored, *positions = read.results
+    if stored is None:
+        raise ApiError(404, "not_found", f"no position for {sku} in group {group}")
+    now = _now_ms()
+    summed = GroupAvailability.from_group(stored, now)
+    return SkuAvailability(
+        sku=sku,
+        locations=[Availability.from_stored(p, now) for p in positions if p is not None],
+        total=Quantities(**{f: stored[f] for f in Quantities.model_fields}),
+        group=summed,
     )
 
 
