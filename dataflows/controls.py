@@ -58,7 +58,7 @@ class LocationDirectory(StatefulBatchLogic[DirectoryInput, Copy, Any]):
         for v in values:
             if type(v) is SafetyStockSet:
                 fresh = v.event_id not in self.controls
-                metrics.EVENTS.labels(self._topic, "SAFETY_STOCK_SET", "applied" if fresh else "duplicate").inc()
+                metrics.EVENTS.inc((self._topic, "SAFETY_STOCK_SET", "applied" if fresh else "duplicate"))
                 if fresh:
                     self.controls[v.event_id] = v
                     out.extend(_copy(v, sku) for sku in self.skus)

@@ -93,7 +93,7 @@ class DecodeStep:
         label = etype if etype in _KNOWN_TYPES else (
             "SNAPSHOT" if record and "snapshot_id" in record
             else "SAFETY_STOCK_SET" if record and "safety_stock" in record else "unknown")
-        metrics.EVENTS.labels(msg.topic, label, "dead_letter").inc()
+        metrics.EVENTS.inc((msg.topic, label, "dead_letter"))
         metrics.DEAD_LETTER.labels(exc.reason).inc()
         log.info(
             "dead letter topic=%s partition=%s offset=%s key=%r reason=%s error=%s",

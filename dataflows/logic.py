@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Union
+from typing import Union
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -47,16 +47,11 @@ class FoldContext:
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_counters: dict[tuple[str, str, bool], Any] = {}
 _newest_event_ms = [0]  # process-wide, for the last-event gauge
 
 
 def _count(topic: str, event_type: str, applied: bool) -> None:
-    child = _counters.get((topic, event_type, applied))
-    if child is None:
-        outcome = "applied" if applied else "duplicate"
-        child = _counters[(topic, event_type, applied)] = metrics.EVENTS.labels(topic, event_type, outcome)
-    child.inc()
+    metrics.EVENTS.inc((topic, event_type, "applied" if applied else "duplicate"))
 
 
 class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
