@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response
 
@@ -19,6 +19,7 @@ from serving.models import (
     QueryResult,
     SkuAvailability,
 )
+from serving.store import PositionStore
 from state.position import network_total
 from state.projection import GENERATION_PATTERN
 
@@ -70,7 +71,7 @@ async def get_sku(sku: SkuPath, store: StoreDep, groups: GroupsDep, response: Re
     )
 
 
-async def _get_group(sku: str, group: str, store: Any, groups: dict[str, list[str]], response: Response,
+async def _get_group(sku: str, group: str, store: PositionStore, groups: dict[str, list[str]], response: Response,
                      generation: str | None) -> SkuAvailability:
     members = groups.get(group)
     if members is None:
