@@ -125,11 +125,7 @@ class Settings(BaseSettings):
     @field_validator("drift_locations", mode="before")
     @classmethod
     def _drift_locations(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            try:
-                v = json.loads(v)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"not JSON ({exc}); e.g. {{\"DC-01\": {{\"warning_units\": 5}}}}") from None
+        v = _table(v, '{"DC-01": {"warning_units": 5}}')
         if isinstance(v, dict):
             for location in v:
                 if not ID_RE.fullmatch(str(location)):
@@ -139,11 +135,7 @@ class Settings(BaseSettings):
     @field_validator("location_groups", mode="before")
     @classmethod
     def _location_groups(cls, v: Any) -> Any:
-        if isinstance(v, str):
-            try:
-                v = json.loads(v)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"not JSON ({exc}); e.g. {{\"EAST\": [\"DC-01\", \"DC-02\"]}}") from None
+        v = _table(v, '{"EAST": ["DC-01", "DC-02"]}')
         if isinstance(v, dict):
             for group, members in v.items():
                 if not ID_RE.fullmatch(str(group)):
@@ -247,6 +239,16 @@ class Settings(BaseSettings):
         aliases = {"wms": self.topic_wms, "orders": self.topic_orders, "snapshots": self.topic_snapshots,
                    "controls": self.topic_controls}
         return aliases.get(name, name)
+
+
+def _table(v: Any, example: str) -> Any:
+    """A table setting: a TOML table arrives as a dict, the environment gives JSON text."""
+    if not isinstance(v, str):
+        return v
+    try:
+        return json.loads(v)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc}); e.g. {example}") from None
 
 
 def env_name(field: str) -> str:

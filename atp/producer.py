@@ -9,6 +9,7 @@ from confluent_kafka import KafkaError, Producer
 from atp.config import Settings
 from schemas import Encoder, default_store
 from schemas.codec import registry_client
+from state.events import kafka_key
 
 RECORD_OF_ALIAS = {"wms": "WarehouseEvent", "orders": "OrderLineEvent", "snapshots": "InventorySnapshot",
                    "controls": "SafetyStockSet"}
@@ -36,8 +37,7 @@ class EventProducer:
     def send(self, alias: str, record: dict[str, Any]) -> None:
         topic = self._topics[alias]
         value = self._encoder.encode(RECORD_OF_ALIAS[alias], record, topic)
-        # sku@location; a location-wide control (no sku) is keyed by its location
-        key = (f"{record['sku']}@{record['location']}" if record.get("sku") is not None else record["location"]).encode()
+        key = kafka_key(record.get("sku"), record["location"]).encode()
         while True:
             try:
                 self._producer.produce(topic, value, key, on_delivery=self._on_delivery)

@@ -58,7 +58,7 @@ class DecodeStep:
                 if not name.endswith(suffix):
                     raise InvalidEvent("wrong_topic", f"{name} does not belong on topic {msg.topic}")
                 event = parse(record)
-                key = ev.kafka_key(event)
+                key = ev.kafka_key(event.sku, event.location)
                 if msg.key is None or msg.key.decode("utf-8", "replace") != key:
                     raise InvalidEvent("key_mismatch", f"Kafka key {msg.key!r} must be {key!r} "
                                        f"({'the location' if '@' not in key else 'sku@location'})")

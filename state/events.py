@@ -230,12 +230,10 @@ def safety_stock_set(rec: dict[str, Any]) -> SafetyStockSet:
     return SafetyStockSet(event_id, occurred, sku, location, value, sku is None)
 
 
-def kafka_key(event: Event) -> str:
-    """The Kafka key an input event must carry: ``{sku}@{location}``, or the location alone for a
-    location-wide control."""
-    if type(event) is SafetyStockSet and event.sku is None:
-        return event.location
-    return make_key(event.sku, event.location)  # type: ignore[arg-type]
+def kafka_key(sku: str | None, location: str) -> str:
+    """The Kafka key an input record carries: ``{sku}@{location}``, or the location alone for a
+    location-wide control (no ``sku``)."""
+    return location if sku is None else f"{sku}@{location}"
 
 
 PARSERS: dict[str, Callable[[dict[str, Any]], Event]] = {

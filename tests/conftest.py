@@ -85,6 +85,15 @@ def wait_until(predicate, timeout_s: float, what: str, proc: Child | None = None
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}" + (f":\n{proc.tail()}" if proc else ""))
 
 
+def get_json(url: str):
+    """The body of a 200 answer, or None (not up yet, or any other status)."""
+    try:
+        r = httpx.get(url, timeout=2)
+    except httpx.HTTPError:
+        return None
+    return r.json() if r.status_code == 200 else None
+
+
 def processed(s: Settings) -> int:
     try:
         return events_processed(f"http://{s.metrics_host}:{s.metrics_port}/metrics")

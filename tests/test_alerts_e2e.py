@@ -12,17 +12,9 @@ from atp.producer import EventProducer
 from atp.topicread import read_topics
 from schemas import Decoder, default_store
 from tests.builders import order, snapshot, wms
-from tests.conftest import processed, wait_until
+from tests.conftest import get_json, processed, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-def _json(url):
-    try:
-        r = httpx.get(url, timeout=2)
-    except httpx.HTTPError:
-        return None
-    return r.json() if r.status_code == 200 else None
 
 
 def test_drift_oversold_expiry_and_bands_reach_kafka_redis_and_http(settings, start):
@@ -53,15 +45,15 @@ def test_drift_oversold_expiry_and_bands_reach_kafka_redis_and_http(settings, st
     wait_until(lambda: processed(settings) >= len(items), 60, "every event processed", flow)
 
     # The cart hold is served, then released at expires_at with no further event on the key.
-    held = wait_until(lambda: (b := _json(f"{base}/v1/availability/SKU-4/DC-01")) and b, 30, "SKU-4", api)
+    held = wait_until(lambda: (b := get_json(f"{base}/v1/availability/SKU-4/DC-01")) and b, 30, "SKU-4", api)
     assert held["reserved"] == 6 or time.time() * 1000 >= expires_at
-    released = wait_until(lambda: (b := _json(f"{base}/v1/availability/SKU-4/DC-01")) and b["reserved"] == 0 and b,
+    released = wait_until(lambda: (b := get_json(f"{base}/v1/availability/SKU-4/DC-01")) and b["reserved"] == 0 and b,
                           hold_s + 20, "the cart hold to expire", flow)
     assert released["atp"] == 50 and time.time() * 1000 >= expires_at
 
     seen: list = []
     try:
-        alerts = wait_until(lambda: (b := _json(f"{base}/v1/drift?limit=10")) and not seen.append(b["alerts"])
+        alerts = wait_until(lambda: (b := get_json(f"{base}/v1/drift?limit=10")) and not seen.append(b["alerts"])
                             and len(b["alerts"]) == 3 and b["alerts"], 20, "three alerts over HTTP", api)
     except AssertionError as e:
         raise AssertionError(f"{e}\nlast seen: {seen[-1:]}") from None
@@ -78,14 +70,14 @@ def test_drift_oversold_expiry_and_bands_reach_kafka_redis_and_http(settings, st
     assert (oversold["expected"], oversold["observed"], oversold["difference"]) == (5, 2, -3)
 
     # Rebase: SKU-2 takes the WMS figure as of the snapshot (12) and keeps the later shipment (-3).
-    sku2 = _json(f"{base}/v1/availability/SKU-2/DC-01")
+    sku2 = get_json(f"{base}/v1/availability/SKU-2/DC-01")
     assert sku2["available_qty"] == 9
     # ERP only alerts: SKU-1 keeps the stream's figure.
-    assert _json(f"{base}/v1/availability/SKU-1/DC-01")["available_qty"] == 40
-    critical = _json(f"{base}/v1/drift?min_severity=critical&kind=DRIFT")["alerts"]
+    assert get_json(f"{base}/v1/availability/SKU-1/DC-01")["available_qty"] == 40
+    critical = get_json(f"{base}/v1/drift?min_severity=critical&kind=DRIFT")["alerts"]
     assert {a["sku"] for a in critical} == {"SKU-1"}
-    assert _json(f"{base}/v1/drift?location=DC-02") == {"alerts": []}
-    one = _json(f"{base}/v1/drift/SKU-3/DC-01")
+    assert get_json(f"{base}/v1/drift?location=DC-02") == {"alerts": []}
+    one = get_json(f"{base}/v1/drift/SKU-3/DC-01")
     assert [a["kind"] for a in one["alerts"]] == ["OVERSOLD"]
     missing = httpx.get(f"{base}/v1/drift/SKU-9/DC-01")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"

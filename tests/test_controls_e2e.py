@@ -10,18 +10,10 @@ from atp.verify import compare
 from loadtest.chaos_verify import read_truth
 from state.projection import from_hash
 from tests.builders import wms
-from tests.conftest import processed, wait_until
+from tests.conftest import get_json, processed, wait_until
 from tests.test_replay import assert_equals_oracle, produce
 
 pytestmark = pytest.mark.integration
-
-
-def _json(url):
-    try:
-        r = httpx.get(url, timeout=2)
-    except httpx.HTTPError:
-        return None
-    return r.json() if r.status_code == 200 else None
 
 
 def _groups(rclient, ks):
@@ -45,19 +37,19 @@ def test_controls_set_safety_stock_live_groups_sum_it_and_a_replay_rebuilds_both
     base = f"http://{settings.api_host}:{settings.api_port}"
     wait_until(lambda: processed(settings) >= 4, 60, "every event processed", flow)
 
-    east = wait_until(lambda: (b := _json(f"{base}/v1/availability/SKU-1?group=EAST")) and b["total"]["atp"] == 25
+    east = wait_until(lambda: (b := get_json(f"{base}/v1/availability/SKU-1?group=EAST")) and b["total"]["atp"] == 25
                       and b, 30, "the EAST group with DC-01's safety stock", api)
     assert [(p["location"], p["safety_stock"], p["atp"]) for p in east["locations"]] == [
         ("DC-01", 5, 15), ("DC-02", 0, 10)]
     assert east["group"]["members"] == [{"location": "DC-01", "version": 2}, {"location": "DC-02", "version": 1}]
-    assert _json(f"{base}/v1/availability/SKU-2/DC-01")["safety_stock"] == 5  # every item at the location
+    assert get_json(f"{base}/v1/availability/SKU-2/DC-01")["safety_stock"] == 5  # every item at the location
 
     # Live: one item's own control beats the location's; the group follows.
     item = start("safety-stock", "DC-01", "--sku", "SKU-1", "--units", "8", s=settings)
     assert item.p.wait(60) == 0, item.tail()
-    wait_until(lambda: (b := _json(f"{base}/v1/availability/SKU-1?group=EAST")) and b["total"]["atp"] == 22,
+    wait_until(lambda: (b := get_json(f"{base}/v1/availability/SKU-1?group=EAST")) and b["total"]["atp"] == 22,
                30, "the item control in the group", api)
-    assert _json(f"{base}/v1/availability/SKU-2/DC-01")["atp"] == 25
+    assert get_json(f"{base}/v1/availability/SKU-2/DC-01")["atp"] == 25
     bad = start("safety-stock", "DC-01", s=settings)
     assert bad.p.wait(60) == 2 and "--units N or --clear" in bad.tail()
     metrics = httpx.get(f"http://{settings.metrics_host}:{settings.metrics_port}/metrics").text

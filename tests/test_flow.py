@@ -10,6 +10,7 @@ from atp.producer import RECORD_OF_ALIAS
 from dataflows.flow import FlowIO, build_flow, deps_from_settings
 from loadtest.simulator import Simulator
 from schemas import Encoder, default_store
+from state.events import kafka_key
 from state.position import Position
 from tests.builders import order, wms
 from tests.reference import fold_all, quantities
@@ -22,9 +23,8 @@ RECORD = RECORD_OF_ALIAS
 def message(item, offset, key=None, value=None):
     alias, rec = item
     topic = SETTINGS.topic_alias(alias)
-    own = f"{rec['sku']}@{rec['location']}" if rec.get("sku") is not None else rec["location"]
     return KafkaSourceMessage(
-        key=key if key is not None else own.encode(),
+        key=key if key is not None else kafka_key(rec.get("sku"), rec["location"]).encode(),
         value=value if value is not None else ENC.encode(RECORD[alias], rec),
         topic=topic, partition=0, offset=offset, headers=[("trace", b"abc")],
     )
