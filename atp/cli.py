@@ -331,6 +331,44 @@ def chaos(
 
 @app.command()
 @friendly
+def loadtest(
+    base_rate: float = typer.Option(1_000.0, help="Baseline events per second."),
+    peak_factor: float = typer.Option(10.0, help="The promotion peak as a multiple of the baseline."),
+    phases: str = typer.Option("10,20,30,20,10", help="Seconds of warm-up,ramp,hold,decay,cool-down."),
+    skus: int = typer.Option(20_000, help="Distinct SKUs (Zipf popularity)."),
+    locations: int = typer.Option(20, help="Distinct locations."),
+    seed: int = typer.Option(1, help="Seed of the simulated stream."),
+    workers: int = typer.Option(1, help="Bytewax workers of the dataflow."),
+    find_max: bool = typer.Option(False, "--find-max", help="Then step the rate up until the lag is no longer bounded."),
+    steps: str = typer.Option("5000,10000,15000,20000,25000", help="Rates of the --find-max steps, events/s."),
+    step_s: float = typer.Option(60.0, help="Seconds each --find-max step is held."),
+    api_s: float = typer.Option(15.0, help="Seconds of each wrk run against the API; 0 skips the API."),
+    api_rate: float = typer.Option(5_000.0, help="The fixed rate of the single-key latency run, requests/s."),
+    report_dir: Path = typer.Option(None, help="Where to write loadtest.{json,md,png} (default loadtest/reports)."),
+) -> None:
+    """Peak-season traffic through the real dataflow and API: freshness, lag, max rate, API load."""
+    from loadtest import loadreport
+    from loadtest.bench import REPORT_DIR, write_report
+    from loadtest.loadrun import LoadConfig, run_loadtest
+    from loadtest.profile import PeakProfile
+
+    try:
+        w, r, h, d, c = (float(x) for x in phases.split(","))
+        step_rates = tuple(float(x) for x in steps.split(","))
+        profile = PeakProfile(base_rate, peak_factor, w, r, h, d, c)
+    except ValueError as exc:
+        raise typer.BadParameter(f"--phases takes five numbers of seconds, --steps rates, both comma-separated: {exc}") from None
+    settings()  # logging
+    cfg = LoadConfig(profile=profile, skus=skus, locations=locations, seed=seed, workers=workers, find_max=find_max,
+                     step_rates=step_rates, step_s=step_s, api_s=api_s, api_rate=api_rate)
+    report = run_loadtest(cfg, log=lambda line: console.print(line, markup=False))
+    out = report_dir or REPORT_DIR
+    console.print(write_report(out, "loadtest", report, loadreport.markdown), markup=False)
+    loadreport.plot(report, out / "loadtest.png")
+
+
+@app.command()
+@friendly
 def demo(
     count: int = typer.Option(20_000, help="Events to simulate."),
     rate: float = typer.Option(4000.0, help="Events per second."),

@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     dedup_window_hours: float = Field(24.0, gt=0)
     safety_stock_file: Path | None = None
     kafka_batch_size: int = Field(1000, ge=1, le=100_000)
+    kafka_fetch_wait_ms: int = Field(
+        20, ge=1, le=10_000,
+        description="librdkafka fetch.wait.max.ms of the input consumers: the longest a fetch waits for data. "
+                    "Low keeps light traffic fresh; each idle partition then costs a fetch per interval.")
     lateness_window_s: float = Field(
         900.0, gt=0, le=7 * 86400,
         description="Event-time window in which late stock changes are put in order (and snapshots can be verified).")

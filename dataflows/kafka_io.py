@@ -53,7 +53,7 @@ class BoundedKafkaSource(KafkaSource):
             return super().build_part(step_id, for_part, resume_state)
         index, topic = for_part.split("-", 1)
         config = {"group.id": "atp-replay", "enable.auto.commit": "false",
-                  "bootstrap.servers": ",".join(self._brokers)}
+                  "bootstrap.servers": ",".join(self._brokers), **self._add_config}
         start = self._starts.get(for_part, OFFSET_BEGINNING) if resume_state is None else resume_state
         return _RangePartition(Consumer(config), topic, int(index), start, end, self._batch_size)
 
@@ -92,15 +92,20 @@ def source(settings: Settings, tail: bool = True, bounds: Bounds | None = None) 
     if bounds is not None:
         return BoundedKafkaSource(
             settings.brokers, list(settings.input_topics), batch_size=settings.kafka_batch_size,
-            raise_on_errors=False, bounds=bounds)
+            add_config=_consumer_config(settings), raise_on_errors=False, bounds=bounds)
     return KafkaSource(
         settings.brokers,
         list(settings.input_topics),
         tail=tail,
         batch_size=settings.kafka_batch_size,
+        add_config=_consumer_config(settings),
         # Errors travel as data (logged by the decode step); the consumer retries on its own.
         raise_on_errors=False,
     )
+
+
+def _consumer_config(settings: Settings) -> dict[str, str]:
+    return {"fetch.wait.max.ms": str(settings.kafka_fetch_wait_ms)}
 
 
 def sink(settings: Settings) -> KafkaSink:
