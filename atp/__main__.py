@@ -1,3 +1,4 @@
 from atp.cli import app
 
-app(prog_name="atp")
+if __name__ == "__main__":  # API worker processes (spawned) import this module again
+    app(prog_name="atp")

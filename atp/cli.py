@@ -186,7 +186,14 @@ def serve() -> None:
     from serving.main import create_app
 
     s = settings()
-    uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_level="warning", access_log=False)
+    if s.api_workers == 1:
+        uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_level="warning", access_log=False)
+        return
+    from serving.metrics import multiprocess_dir
+
+    multiprocess_dir(s.state_dir / "api-metrics")  # before the workers start: they count into files there
+    uvicorn.run("serving.main:main_app", factory=True, workers=s.api_workers, host=s.api_host, port=s.api_port,
+                log_level="warning", access_log=False)
 
 
 @app.command()
@@ -339,6 +346,7 @@ def loadtest(
     locations: int = typer.Option(20, help="Distinct locations."),
     seed: int = typer.Option(1, help="Seed of the simulated stream."),
     workers: int = typer.Option(1, help="Bytewax workers of the dataflow."),
+    api_workers: int = typer.Option(2, help="API processes (ATP_API_WORKERS)."),
     find_max: bool = typer.Option(False, "--find-max", help="Then step the rate up until the lag is no longer bounded."),
     steps: str = typer.Option("5000,10000,15000,20000,25000", help="Rates of the --find-max steps, events/s."),
     step_s: float = typer.Option(60.0, help="Seconds each --find-max step is held."),
@@ -359,7 +367,8 @@ def loadtest(
     except ValueError as exc:
         raise typer.BadParameter(f"--phases takes five numbers of seconds, --steps rates, both comma-separated: {exc}") from None
     settings()  # logging
-    cfg = LoadConfig(profile=profile, skus=skus, locations=locations, seed=seed, workers=workers, find_max=find_max,
+    cfg = LoadConfig(profile=profile, skus=skus, locations=locations, seed=seed, workers=workers, api_workers=api_workers,
+                     find_max=find_max,
                      step_rates=step_rates, step_s=step_s, api_s=api_s, api_rate=api_rate)
     report = run_loadtest(cfg, log=lambda line: console.print(line, markup=False))
     out = report_dir or REPORT_DIR

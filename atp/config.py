@@ -66,6 +66,7 @@ class Settings(BaseSettings):
     schema_registry_url: str | None = Field(None, description="Confluent schema registry; unset = single-object.")
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=1, le=65535)
+    api_workers: int = Field(1, ge=1, le=64, description="API processes sharing the port; metrics are summed over them.")
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9108, ge=0, le=65535, description="Dataflow metrics port; 0 disables.")
     topic_partitions: int = Field(4, ge=1, le=1024)

@@ -64,7 +64,7 @@ def build_report(cfg: "LoadConfig", phases: list["Phase"], api: list[dict[str, A
     report: dict[str, Any] = {
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
         "config": {"profile": p.__dict__, "skus": cfg.skus, "locations": cfg.locations, "seed": cfg.seed,
-                   "workers": cfg.workers, "probe_interval_s": cfg.probe_interval_s, "probe_keys": cfg.probe_keys,
+                   "workers": cfg.workers, "api_workers": cfg.api_workers, "probe_interval_s": cfg.probe_interval_s, "probe_keys": cfg.probe_keys,
                    "step_s": cfg.step_s if cfg.find_max else None},
         "phases": rows,
         "freshness_ms": {"redis": {"samples": len(samples["redis"]), **percentiles([s.latency_ms for s in samples["redis"]])},
@@ -129,7 +129,8 @@ def markdown(r: dict[str, Any]) -> str:
     return f"""# Load test: peak season
 
 Finished {r['finished_at']}, {r['machine']['cpus']} CPUs, Python {r['machine']['python']}. Everything on this one
-machine: the embedded broker, Redis, the dataflow ({c['workers']} worker, recovery on), the API, the
+machine: the embedded broker, Redis, the dataflow ({c['workers']} worker, recovery on), the API
+({c['api_workers']} processes), the
 generator, the probe watchers and wrk. Input: the simulator's event mix over {c['skus']:,} SKUs (Zipf) ×
 {c['locations']} locations, seed {c['seed']}. Profile: {p['base_rate']:,.0f} ev/s for {p['warmup_s']:.0f} s, ramp
 over {p['ramp_s']:.0f} s to {p['base_rate'] * p['peak_factor']:,.0f} ev/s, hold {p['hold_s']:.0f} s, decay

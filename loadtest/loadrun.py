@@ -44,6 +44,7 @@ class LoadConfig:
     locations: int = 20
     seed: int = 1
     workers: int = 1
+    api_workers: int = 2
     probe_interval_s: float = 0.02
     probe_keys: int = 16
     find_max: bool = False
@@ -72,7 +73,8 @@ class Phase:
 def live(cfg: LoadConfig, work_dir: Path, log: Log) -> Iterator[tuple[Settings, Stack]]:
     settings = load_settings({}, state_dir=work_dir / "state", kafka_bootstrap=f"127.0.0.1:{free_port()}",
                              redis_url=f"redis://127.0.0.1:{free_port()}/0", api_port=free_port(),
-                             metrics_port=free_port(), workers=cfg.workers, redis_key_prefix="load")
+                             metrics_port=free_port(), workers=cfg.workers, api_workers=cfg.api_workers,
+                             redis_key_prefix="load")
     stack = Stack(settings)
     try:
         stack.up(create_topics=True)

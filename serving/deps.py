@@ -9,14 +9,14 @@ from fastapi import Depends, Request
 from serving.store import PositionStore
 
 
-def get_store(request: Request) -> PositionStore:
+async def get_store(request: Request) -> PositionStore:
     return request.app.state.store  # type: ignore[no-any-return]
 
 
 StoreDep = Annotated[PositionStore, Depends(get_store)]
 
 
-def get_groups(request: Request) -> dict[str, list[str]]:
+async def get_groups(request: Request) -> dict[str, list[str]]:
     return request.app.state.groups  # type: ignore[no-any-return]
 
 

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import time
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
+
+_MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 REQUESTS = Counter("atp_api_requests_total", "API requests by route template and status.", ["route", "status"])
 LATENCY = Histogram(
@@ -37,3 +43,19 @@ class MetricsMiddleware:
             label = getattr(route, "path", None) or "unmatched"
             REQUESTS.labels(label, str(status[0])).inc()
             LATENCY.labels(label).observe(time.perf_counter() - started)
+
+
+def multiprocess_dir(path: Path) -> None:
+    """Several API processes: each counts into files under ``path`` (emptied first) and a scrape of any
+    of them sums all. Call before the processes start; they inherit the environment variable."""
+    shutil.rmtree(path, ignore_errors=True)
+    path.mkdir(parents=True)
+    os.environ[_MULTIPROC_ENV] = str(path)
+
+
+def exposition() -> bytes:
+    if os.environ.get(_MULTIPROC_ENV):
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry)
+        return generate_latest(registry)
+    return generate_latest()

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import redis.exceptions
 from fastapi import APIRouter, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from serving.deps import StoreDep
 from serving.errors import ApiError
+from serving.metrics import exposition
 
 router = APIRouter(tags=["operations"])
 
@@ -29,4 +30,4 @@ async def readyz(store: StoreDep) -> dict[str, str]:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response)
 async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(exposition(), media_type=CONTENT_TYPE_LATEST)
