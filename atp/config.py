@@ -85,7 +85,7 @@ class Settings(BaseSettings):
     safety_stock_file: Path | None = None
     kafka_batch_size: int = Field(1000, ge=1, le=100_000)
     kafka_fetch_wait_ms: int = Field(
-        20, ge=1, le=10_000,
+        100, ge=1, le=10_000,
         description="librdkafka fetch.wait.max.ms of the input consumers: the longest a fetch waits for data. "
                     "Low keeps light traffic fresh; each idle partition then costs a fetch per interval.")
     lateness_window_s: float = Field(

@@ -23,6 +23,31 @@ from loadtest.pace import SendResult, send_paced
 from loadtest.simulator import Simulator
 
 REPORT_DIR = Path(__file__).resolve().parent / "reports"
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str]:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+
+
+def cpu_of(pid: int | None) -> float:
+    """CPU seconds (user + system) of a process and its descendants, live or reaped; 0 if gone."""
+    if pid is None:
+        return 0.0
+    try:
+        f = _stat(pid)
+    except (OSError, IndexError):
+        return 0.0
+    own = sum(int(x) for x in f[11:15]) / _TICK  # utime, stime, cutime, cstime
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int(_stat(int(entry.name))[1]) == pid:
+                    children.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return own + sum(cpu_of(c) for c in children)
 
 
 def parser(doc: str) -> argparse.ArgumentParser:

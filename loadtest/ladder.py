@@ -23,30 +23,20 @@ from typing import Any
 from atp.config import Settings, child_environ
 from atp.stack import Stack
 from dataflows import kafka_io
-from loadtest.bench import measure, parser, private_stack, produce, write_report
+from loadtest.bench import cpu_of, measure, parser, private_stack, produce, write_report
 from loadtest.chaos import machine
 from loadtest.ladder_stage import STAGES
+
 LABELS = {
     "consume": "raw consume()", "decode": "+ Avro decode", "bytewax": "Bytewax pass-through",
     "fold": "+ decode and ATP fold", "publish": "+ Redis and Kafka outputs", "full": "+ recovery (default)",
 }
-_TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_of(pid: int | None) -> float:
-    if pid is None:
-        return 0.0
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / _TICK
-    except (OSError, IndexError, ValueError):
-        return 0.0
 
 
 def _stage(stage: str, settings: Settings, ends_file: Path, stack: Stack, i: int) -> dict[str, Any]:
     s = settings.model_copy(update={"state_dir": settings.state_dir / f"{stage}-{i}",
                                     "redis_key_prefix": f"ladder-{stage}-{i}"})
-    before = {name: _cpu_of(stack.pid(name)) for name in ("broker", "redis")}
+    before = {name: cpu_of(stack.pid(name)) for name in ("broker", "redis")}
     m = measure(["loadtest.ladder_stage", stage, str(ends_file)], child_environ(s, os.environ),
                 settings.state_dir, f"{stage}-{i}")
     if m.exit_code != 0:
@@ -56,8 +46,8 @@ def _stage(stage: str, settings: Settings, ends_file: Path, stack: Stack, i: int
         "stage": stage, "records": result["records"], "seconds": round(result["seconds"], 3),
         "wall_s": round(m.wall_s, 3), "records_per_s": round(result["records"] / result["seconds"]),
         "cpu_s": round(m.cpu_s, 2),
-        "broker_cpu_s": round(_cpu_of(stack.pid("broker")) - before["broker"], 2),
-        "redis_cpu_s": round(_cpu_of(stack.pid("redis")) - before["redis"], 2),
+        "broker_cpu_s": round(cpu_of(stack.pid("broker")) - before["broker"], 2),
+        "redis_cpu_s": round(cpu_of(stack.pid("redis")) - before["redis"], 2),
         "peak_rss_mib": round(m.peak_rss_mib, 1),
     }
 

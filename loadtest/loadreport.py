@@ -45,6 +45,7 @@ def _phase_row(ph: "Phase", samples: dict[str, list[Sample]]) -> dict[str, Any]:
         "lag_max": max((p.lag for p in ph.lag), default=None), "lag_end": ph.lag[-1].lag if ph.lag else None,
         "bounded": bounded(ph) if ph.name.startswith("step-") else None,
         "freshness_redis_ms": ph.freshness(samples["redis"]), "freshness_http_ms": ph.freshness(samples["http"]),
+        "cores_used": ph.cores,
         "offered_per_second": o.per_second,
     }
 
@@ -145,6 +146,12 @@ Redis {_pcts(fr['redis'])} ms ({fr['redis']['samples']:,} samples), HTTP {_pcts(
 |---|---|---|---|---|---|---|{'---|' if any(x['bounded'] is not None for x in r['phases']) else ''}
 {rows}
 
+CPU cores used per process (CPU seconds per second of the phase; the machine has {r['machine']['cpus']}):
+
+| phase | {' | '.join(_cpu_names(r))} |
+|---|{'---|' * len(_cpu_names(r))}
+{_cpu_rows(r)}
+
 Max sustainable rate (lag bounded for a whole step): {r['max_sustainable_rate'] or 'not measured (run with --find-max)'}
 
 ## API under load (wrk, while the generator offers the baseline rate)
@@ -163,6 +170,16 @@ Max sustainable rate (lag bounded for a whole step): {r['max_sustainable_rate'] 
 
 Reproduce: `{r['reproduce']}`
 """
+
+
+def _cpu_names(r: dict[str, Any]) -> list[str]:
+    return list(r["phases"][0]["cores_used"]) if r["phases"] and r["phases"][0]["cores_used"] else []
+
+
+def _cpu_rows(r: dict[str, Any]) -> str:
+    names = _cpu_names(r)
+    return "\n".join(f"| {x['name']} | " + " | ".join(f"{x['cores_used'].get(n, 0):.2f}" for n in names) + " |"
+                     for x in r["phases"])
 
 
 def _pcts(d: dict[str, Any]) -> str:

@@ -29,6 +29,7 @@ from atp.demo import wait_http
 from atp.producer import EventProducer
 from atp.stack import Stack, free_port
 from loadtest import apiload
+from loadtest.bench import cpu_of
 from loadtest.loadgen import LagPoint, LagSampler, Offered, offer
 from loadtest.probes import ProbeSource, Sample, Watchers, percentiles, probe_keys
 from loadtest.profile import PeakProfile
@@ -63,6 +64,7 @@ class Phase:
     wall_end: float
     offered: Offered
     lag: list[LagPoint] = field(default_factory=list)
+    cores: dict[str, float] = field(default_factory=dict)  # CPU seconds per wall second, per process
 
     def freshness(self, samples: list[Sample]) -> dict[str, float | None]:
         inside = [s.latency_ms for s in samples if self.wall_start <= s.seen_s <= self.wall_end]
@@ -109,6 +111,8 @@ class LoadRun:
             ks = settings.keyspace
             api_url = f"http://{settings.api_host}:{settings.api_port}"
             watchers = Watchers(settings.redis_url, [ks.position(s, loc) for s, loc in keys], api_url, keys).start()
+            self.pids = {name: stack.pid(name) for name in ("broker", "redis", "dataflow", "api")}
+            self.watcher_pids = watchers.pids
             producer = EventProducer(settings)
             sampler = LagSampler(f"http://{settings.metrics_host}:{settings.metrics_port}/metrics", producer)
             sampler.start()
@@ -133,15 +137,28 @@ class LoadRun:
         self.log(f"{name}: {profile.duration_s:.0f} s, {profile.base_rate:,.0f} -> {profile.peak_rate:,.0f} ev/s")
         w0 = time.time()
         m0 = time.monotonic() - sampler.t0
+        cpu0 = self._cpu()
         off = offer(profile, sim, producer, probes, self.cfg.probe_interval_s, self.show_progress, name)
         m1 = time.monotonic() - sampler.t0
-        ph = Phase(name, profile.peak_rate, w0, time.time(), off, [p for p in sampler.points if m0 <= p.t_s <= m1])
+        cpu1 = self._cpu()
+        ph = Phase(name, profile.peak_rate, w0, time.time(), off, [p for p in sampler.points if m0 <= p.t_s <= m1],
+                   {k: round((cpu1[k] - cpu0[k]) / (m1 - m0), 2) for k in cpu0} if m1 > m0 else {})
         self.phases.append(ph)
         rate = off.sent / off.seconds if off.seconds else 0
         self.log(f"{name}: offered {off.sent:,} events in {off.seconds:.1f} s ({rate:,.0f}/s), lag now {sampler.lag_now()}")
         if off.interrupted:
             raise KeyboardInterrupt
         return ph
+
+    def _cpu(self) -> dict[str, float]:
+        """CPU seconds so far of each process of the run (the generator is this process)."""
+        import resource
+
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        out = {name: cpu_of(pid) for name, pid in self.pids.items()}
+        out["generator"] = me.ru_utime + me.ru_stime
+        out["probe watchers"] = sum(cpu_of(pid) for pid in self.watcher_pids)
+        return out
 
     def _drain(self, sampler: LagSampler) -> float:
         t0 = time.monotonic()

@@ -5,9 +5,10 @@ dedicated probe keys (``PROBE-<run>-<k>`` at the simulated locations, so they sp
 partitions), stamped with its send time as ``occurred_at``. A probe takes exactly the path of every
 other event (decode, fold, Redis, API). Nothing else touches a probe key, so when its stored
 ``as_of`` changes, the probe sent at that time has just become readable: freshness is the watcher's
-clock minus ``as_of``. Two watcher processes poll only the probe keys (one pipelined ``HGET`` per
-poll, one ``POST /v1/availability/query`` per poll), so measuring costs the pipeline almost nothing.
-The resolution is the poll interval plus a millisecond (``as_of`` is in ms).
+clock minus ``as_of``. Two watcher processes poll only the probe keys: Redis every 5 ms (one
+pipelined ``HGET`` per poll), the API every 25 ms (one ``POST /v1/availability/query``), so that
+measuring takes little CPU from the pipeline. The resolution is the poll interval plus a millisecond
+(``as_of`` is in ms).
 """
 
 from __future__ import annotations
@@ -102,16 +103,20 @@ class Watchers:
     """Two processes (Redis and HTTP) so their polling never competes with the generator's GIL."""
 
     def __init__(self, redis_url: str, redis_keys: list[str], api_url: str, keys: list[Key],
-                 interval_s: float = 0.002) -> None:
+                 redis_interval_s: float = 0.005, http_interval_s: float = 0.025) -> None:
         ctx = mp.get_context("spawn")
         self._stop = ctx.Event()
         self._queues = {"redis": ctx.Queue(), "http": ctx.Queue()}
         self._procs = {
             "redis": ctx.Process(target=_watch_redis, args=(redis_url, redis_keys, self._stop, self._queues["redis"],
-                                                             interval_s), daemon=True),
+                                                             redis_interval_s), daemon=True),
             "http": ctx.Process(target=_watch_http, args=(api_url, keys, self._stop, self._queues["http"],
-                                                           interval_s), daemon=True),
+                                                           http_interval_s), daemon=True),
         }
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self._procs.values() if p.pid is not None]
 
     def start(self) -> "Watchers":
         for p in self._procs.values():

@@ -1,0 +1,98 @@
+"""The ATP logic every peer runs: the dataflow's own decoder, validation and pure fold.
+
+The peers differ only in how they move data (a plain consumer loop, Quix Streams, a periodic
+batch), so what they compute is the same and the oracle check of each is meaningful. Location-wide
+safety-stock controls need the dataflow's location directory; the peers' input has none.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from atp.config import Settings
+from schemas import Decoder, default_store
+from schemas import DecodeError
+from state import events as ev
+from state.errors import InvalidEvent
+from state.fold import KeyState, apply
+from state.position import Position, position
+from state.projection import write_args
+from state.safety import SafetyStock
+
+Routed = tuple[str, ev.Event]
+
+
+class AtpLogic:
+    def __init__(self, settings: Settings) -> None:
+        self.decoder = Decoder(default_store())
+        self.parsers = {t: ("." + rec, ev.PARSERS[rec]) for t, rec in settings.input_topics.items()}
+        self.safety = SafetyStock.from_file(settings.safety_stock_file)
+        self.dedup_ms, self.lateness_ms = settings.dedup_window_ms, settings.lateness_ms
+        self.formula = settings.formula_version or 1
+        self.invalid = 0
+
+    def record(self, topic: str, key: bytes | None, value: bytes | None) -> dict[str, Any] | None:
+        """The decoded record, or None (counted) when it is not valid input for ``topic``."""
+        suffix, parse = self.parsers[topic]
+        try:
+            name, record = self.decoder.decode(value)
+            if not name.endswith(suffix):
+                raise InvalidEvent("wrong_topic", name)
+            event = parse(record)
+        except (DecodeError, InvalidEvent):
+            self.invalid += 1
+            return None
+        if key is None or key.decode("utf-8", "replace") != ev.kafka_key(event.sku, event.location):
+            self.invalid += 1
+            return None
+        return record
+
+    def route(self, topic: str, record: dict[str, Any]) -> list[Routed]:
+        """A valid record's events by sku@location key (a transfer also reaches its destination)."""
+        event = self.parsers[topic][1](record)
+        if type(event) is ev.WarehouseEvent and event.event_type == "TRANSFER_OUT":
+            return ev.fan_out(event)
+        return [(ev.make_key(event.sku, event.location), event)]
+
+    def fold(self, state: KeyState | None, event: ev.Event) -> KeyState:
+        if state is None:
+            state = KeyState(event.sku, event.location)
+        apply(state, event, self.dedup_ms, self.lateness_ms)
+        return state
+
+    def position(self, state: KeyState) -> Position:
+        return position(state, self.safety.for_state(state), int(time.time() * 1000), self.formula)
+
+
+def hash_fields(p: Position) -> dict[str, Any]:
+    """The stored hash of a position (the fields ``GUARDED_WRITE`` sets)."""
+    args = write_args(p)[2:]
+    return dict(zip(args[::2], args[1::2]))
+
+
+def assign_all(settings: Settings, ends: dict[str, int], group: str) -> tuple[Consumer, dict[tuple[str, int], int]]:
+    """A consumer on every non-empty input partition from the beginning; partition -> end offset."""
+    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group,
+                         "enable.auto.commit": False, "fetch.max.bytes": 52428800})
+    parts = {}
+    for name, end in ends.items():
+        index, topic = name.split("-", 1)
+        if end > 0:
+            parts[(topic, int(index))] = end
+    consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in parts])
+    return consumer, parts
+
+
+def report(records: int, first: float | None, last: float | None, **extra: Any) -> None:
+    """The line a peer child prints: records and the seconds from its first record to its last write."""
+    seconds = (last - first) if first is not None and last is not None else 0.0
+    print(json.dumps({"records": records, "seconds": seconds, **extra}))
+
+
+def load_ends(path: str) -> dict[str, int]:
+    return json.loads(Path(path).read_text())  # type: ignore[no-any-return]
