@@ -165,15 +165,14 @@ def reset(yes: bool = typer.Option(False, "--yes", help="Do not ask for confirma
 
     Stop the dataflow first. Channels get 503 until the next run has re-published the keyspace.
     """
-    import redis
-
+    from atp.redisconn import connect
     from dataflows.continuity import reset as reset_all
 
     s = settings()
     if not yes:
         typer.confirm(f"Delete every generation's recovery store under {s.state_dir} and every Redis key "
                       f"under '{s.redis_key_prefix}:'?", abort=True)
-    deleted, existed = reset_all(s, redis.Redis.from_url(s.redis_url, socket_connect_timeout=5))
+    deleted, existed = reset_all(s, connect(s, socket_connect_timeout=5))
     console.print(f"deleted {deleted} Redis keys; recovery store {'removed' if existed else 'was absent'}")
 
 

@@ -56,12 +56,11 @@ def _starts(values: list[str]) -> dict[str, int]:
 
 
 def _client(s: Settings) -> redis.Redis:
-    import redis
-
+    from atp.redisconn import connect
     from dataflows.run import check_redis
 
-    check_redis(s.redis_url)
-    return redis.Redis.from_url(s.redis_url, socket_timeout=30, socket_connect_timeout=5)
+    check_redis(s.redis_url, cluster=s.redis_cluster)
+    return connect(s, socket_timeout=30, socket_connect_timeout=5)
 
 
 def _print_diff(diff: Diff, limit: int) -> None:

@@ -12,8 +12,9 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -55,6 +56,7 @@ class Settings(BaseSettings):
     state_dir: Path = Field(Path(".atp"), description="Where the local stack and the dataflow keep files.")
     kafka_bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers, host:port[,host:port].")
     redis_url: str = Field("redis://127.0.0.1:16379/0", description="Redis URL for positions.")
+    redis_cluster: bool = Field(False, description="ATP_REDIS_URL names one node of a Redis Cluster (db 0).")
     redis_key_prefix: str = Field("atp", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     generation: str = Field(
         DEFAULT_GENERATION, pattern=GENERATION_PATTERN,
@@ -162,6 +164,14 @@ class Settings(BaseSettings):
         if not v.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return v
+
+    @model_validator(mode="after")
+    def _cluster_url(self) -> "Settings":
+        if self.redis_cluster and (self.redis_url.startswith("unix://")
+                                   or urlparse(self.redis_url).path.strip("/") not in ("", "0")):
+            raise ValueError("ATP_REDIS_CLUSTER needs a redis:// or rediss:// URL of one cluster node, with db 0 "
+                             "(a Redis Cluster has no other databases)")
+        return self
 
     @classmethod
     def settings_customise_sources(

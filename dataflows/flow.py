@@ -139,7 +139,8 @@ def production_flow(settings: Settings, formula: int | None = None, replay: Boun
     """The live flow; a replay reads its bounds, ends there and writes Redis only."""
     io = FlowIO(
         source=kafka_io.source(settings, bounds=replay),
-        positions=RedisPositionSink(settings.redis_url, settings.keyspace, settings.redis_retry_s),
+        positions=RedisPositionSink(settings.redis_url, settings.keyspace, settings.redis_retry_s,
+                                    cluster=settings.redis_cluster),
         messages=_Discard() if replay is not None else kafka_io.sink(settings),
     )
     return build_flow(io, deps_from_settings(settings, formula))

@@ -11,6 +11,7 @@ from collections.abc import Iterable
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
+from atp.redisconn import connect_url
 from dataflows import metrics
 from dataflows.republish import REPUBLISH
 from state.drift import Alert
@@ -24,13 +25,14 @@ log = logging.getLogger(__name__)
 class RedisPositionSink(DynamicSink[Position | Alert | GroupPosition]):
     """Each worker writes its own positions (keys never overlap between workers)."""
 
-    def __init__(self, url: str, keyspace: KeySpace, retry_for_s: float = 120.0) -> None:
+    def __init__(self, url: str, keyspace: KeySpace, retry_for_s: float = 120.0, cluster: bool = False) -> None:
         self._url = url
         self._keyspace = keyspace
         self._retry_for_s = retry_for_s
+        self._cluster = cluster
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> "_RedisPartition":
-        client = redis.Redis.from_url(self._url, socket_timeout=10, socket_connect_timeout=5)
+        client = connect_url(self._url, self._cluster, socket_timeout=10, socket_connect_timeout=5)
         return _RedisPartition(client, self._keyspace, self._retry_for_s)
 
 
@@ -89,16 +91,17 @@ class _RedisPartition(StatelessSinkPartition[Position | Alert | GroupPosition]):
         ks, sha = self._ks, self._sha
         pipe.exists(ks.meta)  # first, so a lost keyspace is seen before this batch counts as written
         for p in positions:
-            pipe.evalsha(sha, 2, ks.position(p.sku, p.location), ks.locations(p.sku), *write_args(p))
+            # execute_command: redis-py's cluster pipeline refuses .evalsha() but routes EVALSHA by its keys.
+            pipe.execute_command("EVALSHA", sha, 2, ks.position(p.sku, p.location), ks.locations(p.sku), *write_args(p))
         for g in groups:
             p = g.position
-            pipe.evalsha(sha, 2, ks.group(p.sku, g.group), ks.groups(p.sku), *write_args(p),
-                         "members", json.dumps(g.members, separators=(",", ":")))
+            pipe.execute_command("EVALSHA", sha, 2, ks.group(p.sku, g.group), ks.groups(p.sku), *write_args(p),
+                                 "members", json.dumps(g.members, separators=(",", ":")))
         for a in alerts:
             # Single-key commands only (Redis Cluster): the guarded hash, then both indexes.
             # ZADD GT keeps an entry's newest as_of, so a re-delivered alert never moves it back.
-            pipe.evalsha(self._alert_sha, 1, ks.alert(a.sku, a.location), a.kind, a.version,
-                         json.dumps(a.as_dict(), separators=(",", ":")))
+            pipe.execute_command("EVALSHA", self._alert_sha, 1, ks.alert(a.sku, a.location), a.kind, a.version,
+                                 json.dumps(a.as_dict(), separators=(",", ":")))
             member = alert_member(a.kind, a.sku, a.location)
             for index in (ks.alerts(), ks.alerts(a.location)):
                 pipe.zadd(index, {member: a.as_of}, gt=True)

@@ -17,6 +17,7 @@ from prometheus_client import start_http_server
 
 from atp.config import Settings
 from atp.errors import StackError
+from atp.redisconn import connect, connect_url
 from atp.generations import Spec, current, drop, write_meta
 from dataflows import kafka_io, metrics
 from dataflows.continuity import KeyspaceWatch, StartPlan, plan_start
@@ -30,9 +31,9 @@ from state.projection import READY
 log = logging.getLogger(__name__)
 
 
-def check_redis(url: str, timeout_s: float = 5.0) -> None:
+def check_redis(url: str, timeout_s: float = 5.0, cluster: bool = False) -> None:
     try:
-        redis.Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s).ping()
+        connect_url(url, cluster, socket_connect_timeout=timeout_s, socket_timeout=timeout_s).ping()
     except redis.exceptions.RedisError as exc:
         raise StackError(
             f"cannot reach Redis at {url} ({exc}); start the local stack with `atp stack up` or set ATP_REDIS_URL"
@@ -97,10 +98,10 @@ def run(settings: Settings, replay: Replay | None = None) -> str:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGUSR1, _internal)
     partitions = kafka_io.check_kafka(settings)
-    check_redis(settings.redis_url)
+    check_redis(settings.redis_url, cluster=settings.redis_cluster)
     if settings.metrics_port:
         start_http_server(settings.metrics_port, addr=settings.metrics_host)
-    client = redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+    client = connect(settings, socket_timeout=10, socket_connect_timeout=5)
     while True:
         plan = plan_start(settings, client, new=replay.spec if replay else None, live=replay is None)
         STOCK_PROGRESS.reset(partitions[settings.topic_wms])

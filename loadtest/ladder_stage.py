@@ -15,6 +15,7 @@ below it. Settings come from the ``ATP_*`` environment. Prints ``{"records": N, 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from datetime import timedelta
@@ -36,6 +37,7 @@ from dataflows.redis_sink import RedisPositionSink
 from schemas import Decoder, default_store
 
 STAGES = ("consume", "decode", "bytewax", "fold", "publish", "full")
+STARTS_ENV = "LADDER_STARTS_FILE"  # optional: JSON of the first offset to read per partition (default 0)
 COUNT = [0]
 
 
@@ -75,7 +77,9 @@ def _consume(settings: Settings, ends: dict[str, int], decode: bool) -> int:
 
 
 def _flow(settings: Settings, ends: dict[str, int], stage: str) -> Dataflow:
-    source = kafka_io.source(settings, bounds=kafka_io.Bounds(ends))
+    starts_file = os.environ.get(STARTS_ENV)
+    starts = json.loads(Path(starts_file).read_text()) if starts_file else {}
+    source = kafka_io.source(settings, bounds=kafka_io.Bounds(ends, starts))
     if stage == "bytewax":
         flow = Dataflow("atp")
         op.output("out", op.input("kafka_in", flow, source), _Count())
@@ -83,7 +87,8 @@ def _flow(settings: Settings, ends: dict[str, int], stage: str) -> Dataflow:
     if stage == "fold":
         io = FlowIO(source, _Count(), _Count())
     else:
-        io = FlowIO(source, RedisPositionSink(settings.redis_url, settings.keyspace), kafka_io.sink(settings))
+        io = FlowIO(source, RedisPositionSink(settings.redis_url, settings.keyspace, cluster=settings.redis_cluster),
+                    kafka_io.sink(settings))
     return build_flow(io, deps_from_settings(settings))
 
 

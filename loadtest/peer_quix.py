@@ -59,7 +59,7 @@ def main() -> None:
         broker_address=settings.kafka_bootstrap, consumer_group=f"peer-quix-{int(time.time())}",
         auto_offset_reset="earliest", state_dir=sys.argv[2], loglevel="WARNING",
         rocksdb_options=RocksDBOptions(dumps=pickle.dumps, loads=pickle.loads),
-        consumer_extra_config={"session.timeout.ms": 6000, "max.poll.interval.ms": 6000,
+        consumer_extra_config={"session.timeout.ms": 6000, "max.poll.interval.ms": 30000,
                                "fetch.wait.max.ms": settings.kafka_fetch_wait_ms},
     )
     config = TopicConfig(num_partitions=partitions, replication_factor=1)

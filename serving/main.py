@@ -10,6 +10,7 @@ import redis.asyncio as aioredis
 from fastapi import FastAPI
 
 from atp.config import Settings
+from atp.redisconn import connect_async
 from serving import errors
 from serving.metrics import MetricsMiddleware
 from serving.routes import availability, drift, health
@@ -21,9 +22,7 @@ log = logging.getLogger(__name__)
 def create_app(settings: Settings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        client = aioredis.Redis.from_url(
-            settings.redis_url, max_connections=64, socket_timeout=2, socket_connect_timeout=2
-        )
+        client = connect_async(settings, max_connections=64, socket_timeout=2, socket_connect_timeout=2)
         app.state.store = PositionStore(client, settings.generations)
         try:
             await client.ping()

@@ -1,0 +1,140 @@
+"""Memory per sku@location key: the dataflow's RSS and Redis's bytes at many keys.
+
+Two inputs on one private stack: a small one (``--base-keys``) and a large one (``--keys``), each
+key getting one RECEIPT and one RESERVE (so it holds stock, an open order line and its demand
+minute). The production dataflow (recovery on) reads each in its own process; the memory a key
+costs is the difference in peak RSS divided by the difference in keys, so the interpreter, the
+libraries and Bytewax's own buffers cancel out. Redis is measured the same way (``used_memory``).
+Writes ``loadtest/reports/memory.{json,md}``.
+
+    python -m loadtest.memory --keys 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import redis
+from rich.progress import Progress
+
+from atp.config import Settings, child_environ
+from atp.producer import EventProducer
+from dataflows import kafka_io
+from loadtest.bench import REPORT_DIR, measure, private_stack, write_report
+from loadtest.chaos import machine
+
+LOCATIONS = 20
+T0 = 1_767_225_600_000
+
+
+def produce_keys(settings: Settings, keys: int, tag: str) -> int:
+    producer = EventProducer(settings)
+    with Progress() as progress:
+        task = progress.add_task(f"produce {keys:,} keys", total=keys)
+        for i in range(keys):
+            sku, loc = f"M{tag}-{i // LOCATIONS:07d}", f"DC-{i % LOCATIONS:02d}"
+            base = {"source": "memory", "sku": sku, "location": loc}
+            producer.send("wms", {**base, "event_id": f"m{tag}-r{i}", "occurred_at": T0 + i, "event_type": "RECEIPT",
+                                  "qty": 10, "to_status": "AVAILABLE"})
+            producer.send("orders", {**base, "event_id": f"m{tag}-o{i}", "occurred_at": T0 + i + 1,
+                                     "event_type": "RESERVE", "order_id": f"O{i}", "order_line_id": f"L{i}",
+                                     "channel": "web", "qty": 2})
+            if i % 10_000 == 9_999:
+                progress.update(task, completed=i + 1)
+        progress.update(task, completed=keys)
+    producer.flush(120)
+    return producer.sent
+
+
+def _used_memory(settings: Settings) -> int:
+    return int(redis.Redis.from_url(settings.redis_url).info("memory")["used_memory"])
+
+
+def _measure(settings: Settings, name: str, work: Path, ends: dict[str, int]) -> dict[str, Any]:
+    ends_file = work / f"{name}.json"
+    ends_file.write_text(json.dumps(ends))
+    s = settings.model_copy(update={"state_dir": settings.state_dir / name, "redis_key_prefix": f"mem-{name}"})
+    before = _used_memory(settings)
+    m = measure(["loadtest.ladder_stage", "full", str(ends_file)], child_environ(s, os.environ), settings.state_dir, name)
+    if m.exit_code != 0:
+        raise RuntimeError(f"{name} failed:\n{m.stderr[-3000:]}")
+    out = json.loads(m.stdout.strip().splitlines()[-1])
+    return {"records": out["records"], "seconds": round(out["seconds"], 1), "peak_rss_mib": round(m.peak_rss_mib, 1),
+            "redis_bytes": _used_memory(settings) - before}
+
+
+def run(keys: int, base_keys: int, work: Path) -> dict[str, Any]:
+    with private_stack(work) as (settings, _stack):
+        produce_keys(settings, base_keys, "s")
+        small_ends = kafka_io.end_offsets(settings)
+        small = _measure(settings, "small", work, small_ends)
+        produce_keys(settings, keys, "l")
+        all_ends = kafka_io.end_offsets(settings)
+        # The large run reads only the large input: it starts where the small one ended.
+        large = _measure_range(settings, "large", work, small_ends, all_ends)
+    dk = keys - base_keys
+    per_key_rss = (large["peak_rss_mib"] - small["peak_rss_mib"]) * 1024 * 1024 / dk
+    per_key_redis = (large["redis_bytes"] - small["redis_bytes"]) / dk
+    return {
+        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+        "keys": keys, "base_keys": base_keys, "small": small, "large": large,
+        "dataflow_bytes_per_key": round(per_key_rss), "redis_bytes_per_key": round(per_key_redis),
+        "target_dataflow_bytes_per_key": 1024,
+        "reproduce": f"python -m loadtest.memory --keys {keys} --base-keys {base_keys}",
+    }
+
+
+def _measure_range(settings: Settings, name: str, work: Path, starts: dict[str, int], ends: dict[str, int]) -> dict[str, Any]:
+    from loadtest import ladder_stage
+
+    (work / f"{name}-starts.json").write_text(json.dumps(starts))
+    os.environ[ladder_stage.STARTS_ENV] = str(work / f"{name}-starts.json")
+    try:
+        return _measure(settings, name, work, ends)
+    finally:
+        del os.environ[ladder_stage.STARTS_ENV]
+
+
+def markdown(r: dict[str, Any]) -> str:
+    s, lg = r["small"], r["large"]
+    per = r["dataflow_bytes_per_key"]
+    return f"""# Memory per key
+
+Finished {r['finished_at']}, {r['machine']['cpus']} CPUs, Python {r['machine']['python']}. The production
+dataflow (1 worker, recovery on) read {r['base_keys']:,} keys and then, in a fresh process, {r['keys']:,} keys;
+each key got a RECEIPT and a RESERVE. Per key = difference of the two runs / difference in keys.
+
+| run | keys | records | seconds | dataflow peak RSS MiB | Redis bytes added |
+|---|---|---|---|---|---|
+| small | {r['base_keys']:,} | {s['records']:,} | {s['seconds']} | {s['peak_rss_mib']} | {s['redis_bytes']:,} |
+| large | {r['keys']:,} | {lg['records']:,} | {lg['seconds']} | {lg['peak_rss_mib']} | {lg['redis_bytes']:,} |
+
+- Dataflow: **{per:,} bytes per key** (target ≤ {r['target_dataflow_bytes_per_key']:,}: {'met' if per <= r['target_dataflow_bytes_per_key'] else f'missed by {per / r["target_dataflow_bytes_per_key"]:.1f}×'}).
+- Redis: **{r['redis_bytes_per_key']:,} bytes per key** (the position hash and the SKU's location set).
+
+Reproduce: `{r['reproduce']}`
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    ap.add_argument("--keys", type=int, default=1_000_000)
+    ap.add_argument("--base-keys", type=int, default=20_000)
+    ap.add_argument("--report-dir", type=Path, default=REPORT_DIR)
+    a = ap.parse_args()
+    with tempfile.TemporaryDirectory(prefix="atp-memory-") as tmp:
+        report = run(a.keys, a.base_keys, Path(tmp))
+    print(write_report(a.report_dir, "memory", report, markdown))
+    print(f"dataflow {report['dataflow_bytes_per_key']:,} B/key, redis {report['redis_bytes_per_key']:,} B/key",
+          file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

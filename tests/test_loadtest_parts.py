@@ -1,0 +1,123 @@
+"""The load test's parts that can be checked without a stack: the traffic profile, the percentile
+and wrk parsing, the lag verdict, the probe events and the peers' shared ATP logic."""
+
+from __future__ import annotations
+
+import pytest
+
+from atp.config import load_settings
+from loadtest.apiload import parse_wrk
+from loadtest.loadgen import LagPoint, Offered
+from loadtest.loadreport import bounded
+from loadtest.loadrun import Phase
+from loadtest.peer_logic import AtpLogic, hash_fields
+from loadtest.probes import ProbeSource, percentiles, probe_keys
+from loadtest.profile import PeakProfile
+from schemas import Encoder, default_store
+from state.events import kafka_key, warehouse_event
+from tests.builders import wms
+
+
+def test_the_peak_profile_ramps_holds_and_decays_and_its_integral_paces_the_generator():
+    p = PeakProfile(base_rate=1000, peak_factor=10, warmup_s=10, ramp_s=20, hold_s=30, decay_s=20, cooldown_s=10)
+    assert p.duration_s == 90 and p.peak_rate == 10_000
+    assert [p.rate_at(t) for t in (0, 9.9, 10, 20, 30, 59, 60, 70, 85)] == pytest.approx(
+        [1000, 1000, 1000, 5500, 10_000, 10_000, 10_000, 5500, 1000])
+    assert p.rate_at(-1) == p.rate_at(90) == 0
+    # The integral is the area under the shape: 10k + 110k + 300k + 110k + 10k.
+    assert p.total_events == 540_000
+    assert p.due_by(10) == pytest.approx(10_000) and p.due_by(30) == pytest.approx(120_000)
+    step = [p.due_by(t / 10) for t in range(0, 901)]
+    assert all(b >= a for a, b in zip(step, step[1:]))  # never asks to take events back
+    assert [p.phase_at(t) for t in (5, 15, 45, 65, 85, 95)] == ["warmup", "ramp", "hold", "decay", "cooldown", "after"]
+    with pytest.raises(ValueError):
+        PeakProfile(base_rate=0)
+    with pytest.raises(ValueError):
+        PeakProfile(hold_s=-1)
+
+
+def test_percentiles_are_nearest_rank_and_empty_gives_none():
+    assert percentiles(list(range(1, 101))) == {"p50": 50, "p95": 95, "p99": 99}
+    assert percentiles([7.0]) == {"p50": 7.0, "p95": 7.0, "p99": 7.0}
+    assert percentiles([]) == {"p50": None, "p95": None, "p99": None}
+
+
+WRK = """Running 8s test @ http://127.0.0.1:58355
+  1 threads and 32 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency    15.19ms    5.12ms  60.00ms   90.00%
+    Req/Sec     1.95k   200.00     2.10k    80.00%
+  Latency Distribution
+     50%  812.00us
+     75%   17.11ms
+     90%   20.59ms
+     99%    1.20s
+  15560 requests in 8.00s, 10.00MB read
+  Socket errors: connect 0, read 2, write 0, timeout 1
+  Non-2xx or 3xx responses: 5
+Requests/sec:   1945.00
+Transfer/sec:      1.25MB
+"""
+
+
+def test_wrk_output_is_parsed_with_units_and_errors():
+    r = parse_wrk("single", WRK, 5000.0, 32, 8)
+    assert r.requests == 15560 and r.rps == 1945.0
+    assert r.latency_ms == {"p50": 0.812, "p75": 17.11, "p90": 20.59, "p99": 1200.0}
+    assert r.errors == 8  # 3 socket errors + 5 non-2xx
+    with pytest.raises(ValueError):
+        parse_wrk("broken", "wrk: connection refused", None, 1, 1)
+
+
+def _step(rate: float, lags: list[int], offered_rate: float | None = None) -> Phase:
+    off = Offered(sent=int((offered_rate or rate) * len(lags)), seconds=float(len(lags)))
+    return Phase(f"step-{rate:.0f}", rate, 0.0, 1.0, off, [LagPoint(float(t), lag, 0) for t, lag in enumerate(lags)])
+
+
+def test_the_lag_verdict_needs_the_rate_offered_a_small_backlog_and_no_growth():
+    assert bounded(_step(1000, [0, 300, 100, 250, 80, 200, 120, 90]))
+    assert not bounded(_step(1000, [0, 500, 1000, 1500, 2000, 2500, 3000, 3500]))  # grows ~500/s
+    assert not bounded(_step(1000, [5000, 4900, 5100, 5000, 4950, 5050, 5000, 5000]))  # 5 s behind
+    assert not bounded(_step(1000, [0, 10, 0, 10, 0, 10, 0, 10], offered_rate=800))  # the generator fell short
+    assert not bounded(_step(1000, [0, 0]))  # too short to tell
+
+
+def test_probe_events_are_valid_adjustments_on_their_own_keys_round_robin():
+    keys = probe_keys("abc", 3, ["DC-01", "DC-02"])
+    assert keys == [("PROBE-abc-00", "DC-01"), ("PROBE-abc-01", "DC-02"), ("PROBE-abc-02", "DC-01")]
+    src = ProbeSource(keys, "abc")
+    sent = [src.next(1_767_225_600_000 + i) for i in range(4)]
+    assert [(r["sku"], r["location"]) for _, r in sent] == keys + keys[:1]
+    assert len({r["event_id"] for _, r in sent}) == 4
+    for alias, rec in sent:
+        ev = warehouse_event(rec)
+        assert alias == "wms" and ev.event_type == "ADJUST" and ev.qty == 1 and ev.occurred_ms == rec["occurred_at"]
+
+
+def test_the_peers_logic_validates_routes_transfers_and_folds_like_the_dataflow():
+    s = load_settings({})
+    logic = AtpLogic(s)
+    enc = Encoder(default_store())
+
+    def msg(rec, key=None):
+        return (kafka_key(rec["sku"], rec["location"]) if key is None else key).encode(), \
+            enc.encode("WarehouseEvent", rec, s.topic_wms)
+
+    _, receipt = wms("RECEIPT", qty=10, t=0)
+    _, transfer = wms("TRANSFER_OUT", qty=4, t=1, to_location="DC-02", transfer_id="T1")
+    rec = logic.record(s.topic_wms, *msg(receipt))
+    assert rec is not None and logic.route(s.topic_wms, rec)[0][0] == "SKU-1@DC-01"
+    routed = logic.route(s.topic_wms, logic.record(s.topic_wms, *msg(transfer)))
+    assert [k for k, _ in routed] == ["SKU-1@DC-01", "SKU-1@DC-02"]  # the destination learns it is inbound
+    assert logic.record(s.topic_wms, *msg(receipt, key="SKU-9@DC-01")) is None  # wrong key
+    assert logic.record(s.topic_orders, *msg(receipt)) is None  # wrong topic
+    assert logic.record(s.topic_wms, b"SKU-1@DC-01", b"junk") is None
+    assert logic.invalid == 3
+    st = None
+    for _, e in [logic.route(s.topic_wms, rec)[0], routed[0]]:
+        st = logic.fold(st, e)
+    p = logic.position(st)
+    assert (p.available_qty, p.version) == (6, 2)
+    dst = logic.position(logic.fold(None, routed[1][1]))
+    assert dst.inbound == 4 and dst.location == "DC-02"
+    assert hash_fields(p)["available_qty"] == 6 and hash_fields(p)["stockout_eta_minutes"] == ""
