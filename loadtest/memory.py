@@ -97,7 +97,9 @@ def _measure_range(settings: Settings, name: str, work: Path, starts: dict[str, 
     (work / f"{name}-starts.json").write_text(json.dumps(starts))
     os.environ[ladder_stage.STARTS_ENV] = str(work / f"{name}-starts.json")
     try:
-        return _measure(settings, name, work, ends)
+        out = _measure(settings, name, work, ends)
+        out["records"] -= sum(starts.values())  # the count is of offsets read, from 0
+        return out
     finally:
         del os.environ[ladder_stage.STARTS_ENV]
 
