@@ -48,7 +48,7 @@ def _stage(stage: str, settings: Settings, ends_file: Path, stack: Stack, i: int
         "cpu_s": round(m.cpu_s, 2),
         "broker_cpu_s": round(cpu_of(stack.pid("broker")) - before["broker"], 2),
         "redis_cpu_s": round(cpu_of(stack.pid("redis")) - before["redis"], 2),
-        "peak_rss_mib": round(m.peak_rss_mib, 1),
+        "peak_rss_mib": result["peak_rss_mib"],
     }
 
 

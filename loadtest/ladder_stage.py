@@ -31,6 +31,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from atp.config import Settings, load_settings
 from dataflows import kafka_io
+from loadtest.bench import own_peak_rss_mib
 from dataflows.flow import FlowIO, build_flow, deps_from_settings
 from dataflows.recovery import RecoveryStore
 from dataflows.redis_sink import RedisPositionSink
@@ -128,7 +129,8 @@ def main() -> None:
     started = time.perf_counter()
     records = run(stage, ends, settings)
     seconds = time.perf_counter() - started
-    print(json.dumps({"stage": stage, "records": records, "seconds": seconds, "counted": COUNT[0]}))
+    print(json.dumps({"stage": stage, "records": records, "seconds": seconds, "counted": COUNT[0],
+                      "peak_rss_mib": own_peak_rss_mib()}))
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def _measure(settings: Settings, name: str, work: Path, ends: dict[str, int]) ->
     if m.exit_code != 0:
         raise RuntimeError(f"{name} failed:\n{m.stderr[-3000:]}")
     out = json.loads(m.stdout.strip().splitlines()[-1])
-    return {"records": out["records"], "seconds": round(out["seconds"], 1), "peak_rss_mib": round(m.peak_rss_mib, 1),
+    return {"records": out["records"], "seconds": round(out["seconds"], 1), "peak_rss_mib": out["peak_rss_mib"],
             "redis_bytes": _used_memory(settings) - before}
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from atp.config import Settings
+from loadtest.bench import own_peak_rss_mib
 from schemas import Decoder, default_store
 from schemas import DecodeError
 from state import events as ev
@@ -91,7 +92,7 @@ def assign_all(settings: Settings, ends: dict[str, int], group: str) -> tuple[Co
 def report(records: int, first: float | None, last: float | None, **extra: Any) -> None:
     """The line a peer child prints: records and the seconds from its first record to its last write."""
     seconds = (last - first) if first is not None and last is not None else 0.0
-    print(json.dumps({"records": records, "seconds": seconds, **extra}))
+    print(json.dumps({"records": records, "seconds": seconds, "peak_rss_mib": own_peak_rss_mib(), **extra}))
 
 
 def load_ends(path: str) -> dict[str, int]:

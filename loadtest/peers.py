@@ -67,7 +67,7 @@ def _run(peer: str, settings: Settings, ends_file: Path, truth: LogTruth, i: int
     rate = round(out["records"] / out["seconds"]) if out["seconds"] > 0 else 0
     return {"peer": peer, "records": out["records"], "seconds": round(out["seconds"], 3), "wall_s": round(m.wall_s, 2),
             "records_per_s": rate if ok else None, "measured_records_per_s": rate, "cpu_s": round(m.cpu_s, 2),
-            "peak_rss_mib": round(m.peak_rss_mib, 1), "keys": v.keys, "mismatched_keys": len(v.redis_mismatches),
+            "peak_rss_mib": out["peak_rss_mib"], "keys": v.keys, "mismatched_keys": len(v.redis_mismatches),
             "matches_oracle": ok, "first_mismatch": v.redis_mismatches[0] if v.redis_mismatches else None}
 
 
