@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: bootstrap demo test down clean lint
+.PHONY: bootstrap demo test down clean lint loadtest peers
 
 bootstrap: $(STAMP) redis-server
 
@@ -34,8 +34,22 @@ demo: bootstrap
 test: bootstrap
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
+# The load test (wrk from the OS packages, installed when missing) and the peers benchmark (Quix
+# Streams in its own environment, .venv-peers). Reports go to loadtest/reports/.
+loadtest: bootstrap
+	@command -v wrk >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq wrk >/dev/null; \
+	}
+	$(BIN)/atp loadtest
+
+peers: bootstrap
+	test -x .venv-peers/bin/python || $(PYTHON) -m venv .venv-peers
+	.venv-peers/bin/python -m pip install --quiet -e '.[dev,peers]'
+	.venv-peers/bin/python -m loadtest.peers --events 100000
+
 down:
 	-$(BIN)/atp stack down
 
 clean: down
-	rm -rf .atp $(VENV) *.egg-info
+	rm -rf .atp $(VENV) .venv-peers *.egg-info
