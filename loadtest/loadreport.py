@@ -138,7 +138,8 @@ over {p['ramp_s']:.0f} s to {p['base_rate'] * p['peak_factor']:,.0f} ev/s, hold 
 {p['decay_s']:.0f} s, {p['cooldown_s']:.0f} s at the baseline.
 
 Freshness: produce() to readable, measured on probe events (one every {c['probe_interval_s'] * 1000:.0f} ms on
-{c['probe_keys']} dedicated keys, the same path as every event); resolution about 3 ms. Whole run:
+{c['probe_keys']} dedicated keys, the same path as every event); resolution: the watchers poll Redis every 5 ms
+and the API every 25 ms. Whole run:
 Redis {_pcts(fr['redis'])} ms ({fr['redis']['samples']:,} samples), HTTP {_pcts(fr['http'])} ms
 ({fr['http']['samples']:,} samples).
 
@@ -152,7 +153,7 @@ CPU cores used per process (CPU seconds per second of the phase; the machine has
 |---|{'---|' * len(_cpu_names(r))}
 {_cpu_rows(r)}
 
-Max sustainable rate (lag bounded for a whole step): {r['max_sustainable_rate'] or 'not measured (run with --find-max)'}
+Max sustainable rate (lag bounded for a whole step): {_max_line(r)}
 
 ## API under load (wrk, while the generator offers the baseline rate)
 
@@ -170,6 +171,14 @@ Max sustainable rate (lag bounded for a whole step): {r['max_sustainable_rate'] 
 
 Reproduce: `{r['reproduce']}`
 """
+
+
+def _max_line(r: dict[str, Any]) -> str:
+    if r["max_sustainable_rate"]:
+        return f"**{r['max_sustainable_rate']:,} events/s**"
+    if r["config"]["step_s"] is None:
+        return "not measured (run with --find-max)"
+    return "none of the steps was bounded (see the lag column)"
 
 
 def _cpu_names(r: dict[str, Any]) -> list[str]:

@@ -121,3 +121,27 @@ def test_the_peers_logic_validates_routes_transfers_and_folds_like_the_dataflow(
     dst = logic.position(logic.fold(None, routed[1][1]))
     assert dst.inbound == 4 and dst.location == "DC-02"
     assert hash_fields(p)["available_qty"] == 6 and hash_fields(p)["stockout_eta_minutes"] == ""
+
+
+def test_the_report_quotes_phases_freshness_targets_and_cpu():
+    from loadtest.loadreport import build_report, markdown
+    from loadtest.loadrun import LoadConfig
+    from loadtest.probes import Sample
+
+    peak = _step(10_000, [0, 100, 50, 0])
+    peak.name, peak.wall_start, peak.wall_end = "peak", 100.0, 200.0
+    peak.cores = {"broker": 0.5, "dataflow": 0.9}
+    step = _step(5_000, [0, 10_000, 20_000, 30_000, 40_000])  # not bounded
+    samples = {"redis": [Sample(150.0, v) for v in (40.0, 60.0, 300.0)], "http": [Sample(150.0, 70.0)]}
+    api = [{"name": "single-key_max", "target_rps": None, "connections": 32, "duration_s": 5, "requests": 10,
+            "rps": 2000.0, "latency_ms": {"p50": 1.0, "p75": 2.0, "p90": 3.0, "p99": 9.0}, "errors": 0}]
+    r = build_report(LoadConfig(find_max=True), [peak, step], api, samples,
+                     [LagPoint(0.0, 0, 0), LagPoint(1.0, 1000, 900)], 0.0, 0.0)
+    assert r["phases"][0]["freshness_redis_ms"] == {"samples": 3, "p50": 60.0, "p95": 300.0, "p99": 300.0}
+    assert r["phases"][1]["bounded"] is False and r["max_sustainable_rate"] is None
+    assert r["timeline"] == [{"t_s": 1.0, "lag": 100, "produced_per_s": 1000, "consumed_per_s": 900}]
+    met = {t["target"]: t["met"] for t in r["targets"]}
+    assert met == {"freshness p99 <= 250 ms at 10,000 ev/s (peak profile, Redis)": False,
+                   "API >= 10,000 single-key reads/s": False}
+    text = markdown(r)
+    assert "none of the steps was bounded" in text and "| peak | 0.50 | 0.90 |" in text
