@@ -1,7 +1,8 @@
-"""One rung of the benchmark ladder, run in its own process: ``python -m loadtest.ladder_stage STAGE ENDS``.
+"""One rung of the benchmark ladder, run in its own process:
+``python -m loadtest.ladder_stage STAGE ENDS [STARTS]``.
 
 Every rung reads the same pre-produced input (the input topics up to ``ENDS``, a JSON file of
-``{index}-{topic}`` -> end offset) and adds one piece of the production pipeline to the rung
+``{index}-{topic}`` -> end offset; from ``STARTS``, the same shape, else from the beginning) and adds one piece of the production pipeline to the rung
 below it. Settings come from the ``ATP_*`` environment. Prints ``{"records": N, "seconds": S}``.
 
 - ``consume``: confluent-kafka ``consume()`` on every partition, nothing else;
@@ -15,7 +16,6 @@ below it. Settings come from the ``ATP_*`` environment. Prints ``{"records": N, 
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from datetime import timedelta
@@ -27,18 +27,17 @@ from bytewax.dataflow import Dataflow
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from atp.config import Settings, load_settings
 from dataflows import kafka_io
 from loadtest.bench import own_peak_rss_mib
+from loadtest.peer_logic import read_input
 from dataflows.flow import FlowIO, build_flow, deps_from_settings
 from dataflows.recovery import RecoveryStore
 from dataflows.redis_sink import RedisPositionSink
 from schemas import Decoder, default_store
 
 STAGES = ("consume", "decode", "bytewax", "fold", "publish", "full")
-STARTS_ENV = "LADDER_STARTS_FILE"  # optional: JSON of the first offset to read per partition (default 0)
 COUNT = [0]
 
 
@@ -54,33 +53,16 @@ class _CountPart(StatelessSinkPartition[Any]):
 
 def _consume(settings: Settings, ends: dict[str, int], decode: bool) -> int:
     decoder = Decoder(default_store())
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "atp-ladder",
-                         "enable.auto.commit": False, "fetch.max.bytes": 52428800})
-    parts = {}
-    for key, end in ends.items():
-        index, topic = key.split("-", 1)
-        if end > 0:
-            parts[(topic, int(index))] = end
-    consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in parts])
     n = 0
-    open_parts = set(parts)
-    while open_parts:
-        for m in consumer.consume(10_000, 0.05):
-            if m.error() is not None:
-                continue
-            if decode:
-                decoder.decode(m.value())
-            n += 1
-            if m.offset() + 1 >= parts[(m.topic(), m.partition())]:
-                open_parts.discard((m.topic(), m.partition()))
-    consumer.close()
+    for m in read_input(settings, ends, "atp-ladder"):
+        if decode:
+            decoder.decode(m.value())
+        n += 1
     return n
 
 
-def _flow(settings: Settings, ends: dict[str, int], stage: str) -> Dataflow:
-    starts_file = os.environ.get(STARTS_ENV)
-    starts = json.loads(Path(starts_file).read_text()) if starts_file else {}
-    source = kafka_io.source(settings, bounds=kafka_io.Bounds(ends, starts))
+def _flow(settings: Settings, bounds: kafka_io.Bounds, stage: str) -> Dataflow:
+    source = kafka_io.source(settings, bounds=bounds)
     if stage == "bytewax":
         flow = Dataflow("atp")
         op.output("out", op.input("kafka_in", flow, source), _Count())
@@ -93,9 +75,9 @@ def _flow(settings: Settings, ends: dict[str, int], stage: str) -> Dataflow:
     return build_flow(io, deps_from_settings(settings))
 
 
-def run(stage: str, ends: dict[str, int], settings: Settings) -> int:
+def run(stage: str, bounds: kafka_io.Bounds, settings: Settings) -> int:
     if stage in ("consume", "decode"):
-        return _consume(settings, ends, stage == "decode")
+        return _consume(settings, dict(bounds.ends), stage == "decode")
     recovery = None
     if stage == "full":
         RecoveryStore(settings.recovery_dir).create(settings.workers)
@@ -107,11 +89,12 @@ def run(stage: str, ends: dict[str, int], settings: Settings) -> int:
         from state.projection import READY
 
         write_meta(redis.Redis.from_url(settings.redis_url), settings.keyspace, "ladder", READY)
-    cli_main(_flow(settings, ends, stage), workers_per_process=settings.workers,
+    cli_main(_flow(settings, bounds, stage), workers_per_process=settings.workers,
              epoch_interval=timedelta(seconds=settings.snapshot_interval_s), recovery_config=recovery)
     if stage == "bytewax":
         return COUNT[0]
-    return _consumed()  # what the decode step saw, so a rung that stopped early shows
+    # What the decode step saw (next offsets, less the starts), so a rung that stopped early shows.
+    return _consumed() - sum(bounds.starts.values())
 
 
 def _consumed() -> int:
@@ -124,10 +107,11 @@ def main() -> None:
     stage, ends_file = sys.argv[1], Path(sys.argv[2])
     if stage not in STAGES:
         raise SystemExit(f"stage must be one of {', '.join(STAGES)}")
-    ends = json.loads(ends_file.read_text())
+    starts = json.loads(Path(sys.argv[3]).read_text()) if len(sys.argv) > 3 else {}
+    bounds = kafka_io.Bounds(json.loads(ends_file.read_text()), starts)
     settings = load_settings()
     started = time.perf_counter()
-    records = run(stage, ends, settings)
+    records = run(stage, bounds, settings)
     seconds = time.perf_counter() - started
     print(json.dumps({"stage": stage, "records": records, "seconds": seconds, "counted": COUNT[0],
                       "peak_rss_mib": own_peak_rss_mib()}))

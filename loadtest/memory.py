@@ -57,12 +57,17 @@ def _used_memory(settings: Settings) -> int:
     return int(redis.Redis.from_url(settings.redis_url).info("memory")["used_memory"])
 
 
-def _measure(settings: Settings, name: str, work: Path, ends: dict[str, int]) -> dict[str, Any]:
-    ends_file = work / f"{name}.json"
-    ends_file.write_text(json.dumps(ends))
+def _measure(settings: Settings, name: str, work: Path, ends: dict[str, int],
+             starts: dict[str, int] | None = None) -> dict[str, Any]:
+    """The production dataflow (the ladder's ``full`` rung) over ``starts``..``ends``, in its own process."""
+    args = ["loadtest.ladder_stage", "full", str(work / f"{name}-ends.json")]
+    (work / f"{name}-ends.json").write_text(json.dumps(ends))
+    if starts:
+        args.append(str(work / f"{name}-starts.json"))
+        (work / f"{name}-starts.json").write_text(json.dumps(starts))
     s = settings.model_copy(update={"state_dir": settings.state_dir / name, "redis_key_prefix": f"mem-{name}"})
     before = _used_memory(settings)
-    m = measure(["loadtest.ladder_stage", "full", str(ends_file)], child_environ(s, os.environ), settings.state_dir, name)
+    m = measure(args, child_environ(s, os.environ), settings.state_dir, name)
     if m.exit_code != 0:
         raise RuntimeError(f"{name} failed:\n{m.stderr[-3000:]}")
     out = json.loads(m.stdout.strip().splitlines()[-1])
@@ -78,7 +83,7 @@ def run(keys: int, base_keys: int, work: Path) -> dict[str, Any]:
         produce_keys(settings, keys, "l")
         all_ends = kafka_io.end_offsets(settings)
         # The large run reads only the large input: it starts where the small one ended.
-        large = _measure_range(settings, "large", work, small_ends, all_ends)
+        large = _measure(settings, "large", work, all_ends, starts=small_ends)
     dk = keys - base_keys
     per_key_rss = (large["peak_rss_mib"] - small["peak_rss_mib"]) * 1024 * 1024 / dk
     per_key_redis = (large["redis_bytes"] - small["redis_bytes"]) / dk
@@ -89,19 +94,6 @@ def run(keys: int, base_keys: int, work: Path) -> dict[str, Any]:
         "target_dataflow_bytes_per_key": 1024,
         "reproduce": f"python -m loadtest.memory --keys {keys} --base-keys {base_keys}",
     }
-
-
-def _measure_range(settings: Settings, name: str, work: Path, starts: dict[str, int], ends: dict[str, int]) -> dict[str, Any]:
-    from loadtest import ladder_stage
-
-    (work / f"{name}-starts.json").write_text(json.dumps(starts))
-    os.environ[ladder_stage.STARTS_ENV] = str(work / f"{name}-starts.json")
-    try:
-        out = _measure(settings, name, work, ends)
-        out["records"] -= sum(starts.values())  # the count is of offsets read, from 0
-        return out
-    finally:
-        del os.environ[ladder_stage.STARTS_ENV]
 
 
 def markdown(r: dict[str, Any]) -> str:

@@ -10,31 +10,22 @@ import time
 import redis
 
 from atp.config import load_settings
-from loadtest.peer_logic import AtpLogic, assign_all, hash_fields, load_ends, report
+from loadtest.peer_logic import AtpLogic, hash_fields, load_ends, read_input, report
 from state.fold import KeyState
 
 
 def main() -> None:
     settings = load_settings()
-    ends = load_ends(sys.argv[1])
     started = time.perf_counter()
     logic = AtpLogic(settings)
-    consumer, parts = assign_all(settings, ends, "peer-batch")
     states: dict[str, KeyState] = {}
     n = 0
-    open_parts = set(parts)
-    while open_parts:
-        for m in consumer.consume(10_000, 0.05):
-            if m.error() is not None:
-                continue
-            n += 1
-            if m.offset() + 1 >= parts[(m.topic(), m.partition())]:
-                open_parts.discard((m.topic(), m.partition()))
-            record = logic.record(m.topic(), m.key(), m.value())
-            if record is not None:
-                for key, event in logic.route(m.topic(), record):
-                    states[key] = logic.fold(states.get(key), event)
-    consumer.close()
+    for m in read_input(settings, load_ends(sys.argv[1]), "peer-batch"):
+        n += 1
+        checked = logic.check(m.topic(), m.key(), m.value())
+        if checked is not None:
+            for key, event in logic.route(checked[1]):
+                states[key] = logic.fold(states.get(key), event)
     client = redis.Redis.from_url(settings.redis_url)
     ks = settings.keyspace
     pipe = client.pipeline(transaction=False)

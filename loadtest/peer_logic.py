@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from atp.config import Settings
 from loadtest.bench import own_peak_rss_mib
@@ -37,8 +38,8 @@ class AtpLogic:
         self.formula = settings.formula_version or 1
         self.invalid = 0
 
-    def record(self, topic: str, key: bytes | None, value: bytes | None) -> dict[str, Any] | None:
-        """The decoded record, or None (counted) when it is not valid input for ``topic``."""
+    def check(self, topic: str, key: bytes | None, value: bytes | None) -> tuple[dict[str, Any], ev.Event] | None:
+        """The decoded record and its event, or None (counted) when it is not valid input for ``topic``."""
         suffix, parse = self.parsers[topic]
         try:
             name, record = self.decoder.decode(value)
@@ -51,14 +52,16 @@ class AtpLogic:
         if key is None or key.decode("utf-8", "replace") != ev.kafka_key(event.sku, event.location):
             self.invalid += 1
             return None
-        return record
+        return record, event
 
-    def route(self, topic: str, record: dict[str, Any]) -> list[Routed]:
-        """A valid record's events by sku@location key (a transfer also reaches its destination)."""
-        event = self.parsers[topic][1](record)
-        if type(event) is ev.WarehouseEvent and event.event_type == "TRANSFER_OUT":
-            return ev.fan_out(event)
-        return [(ev.make_key(event.sku, event.location), event)]
+    def parse(self, topic: str, record: dict[str, Any]) -> ev.Event:
+        """A record that passed :meth:`check` (after a trip through a repartition topic)."""
+        return self.parsers[topic][1](record)
+
+    @staticmethod
+    def route(event: ev.Event) -> list[Routed]:
+        """An event by sku@location key, plus the destination of a transfer (as the decode step does)."""
+        return ev.fan_out(event)
 
     def fold(self, state: KeyState | None, event: ev.Event) -> KeyState:
         if state is None:
@@ -76,8 +79,9 @@ def hash_fields(p: Position) -> dict[str, Any]:
     return dict(zip(args[::2], args[1::2]))
 
 
-def assign_all(settings: Settings, ends: dict[str, int], group: str) -> tuple[Consumer, dict[tuple[str, int], int]]:
-    """A consumer on every non-empty input partition from the beginning; partition -> end offset."""
+def read_input(settings: Settings, ends: dict[str, int], group: str, batch: int = 10_000) -> Iterator[Message]:
+    """Every input record up to ``ends`` (``{index}-{topic}`` -> end offset), read from the beginning
+    with ``assign()``; the consumer is closed when the last partition reaches its end."""
     consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group,
                          "enable.auto.commit": False, "fetch.max.bytes": 52428800})
     parts = {}
@@ -86,7 +90,16 @@ def assign_all(settings: Settings, ends: dict[str, int], group: str) -> tuple[Co
         if end > 0:
             parts[(topic, int(index))] = end
     consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in parts])
-    return consumer, parts
+    try:
+        while parts:
+            for m in consumer.consume(batch, 0.05):
+                if m.error() is not None:
+                    continue
+                if m.offset() + 1 >= parts.get((m.topic(), m.partition()), 0):
+                    parts.pop((m.topic(), m.partition()), None)
+                yield m
+    finally:
+        consumer.close()
 
 
 def report(records: int, first: float | None, last: float | None, **extra: Any) -> None:

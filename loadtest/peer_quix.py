@@ -82,16 +82,18 @@ def _decoder(logic: AtpLogic, topic: str) -> Any:
         if CLOCK["first"] is None:
             CLOCK["first"] = time.perf_counter()
         CLOCK["records"] += 1
-        record = logic.record(topic, key, value)
-        if record is None:
+        checked = logic.check(topic, key, value)
+        if checked is None:
             return []
-        return [{"k": k, "t": topic, "r": record, "i": i} for i, (k, _) in enumerate(logic.route(topic, record))]
+        record, event = checked
+        return [{"k": k, "t": topic, "r": record, "i": i} for i, (k, _) in enumerate(logic.route(event))]
     return decode
 
 
 def _folder(logic: AtpLogic) -> Any:
     def fold(value: dict[str, Any], state: State) -> dict[str, Any]:
-        event = logic.route(value["t"], value["r"])[value["i"]][1]
+        # The repartition topic carries the record as JSON: parse it again and take this key's part.
+        event = logic.route(logic.parse(value["t"], value["r"]))[value["i"]][1]
         st = logic.fold(state.get("s"), event)
         state.set("s", st)
         CLOCK["last"] = time.perf_counter()

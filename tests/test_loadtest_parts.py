@@ -105,16 +105,17 @@ def test_the_peers_logic_validates_routes_transfers_and_folds_like_the_dataflow(
 
     _, receipt = wms("RECEIPT", qty=10, t=0)
     _, transfer = wms("TRANSFER_OUT", qty=4, t=1, to_location="DC-02", transfer_id="T1")
-    rec = logic.record(s.topic_wms, *msg(receipt))
-    assert rec is not None and logic.route(s.topic_wms, rec)[0][0] == "SKU-1@DC-01"
-    routed = logic.route(s.topic_wms, logic.record(s.topic_wms, *msg(transfer)))
+    rec, event = logic.check(s.topic_wms, *msg(receipt))
+    assert rec is not None and logic.route(event)[0][0] == "SKU-1@DC-01"
+    assert logic.parse(s.topic_wms, rec) == event  # what a repartitioned record becomes again
+    routed = logic.route(logic.check(s.topic_wms, *msg(transfer))[1])
     assert [k for k, _ in routed] == ["SKU-1@DC-01", "SKU-1@DC-02"]  # the destination learns it is inbound
-    assert logic.record(s.topic_wms, *msg(receipt, key="SKU-9@DC-01")) is None  # wrong key
-    assert logic.record(s.topic_orders, *msg(receipt)) is None  # wrong topic
-    assert logic.record(s.topic_wms, b"SKU-1@DC-01", b"junk") is None
+    assert logic.check(s.topic_wms, *msg(receipt, key="SKU-9@DC-01")) is None  # wrong key
+    assert logic.check(s.topic_orders, *msg(receipt)) is None  # wrong topic
+    assert logic.check(s.topic_wms, b"SKU-1@DC-01", b"junk") is None
     assert logic.invalid == 3
     st = None
-    for _, e in [logic.route(s.topic_wms, rec)[0], routed[0]]:
+    for _, e in [logic.route(event)[0], routed[0]]:
         st = logic.fold(st, e)
     p = logic.position(st)
     assert (p.available_qty, p.version) == (6, 2)
