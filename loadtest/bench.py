@@ -112,6 +112,40 @@ def measure(args: Sequence[str], env: dict[str, str], log_dir: Path, name: str) 
                     out.read_text(errors="replace"), err.read_text(errors="replace"))
 
 
+def pyplot() -> Any:
+    """matplotlib's pyplot on the file-only backend, or None (said once on stderr) without matplotlib."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed (pip install -e '.[bench]'): no plot", file=sys.stderr)
+        return None
+    return plt
+
+
+def bar_chart(path: Path, labels: list[str], values: list[int], xlabel: str, title: str,
+              target: tuple[float, str] | None = None, height: float = 3.6) -> bool:
+    """A horizontal bar per label, top to bottom in the given order, each with its value written."""
+    plt = pyplot()
+    if plt is None:
+        return False
+    fig, ax = plt.subplots(figsize=(8, height))
+    bars = ax.barh(labels[::-1], values[::-1], color="#4C72B0")
+    ax.bar_label(bars, labels=[f"{v:,}" for v in values[::-1]], padding=3, fontsize=8)
+    if target is not None:
+        ax.axvline(target[0], color="#C44E52", linestyle="--", linewidth=1, label=target[1])
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    ax.set_xlim(0, max(values) * 1.18)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
 def write_report(directory: Path, name: str, report: dict[str, Any], markdown: Callable[[dict[str, Any]], str]) -> str:
     directory.mkdir(parents=True, exist_ok=True)
     (directory / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")

@@ -23,7 +23,7 @@ from typing import Any
 from atp.config import Settings, child_environ
 from atp.stack import Stack
 from dataflows import kafka_io
-from loadtest.bench import cpu_of, measure, parser, private_stack, produce, write_report
+from loadtest.bench import bar_chart, cpu_of, measure, parser, private_stack, produce, write_report
 from loadtest.chaos import machine
 from loadtest.ladder_stage import STAGES
 
@@ -131,28 +131,10 @@ Reproduce: `{r['reproduce']}`
 
 
 def plot(r: dict[str, Any], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install -e '.[dev]'): no plot", file=sys.stderr)
-        return False
-    labels = [x["label"] for x in r["rungs"]][::-1]
-    values = [x["median_records_per_s"] for x in r["rungs"]][::-1]
-    fig, ax = plt.subplots(figsize=(8, 3.6))
-    bars = ax.barh(labels, values, color="#4C72B0")
-    ax.bar_label(bars, labels=[f"{v:,}" for v in values], padding=3, fontsize=8)
-    ax.axvline(50_000, color="#C44E52", linestyle="--", linewidth=1, label="target: 50,000/s")
-    ax.set_xlabel("records per second (median)")
-    ax.set_title(f"Where the time goes: {r['input']['records']:,} records, 1 worker, {r['machine']['cpus']} CPUs")
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_xlim(0, max(values) * 1.18)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return bar_chart(path, [x["label"] for x in r["rungs"]], [x["median_records_per_s"] for x in r["rungs"]],
+                     "records per second (median)",
+                     f"Where the time goes: {r['input']['records']:,} records, 1 worker, {r['machine']['cpus']} CPUs",
+                     target=(50_000, "target: 50,000/s"))
 
 
 def main() -> None:

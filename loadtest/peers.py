@@ -27,7 +27,7 @@ from typing import Any
 
 from atp.config import Settings, child_environ
 from dataflows import kafka_io
-from loadtest.bench import measure, parser, private_stack, produce, write_report
+from loadtest.bench import bar_chart, measure, parser, private_stack, produce, write_report
 from loadtest.chaos import machine
 from loadtest.chaos_verify import LogTruth, Verdict, check_redis_positions, read_truth
 
@@ -154,25 +154,10 @@ Reproduce: `{r['reproduce']}`
 
 
 def plot(r: dict[str, Any], path: Path) -> bool:
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        print("matplotlib is not installed (pip install -e '.[bench]'): no plot", file=sys.stderr)
-        return False
-    rows = [x for x in r["peers"] if x["median_records_per_s"]][::-1]
-    fig, ax = plt.subplots(figsize=(8, 3))
-    bars = ax.barh([x["label"] for x in rows], [x["median_records_per_s"] for x in rows], color="#4C72B0")
-    ax.bar_label(bars, labels=[f"{x['median_records_per_s']:,}" for x in rows], padding=3, fontsize=8)
-    ax.set_xlabel("records per second (median), same input, positions equal to the oracle")
-    ax.set_xlim(0, max(x["median_records_per_s"] for x in rows) * 1.2)
-    ax.set_title(f"Peers: {r['input']['records']:,} records, {r['machine']['cpus']} CPUs")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    rows = [x for x in r["peers"] if x["median_records_per_s"]]
+    return bar_chart(path, [x["label"] for x in rows], [x["median_records_per_s"] for x in rows],
+                     "records per second (median), same input, positions equal to the oracle",
+                     f"Peers: {r['input']['records']:,} records, {r['machine']['cpus']} CPUs", height=3)
 
 
 def main() -> None:
