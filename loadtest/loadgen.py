@@ -56,11 +56,11 @@ def offer(profile: PeakProfile, sim: Simulator, producer: EventProducer, probes:
                 if due <= 0:
                     time.sleep(min(0.001, max(0.0, next_probe - now)))
                     continue
-                second = int(t)
-                for _ in range(min(due, 200)):  # re-read the clock at least every 200 events
+                burst = min(due, 200)  # re-read the clock at least every 200 events
+                for _ in range(burst):
                     producer.send(*sim.next(int(time.time() * 1000)))
-                out.sent += min(due, 200)
-                out.per_second[second] += min(due, 200)
+                out.sent += burst
+                out.per_second[int(t)] += burst
                 if now - last_update > 0.5:
                     progress.update(task, completed=t, rate=profile.rate_at(t))
                     last_update = now

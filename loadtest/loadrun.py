@@ -31,6 +31,7 @@ from typing import Any
 from atp.config import Settings, child_environ, load_settings
 from atp.demo import wait_http
 from atp.producer import EventProducer
+from atp.redisconn import connect
 from atp.stack import Stack, free_port
 from loadtest import apiload
 from loadtest.bench import cpu_of
@@ -139,12 +140,12 @@ class LoadRun:
 
     # -- phases ------------------------------------------------------------------------------
     def _phase(self, name: str, profile: PeakProfile, sim: Simulator, producer: EventProducer,
-               probes: ProbeSource, sampler: LagSampler) -> Phase:
+               probes: ProbeSource, sampler: LagSampler, progress: bool = True) -> Phase:
         self.log(f"{name}: {profile.duration_s:.0f} s, {profile.base_rate:,.0f} -> {profile.peak_rate:,.0f} ev/s")
         w0 = time.time()
         m0 = time.monotonic() - sampler.t0
         cpu0 = self._cpu()
-        off = offer(profile, sim, producer, probes, self.cfg.probe_interval_s, self.show_progress, name)
+        off = offer(profile, sim, producer, probes, self.cfg.probe_interval_s, progress and self.show_progress, name)
         m1 = time.monotonic() - sampler.t0
         cpu1 = self._cpu()
         ph = Phase(name, profile.peak_rate, w0, time.time(), off, [p for p in sampler.points if m0 <= p.t_s <= m1],
@@ -205,10 +206,8 @@ class LoadRun:
                 dict(connections=32, target_rps=cfg.api_rate)), ("100-key batch max", dict(connections=8, batch=100)),
                 ("100-key batch at 200 rps", dict(connections=8, batch=100, target_rps=200))]
         background = _constant(self.cfg.profile.base_rate, cfg.api_s * len(runs) + 5)
-        result: dict[str, Phase] = {}
-        t = threading.Thread(target=lambda: result.setdefault("bg", self._phase(
-            "api-background", background, sim, producer, probes, sampler)), daemon=True)
-        self.show_progress_saved, self.show_progress = self.show_progress, False
+        t = threading.Thread(target=self._phase, args=("api-background", background, sim, producer, probes, sampler),
+                             kwargs={"progress": False}, daemon=True)  # the log lines are wrk's
         t.start()
         try:
             time.sleep(2)
@@ -219,15 +218,12 @@ class LoadRun:
                          f"errors {r.errors}")
         finally:
             t.join()
-            self.show_progress = self.show_progress_saved
 
 
 def _existing_keys(settings: Settings, limit: int) -> list[tuple[str, str]]:
     """Keys the dataflow has published (so every read finds its position), at most ``limit``."""
-    import redis
-
-    client = redis.Redis.from_url(settings.redis_url)
-    prefix = settings.keyspace.position("", "")[: -len("{}:")]  # "<p>:pos:"
+    client = connect(settings)
+    prefix = f"{settings.keyspace.prefix}:pos:"
     keys = []
     for raw in client.scan_iter(match=prefix + "{SKU-*", count=1000):
         sku, _, loc = raw.decode()[len(prefix) + 1:].partition("}:")

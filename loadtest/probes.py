@@ -14,6 +14,7 @@ measuring takes little CPU from the pipeline. The resolution is the poll interva
 from __future__ import annotations
 
 import multiprocessing as mp
+import queue
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -129,7 +130,7 @@ class Watchers:
         for name, q in self._queues.items():
             try:
                 out[name] = [Sample(s, lat) for s, lat in q.get(timeout=timeout_s)]
-            except Exception:  # noqa: BLE001 - a watcher that died reports nothing
+            except queue.Empty:  # a watcher that died reports nothing
                 out[name] = []
             self._procs[name].join(timeout_s)
             if self._procs[name].is_alive():
