@@ -81,6 +81,11 @@ class Settings(BaseSettings):
     topic_thresholds: str = "atp.availability-thresholds.v1"
     topic_controls: str = "atp.controls.v1"
     workers: int = Field(1, ge=1, le=64, description="Bytewax worker threads in this process.")
+    cluster_addresses: str | None = Field(
+        None, description="Cluster mode: host:port of every dataflow process, in process-id order, separated by ';' "
+                          "(the same value on every process). Unset: one process.")
+    process_id: int | None = Field(
+        None, ge=0, lt=1024, description="Cluster mode: this process's index in ATP_CLUSTER_ADDRESSES (0 coordinates).")
     recovery: bool = True
     snapshot_interval_s: float = Field(5.0, gt=0, le=3600)
     dedup_window_hours: float = Field(24.0, gt=0)
@@ -121,6 +126,20 @@ class Settings(BaseSettings):
             if not sep or not host or not port.isdigit():
                 raise ValueError(f"{part!r} is not host:port")
         return v
+
+    @field_validator("cluster_addresses")
+    @classmethod
+    def _addresses(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = [p.strip() for p in v.split(";")]
+        for part in parts:
+            host, sep, port = part.rpartition(":")
+            if not sep or not host or "," in host or " " in host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"{part!r} is not host:port; give every process as host:port, separated by ';'")
+        if len(set(parts)) != len(parts):
+            raise ValueError("an address is listed twice: every process needs its own host:port")
+        return ";".join(parts)
 
     @field_validator("formula_version")
     @classmethod
@@ -173,6 +192,16 @@ class Settings(BaseSettings):
                              "(a Redis Cluster has no other databases)")
         return self
 
+    @model_validator(mode="after")
+    def _cluster(self) -> "Settings":
+        if (self.cluster_addresses is None) != (self.process_id is None):
+            raise ValueError("cluster mode needs both ATP_CLUSTER_ADDRESSES (every process's host:port) and "
+                             "ATP_PROCESS_ID (this process's index in it); set both, or neither for one process")
+        if self.process_id is not None and self.process_id >= self.processes:
+            raise ValueError(f"ATP_PROCESS_ID={self.process_id} but ATP_CLUSTER_ADDRESSES lists {self.processes} "
+                             f"processes (ids 0 to {self.processes - 1})")
+        return self
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -200,6 +229,25 @@ class Settings(BaseSettings):
     def all_topics(self) -> list[str]:
         return [*self.input_topics, self.topic_availability, self.topic_dead_letter, self.topic_drift_alerts,
                 self.topic_thresholds]
+
+    @property
+    def addresses(self) -> list[str] | None:
+        """Every process of the Bytewax cluster (cluster mode), else None."""
+        return self.cluster_addresses.split(";") if self.cluster_addresses else None
+
+    @property
+    def processes(self) -> int:
+        return len(self.addresses or ()) or 1
+
+    @property
+    def workers_total(self) -> int:
+        """Bytewax workers over the whole cluster: they share the input partitions."""
+        return self.workers * self.processes
+
+    @property
+    def coordinator(self) -> bool:
+        """This process decides how a run starts (recovery store, keyspace state); process 0 or the only one."""
+        return not self.process_id
 
     @property
     def brokers(self) -> list[str]:
@@ -298,7 +346,9 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
         problems = []
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"])
-            got = err.get("input")
             hint = "unknown setting (check the spelling)" if err["type"] == "extra_forbidden" else err["msg"]
-            problems.append(f"  {env_name(field)}={got!r}: {hint}")
+            if not field:  # a rule over several settings: its message names them
+                problems.append(f"  {hint.removeprefix('Value error, ')}")
+                continue
+            problems.append(f"  {env_name(field)}={err.get('input')!r}: {hint}")
         raise ConfigError("invalid settings:\n" + "\n".join(problems) + "\nSee the README's settings table.") from None

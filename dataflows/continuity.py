@@ -13,6 +13,9 @@
 
 Also refused: a formula (``ATP_FORMULA_VERSION``) other than the generation's own, and running a
 point-in-time generation live. A replay (``live=False``) creates its keyspace ``rebuilding``.
+
+In cluster mode process 0 decides as above (it holds the recovery store, with one partition per
+worker of the cluster) and the other processes follow the meta it writes (``follow_start``).
 """
 
 from __future__ import annotations
@@ -31,13 +34,16 @@ from atp.generations import (
     LIVE, PIT, SPEC_FILE, WAS_CURRENT_FILE, GenerationError, Spec, current, delete_matching, local_dirs, now_ms, read_meta, retire_due, write_meta,
 )
 from dataflows import kafka_io
+from dataflows.cluster import Board, Status
 from dataflows.recovery import RecoveryError, RecoveryStore
+from dataflows.progress import STOCK_PROGRESS
 from dataflows.republish import REPUBLISH
 from state.projection import READY, REBUILDING, DEFAULT_GENERATION
 
+
 log = logging.getLogger(__name__)
 
-__all__ = ["KeyspaceWatch", "StartPlan", "plan_start", "read_meta", "reset", "write_meta"]
+__all__ = ["KeyspaceWatch", "StartPlan", "follow_start", "plan_start", "read_meta", "reset", "write_meta"]
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,7 @@ def plan_start(settings: Settings, client: redis.Redis, new: Spec | None = None,
                 "serve old positions until the whole log is re-read. Restore the directory, or run `atp reset` "
                 "to clear both and rebuild from the beginning of the topics."
             )
-        run_id = store.create(settings.workers)
+        run_id = store.create(settings.workers_total)
         spec.save(settings.generation_dir)
         write_meta(client, ks, run_id, READY if live else REBUILDING, spec)
         return StartPlan(run_id, spec=spec)
@@ -111,20 +117,39 @@ def plan_start(settings: Settings, client: redis.Redis, new: Spec | None = None,
     return StartPlan(run_id, True, kafka_io.end_offsets(settings), store.state_keys(), spec)
 
 
+def follow_start(settings: Settings, client: redis.Redis, interval_s: float = 0.5,
+                 sleep: Callable[[float], None] = time.sleep) -> StartPlan:
+    """A process other than 0: wait for the keyspace meta process 0 writes, and start as it says."""
+    waited = 0.0
+    while True:
+        meta = read_meta(client, settings.keyspace)
+        if meta is not None and "run_id" in meta:
+            break
+        if waited % 10 < interval_s:
+            log.info("waiting for process 0 to start the run (no meta in the Redis keyspace '%s' yet)",
+                     settings.keyspace.prefix)
+        sleep(interval_s)
+        waited += interval_s
+    spec = Spec(settings.generation, meta.get("kind", LIVE), int(meta.get("formula_version", 1)))
+    return StartPlan(meta["run_id"], republish=meta.get("state") == REBUILDING, spec=spec)
+
+
 class KeyspaceWatch(threading.Thread):
     """Runs beside the flow: notices a lost keyspace with no traffic to reveal it, marks a
     re-published keyspace ready once it is complete and caught up, restores the generation
-    pointer Redis lost with it, and notices when a switch has retired this generation."""
+    pointer Redis lost with it, and notices when a switch has retired this generation. In cluster
+    mode it also exchanges this process's status with the others' (``board``)."""
 
     def __init__(self, client: redis.Redis, settings: Settings, plan: StartPlan, store: RecoveryStore | None,
-                 interval_s: float = 0.5, mark_ready: bool = True, on_retire: Callable[[], None] = lambda: None) -> None:
+                 interval_s: float = 0.5, mark_ready: bool = True, on_retire: Callable[[], None] = lambda: None,
+                 board: Board | None = None, on_peer_lost: Callable[[list[int]], None] = lambda peers: None) -> None:
         super().__init__(name="atp-keyspace-watch", daemon=True)
-        self._client, self._plan, self._store = client, plan, store
+        self._client, self._plan, self._store, self._board = client, plan, store, board
         self._name, self._gens, self._ks = settings.generation, settings.generations, settings.keyspace
         self._marker = settings.generation_dir / WAS_CURRENT_FILE
         self._interval = interval_s
         self._pending = plan.republish and mark_ready
-        self._on_retire = on_retire
+        self._on_retire, self._on_peer_lost = on_retire, on_peer_lost
         self.stopped = threading.Event()
 
     def complete(self) -> bool:
@@ -133,7 +158,12 @@ class KeyspaceWatch(threading.Thread):
         Bytewax commits an epoch only after every sink has written it, so committed offsets at or
         past the targets mean the positions of all those events are in Redis.
         """
-        if REPUBLISH.built < self._plan.expected_keys or REPUBLISH.keys or self._store is None:
+        if self._store is None:
+            return False
+        if self._board is not None:
+            if not self._board.republished(self._plan.expected_keys):
+                return False
+        elif REPUBLISH.built < self._plan.expected_keys or REPUBLISH.keys:
             return False
         _, committed = self._store.committed_offsets()
         return all(committed.get(part, 0) >= end for part, end in self._plan.targets.items() if end > 0)
@@ -146,6 +176,11 @@ class KeyspaceWatch(threading.Thread):
                 if meta is None or meta.get("run_id") != self._plan.run_id:
                     REPUBLISH.report_lost()
                     return
+                if self._board is not None:
+                    silent = self.exchange(self._board)
+                    if silent:
+                        self._on_peer_lost(silent)
+                        return
                 if retire_due(meta):
                     log.info("generation '%s' reached the end of its grace period after a switch; retiring", self._name)
                     self._on_retire()
@@ -159,6 +194,16 @@ class KeyspaceWatch(threading.Thread):
                 self.remember_pointer()
             except (redis.exceptions.RedisError, OSError) as exc:
                 log.debug("keyspace check failed (the sink retries writes): %s", exc)
+                if self._board is not None:
+                    self._board.forget()
+
+    @staticmethod
+    def exchange(board: Board) -> list[int]:
+        """Tell the cluster how far this process is; hear how far the others are. Returns the peers
+        that have gone silent."""
+        board.publish(Status(REPUBLISH.built, len(REPUBLISH.keys), STOCK_PROGRESS.mine()))
+        STOCK_PROGRESS.others_saw(board.others_wms())
+        return board.silent()
 
     def remember_pointer(self) -> None:
         """Keep a local note of whether the API serves this generation, for after a Redis loss."""

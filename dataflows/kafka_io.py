@@ -224,7 +224,7 @@ def low_offsets(settings: Settings, timeout_s: float = 10.0) -> dict[tuple[str, 
         consumer.close()
 
 
-def check_kafka(settings: Settings, timeout_s: float = 10.0, workers_total: int | None = None) -> dict[str, Any]:
+def check_kafka(settings: Settings, timeout_s: float = 10.0) -> dict[str, Any]:
     """Fail fast (instead of hanging) when the broker is unreachable or an input topic is missing."""
     try:
         md = admin(settings).list_topics(timeout=timeout_s)
@@ -237,11 +237,13 @@ def check_kafka(settings: Settings, timeout_s: float = 10.0, workers_total: int 
     if missing:
         raise StackError(f"topics missing on {settings.kafka_bootstrap}: {', '.join(missing)}; run `atp topics create`")
     parts = {t: len(md.topics[t].partitions) for t in settings.input_topics}
-    workers = workers_total or settings.workers
+    workers = settings.workers_total
     total = sum(parts.values())
     if total % workers:
+        over = f"{workers} workers" if settings.processes == 1 else \
+            f"{workers} workers ({settings.processes} processes x ATP_WORKERS={settings.workers})"
         raise StackError(
-            f"{total} input partitions cannot be split evenly over {workers} workers (Bytewax stalls when "
-            "workers own uneven partition counts, upstream issue #556); choose a worker count that divides it"
+            f"{total} input partitions cannot be split evenly over {over} (Bytewax stalls when workers own "
+            "uneven partition counts, upstream issue #556); choose a worker count that divides it"
         )
     return parts

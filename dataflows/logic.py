@@ -189,7 +189,7 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
 
     def _past_is_in(self, arrival_ms: int, as_of_ms: int, now_ms: int, read_to: int) -> bool:
         """Whether the stock changes before ``as_of_ms`` have been read: every wms partition of
-        this process has passed it (after a short wait for the other workers), or at the latest
+        the dataflow has passed it (after a short wait for the other workers), or at the latest
         the timeout ran out."""
         ctx = self._ctx
         waited = now_ms - arrival_ms

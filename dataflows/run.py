@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import threading
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,7 +21,8 @@ from atp.errors import StackError
 from atp.redisconn import connect, connect_url
 from atp.generations import Spec, current, drop, write_meta
 from dataflows import kafka_io, metrics
-from dataflows.continuity import KeyspaceWatch, StartPlan, plan_start
+from dataflows.cluster import PEER_TIMEOUT_S, Board
+from dataflows.continuity import KeyspaceWatch, StartPlan, follow_start, plan_start
 from dataflows.recovery import RecoveryStore
 from dataflows.republish import REPUBLISH
 from dataflows.flow import production_flow
@@ -44,6 +46,9 @@ def recovery_config(settings: Settings) -> RecoveryConfig | None:
     """Bytewax recovery partitions under the state dir (created and checked by ``plan_start``)."""
     if not settings.recovery:
         return None
+    # In cluster mode the other processes may have none of the partitions (process 0 holds them);
+    # Bytewax needs the cluster as a whole to reach each one, not every process.
+    settings.recovery_dir.mkdir(parents=True, exist_ok=True)
     return RecoveryConfig(str(settings.recovery_dir), backup_interval=timedelta(0))
 
 
@@ -70,9 +75,33 @@ def _raise_once(why: str) -> None:
         raise KeyboardInterrupt(why)
 
 
+# A process of a cluster that is stopped alone waits for the others to stop too. Stop them
+# together (docker compose stop, a supervisor's group stop); one that is still waiting after this
+# grace exits anyway, and its peers stop when they lose it (recovery resumes them all).
+CLUSTER_STOP_GRACE_S = 15.0
+_cluster: list[bool] = [False]
+
+
 def _interrupt(signum: int, _frame: Any) -> None:
     _stop_requested.append(signal.Signals(signum).name)
+    if len(_stop_requested) == 1:
+        _arm_leave_timer()
     _raise_once(_stop_requested[-1])
+
+
+def _arm_leave_timer() -> None:
+    if _cluster[0]:
+        timer = threading.Timer(CLUSTER_STOP_GRACE_S, _leave_cluster)
+        timer.daemon = True  # a process that stops in time exits without waiting for it
+        timer.start()
+
+
+def _leave_cluster() -> None:
+    log.warning("the other processes of the cluster did not stop within %.0f s; exiting without them "
+                "(they stop when they lose this one; the next start resumes from the last snapshot)",
+                CLUSTER_STOP_GRACE_S)
+    logging.shutdown()
+    os._exit(0)
 
 
 def _interrupt_from_watch() -> None:
@@ -84,8 +113,17 @@ def _retire() -> None:
     _interrupt_from_watch()
 
 
+_peers_lost: list[int] = []
+
+
+def _peer_lost(peers: list[int]) -> None:
+    _peers_lost[:] = peers
+    _arm_leave_timer()
+    _interrupt_from_watch()
+
+
 def _internal(signum: int, _frame: Any) -> None:
-    _raise_once("retired" if _retiring.is_set() else "keyspace lost")
+    _raise_once("retired" if _retiring.is_set() else "peer lost" if _peers_lost else "keyspace lost")
 
 
 def run(settings: Settings, replay: Replay | None = None) -> str:
@@ -97,13 +135,20 @@ def run(settings: Settings, replay: Replay | None = None) -> str:
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGUSR1, _internal)
+    _cluster[0] = settings.processes > 1
+    if replay is not None and settings.processes > 1:
+        raise StackError("a replay runs as one process: unset ATP_CLUSTER_ADDRESSES and ATP_PROCESS_ID for it")
     partitions = kafka_io.check_kafka(settings)
     check_redis(settings.redis_url, cluster=settings.redis_cluster)
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+        try:
+            start_http_server(settings.metrics_port, addr=settings.metrics_host)
+        except OSError as exc:
+            raise StackError(f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} ({exc}); "
+                             "give each dataflow process its own ATP_METRICS_PORT (0 disables)") from None
     client = connect(settings, socket_timeout=10, socket_connect_timeout=5)
     while True:
-        plan = plan_start(settings, client, new=replay.spec if replay else None, live=replay is None)
+        plan = _plan(settings, client, replay)
         STOCK_PROGRESS.reset(partitions[settings.topic_wms])
         outcome = _run_once(settings, plan, client, replay)
         if outcome == LOST:
@@ -119,25 +164,40 @@ def run(settings: Settings, replay: Replay | None = None) -> str:
         return outcome
 
 
+def _plan(settings: Settings, client: redis.Redis, replay: Replay | None) -> StartPlan:
+    if not settings.coordinator:
+        return follow_start(settings, client)
+    if settings.processes > 1:
+        Board(client, settings).clear()  # statuses of an earlier start are void
+    return plan_start(settings, client, new=replay.spec if replay else None, live=replay is None)
+
+
 def _run_once(settings: Settings, plan: StartPlan, client: redis.Redis, replay: Replay | None) -> str:
     REPUBLISH.reset(active=plan.republish)
     REPUBLISH.on_lost = _interrupt_from_watch
     _interrupting.clear()
     _retiring.clear()
+    _peers_lost.clear()
     metrics.STATE_KEYS.set(0)  # the logics count themselves in as Bytewax builds them
     metrics.OVERSOLD.set(0)
-    store = RecoveryStore(settings.recovery_dir) if settings.recovery else None
-    watch = KeyspaceWatch(client, settings, plan, store, mark_ready=replay is None, on_retire=_retire)
+    # Process 0 holds the recovery store and judges the re-publish; the others only report to it.
+    store = RecoveryStore(settings.recovery_dir) if settings.recovery and settings.coordinator else None
+    board = Board(client, settings) if settings.processes > 1 else None
+    watch = KeyspaceWatch(client, settings, plan, store, mark_ready=replay is None and settings.coordinator,
+                          on_retire=_retire, board=board, on_peer_lost=_peer_lost)
     watch.start()
     log.info(
-        "dataflow starting generation=%s run=%s brokers=%s redis=%s workers=%d recovery=%s republish=%s replay=%s",
-        settings.generation, plan.run_id, settings.kafka_bootstrap, settings.redis_url, settings.workers,
-        settings.recovery, plan.republish, replay is not None,
+        "dataflow starting generation=%s run=%s brokers=%s redis=%s process=%d/%d workers=%d recovery=%s "
+        "republish=%s replay=%s", settings.generation, plan.run_id, settings.kafka_bootstrap, settings.redis_url,
+        settings.process_id or 0, settings.processes, settings.workers, settings.recovery, plan.republish,
+        replay is not None,
     )
     try:
         cli_main(
             production_flow(settings, plan.spec.formula_version, replay.bounds if replay else None),
             workers_per_process=settings.workers,
+            process_id=settings.process_id,
+            addresses=settings.addresses,
             epoch_interval=timedelta(seconds=settings.snapshot_interval_s),
             recovery_config=recovery_config(settings),
         )
@@ -153,6 +213,16 @@ def _run_once(settings: Settings, plan: StartPlan, client: redis.Redis, replay: 
             return LOST
         if _retiring.is_set():
             return RETIRED
+        if settings.processes > 1:
+            # Bytewax panics in every process when one crashes; one that leaves cleanly is noticed
+            # by the watch (its status stops changing).
+            log.debug("the cluster run failed", exc_info=True)
+            why = (f"process(es) {', '.join(map(str, _peers_lost))} stopped reporting for "
+                   f"{PEER_TIMEOUT_S:.0f} s" if _peers_lost else repr(sys.exc_info()[1])[:200])
+            raise StackError(
+                f"process {settings.process_id} of the dataflow cluster stopped ({why}): when another process "
+                "stops or becomes unreachable, all of them stop. Start every process again (a supervisor does "
+                "it: restart on failure); they resume from the last snapshot.") from None
         raise
     finally:
         watch.stopped.set()

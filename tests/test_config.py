@@ -31,12 +31,25 @@ def test_environment_and_config_file(tmp_path):
         ({"ATP_REDIS_URL": "localhost:6379"}, "must start with redis://"),
         ({"ATP_WORKRES": "2"}, "ATP_WORKRES='2': unknown setting"),
         ({"ATP_CONFIG": "/nonexistent/atp.toml"}, "ATP_CONFIG=/nonexistent/atp.toml"),
+        ({"ATP_PROCESS_ID": "1"}, "cluster mode needs both ATP_CLUSTER_ADDRESSES"),
+        ({"ATP_CLUSTER_ADDRESSES": "a:1;b:2", "ATP_PROCESS_ID": "2"}, "lists 2 processes (ids 0 to 1)"),
+        ({"ATP_CLUSTER_ADDRESSES": "a:1;a:1", "ATP_PROCESS_ID": "0"}, "listed twice"),
+        ({"ATP_CLUSTER_ADDRESSES": "a:1,b:2", "ATP_PROCESS_ID": "0"}, "separated by ';'"),
     ],
 )
 def test_bad_settings_name_the_variable(env, needle):
     with pytest.raises(ConfigError) as info:
         load_settings(env)
     assert needle in str(info.value)
+
+
+def test_cluster_settings():
+    s = load_settings({"ATP_CLUSTER_ADDRESSES": "10.0.0.1:2101; 10.0.0.2:2101", "ATP_PROCESS_ID": "1",
+                       "ATP_WORKERS": "2"})
+    assert s.addresses == ["10.0.0.1:2101", "10.0.0.2:2101"]
+    assert (s.processes, s.workers_total, s.coordinator) == (2, 4, False)
+    one = load_settings({})
+    assert (one.addresses, one.processes, one.workers_total, one.coordinator) == (None, 1, 1, True)
 
 
 def test_safety_stock_file(tmp_path):
