@@ -1,11 +1,8 @@
 """Cluster mode: what the processes of one Bytewax cluster tell each other through Redis.
 
-Bytewax moves data between the processes; it does not share our process-wide bookkeeping. Two
-things need the whole cluster's view:
-
-- a re-publish is complete only when every process has written the keys it resumed;
-- a snapshot is compared with the stream once *every* wms partition has passed its ``as_of``, and
-  each process reads only its own share of them.
+Bytewax moves data between the processes; it does not share our process-wide bookkeeping. A
+re-publish is complete only when every process has written the keys it resumed, and process 0
+judges that.
 
 Every process writes its status (a field of one hash, ``{prefix}:cluster``) twice a second; each
 one reads the others'. The coordinator (process 0) clears the hash whenever it starts a run, so a
@@ -24,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import redis
 
@@ -35,17 +32,15 @@ from atp.config import Settings
 class Status:
     built: int = 0  # resumed keys that registered for a re-publish
     pending: int = 0  # ... and are not in Redis yet
-    wms: dict[int, int] = field(default_factory=dict)  # wms partition -> newest event time read
     beat: int = 0  # counts the writer's statuses: a peer whose count stops changing has left
 
     def dumps(self) -> str:
-        return json.dumps({"built": self.built, "pending": self.pending, "wms": self.wms, "beat": self.beat},
-                          separators=(",", ":"))
+        return json.dumps({"built": self.built, "pending": self.pending, "beat": self.beat}, separators=(",", ":"))
 
     @classmethod
     def loads(cls, raw: bytes | str) -> "Status":
         d = json.loads(raw)
-        return cls(int(d["built"]), int(d["pending"]), {int(p): int(t) for p, t in d["wms"].items()}, int(d["beat"]))
+        return cls(int(d["built"]), int(d["pending"]), int(d["beat"]))
 
 
 PEER_TIMEOUT_S = 10.0
@@ -65,7 +60,7 @@ class Board:
 
     def publish(self, status: Status) -> None:
         self._beat += 1
-        self._client.hset(self._key, str(self.me), Status(status.built, status.pending, status.wms, self._beat).dumps())
+        self._client.hset(self._key, str(self.me), Status(status.built, status.pending, self._beat).dumps())
 
     def read(self) -> dict[int, Status]:
         statuses = {int(k): Status.loads(v) for k, v in self._client.hgetall(self._key).items()}
@@ -89,12 +84,3 @@ class Board:
         statuses = self.read()
         return (len(statuses) >= self.processes and sum(s.built for s in statuses.values()) >= expected_keys
                 and not any(s.pending for s in statuses.values()))
-
-    def others_wms(self) -> dict[int, int]:
-        """The other processes' newest wms event time per partition."""
-        merged: dict[int, int] = {}
-        for process, status in self.read().items():
-            if process != self.me:
-                for partition, t in status.wms.items():
-                    merged[partition] = max(t, merged.get(partition, 0))
-        return merged

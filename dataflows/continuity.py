@@ -36,7 +36,6 @@ from atp.generations import (
 from dataflows import kafka_io
 from dataflows.cluster import Board, Status
 from dataflows.recovery import RecoveryError, RecoveryStore
-from dataflows.progress import STOCK_PROGRESS
 from dataflows.republish import REPUBLISH
 from state.projection import READY, REBUILDING, DEFAULT_GENERATION
 
@@ -199,10 +198,9 @@ class KeyspaceWatch(threading.Thread):
 
     @staticmethod
     def exchange(board: Board) -> list[int]:
-        """Tell the cluster how far this process is; hear how far the others are. Returns the peers
-        that have gone silent."""
-        board.publish(Status(REPUBLISH.built, len(REPUBLISH.keys), STOCK_PROGRESS.mine()))
-        STOCK_PROGRESS.others_saw(board.others_wms())
+        """Tell the cluster how far this process's re-publish is; returns the peers that went silent."""
+        board.publish(Status(REPUBLISH.built, len(REPUBLISH.keys)))
+        board.read()
         return board.silent()
 
     def remember_pointer(self) -> None:

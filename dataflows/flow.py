@@ -19,6 +19,7 @@ from dataflows.groups import GroupLogic, ToGroups
 from dataflows.kafka_io import Bounds
 from dataflows.location_demand import DemandMetrics, location_demand
 from dataflows.logic import FoldContext, PositionLogic
+from dataflows.progress import STOCK_PROGRESS, no_progress
 from dataflows.redis_sink import RedisPositionSink
 from schemas import Decoder, Encoder, default_store
 from schemas.codec import registry_client
@@ -111,7 +112,8 @@ def deps_from_settings(settings: Settings, formula: int | None = None) -> FlowDe
             formula=formula or settings.formula_version or 1, lateness_ms=settings.lateness_ms,
             drift=settings.drift_policy, reconcile_delay_ms=int(settings.reconcile_delay_s * 1000),
             reconcile_timeout_ms=int(settings.reconcile_timeout_s * 1000),
-            low_stock_atp=settings.low_stock_atp),
+            low_stock_atp=settings.low_stock_atp,
+            stock_progress=STOCK_PROGRESS.get if settings.workers_total == 1 else no_progress),
         availability=kafka_io.RecordMessage(encoder, "AvailabilityChanged", settings.topic_availability),
         alert=kafka_io.RecordMessage(encoder, "DriftAlert", settings.topic_drift_alerts),
         band=kafka_io.RecordMessage(encoder, "AvailabilityThreshold", settings.topic_thresholds),

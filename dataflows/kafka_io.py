@@ -35,7 +35,25 @@ class Bounds:
     starts: Mapping[str, int] = field(default_factory=dict)
 
 
-class BoundedKafkaSource(KafkaSource):
+class InputSource(KafkaSource):
+    """Bytewax's source, whose partition listing gets no consumer-only settings: its admin client
+    would warn about each one (CONFWARN ... is a consumer property) at every start."""
+
+    def list_parts(self) -> list[str]:
+        config = {"bootstrap.servers": ",".join(self._brokers),
+                  **{k: v for k, v in self._add_config.items() if k not in _CONSUMER_ONLY}}
+        md = AdminClient(config).list_topics(timeout=10)
+        parts = []
+        for topic in self._topics:
+            meta = md.topics.get(topic)
+            if meta is None or meta.error is not None:
+                raise RuntimeError(f"cannot list the partitions of Kafka topic {topic!r}: "
+                                   f"{meta.error.str() if meta is not None else 'no such topic'}")
+            parts += [f"{i}-{topic}" for i in meta.partitions]
+        return parts
+
+
+class BoundedKafkaSource(InputSource):
     """Ends each partition at a fixed offset (``{index}-{topic}`` -> the first offset not to read).
 
     A replay must end where the log ended *when the replay started*: end-of-partition never comes
@@ -93,7 +111,7 @@ def source(settings: Settings, tail: bool = True, bounds: Bounds | None = None) 
         return BoundedKafkaSource(
             settings.brokers, list(settings.input_topics), batch_size=settings.kafka_batch_size,
             add_config=_consumer_config(settings), raise_on_errors=False, bounds=bounds)
-    return KafkaSource(
+    return InputSource(
         settings.brokers,
         list(settings.input_topics),
         tail=tail,
@@ -106,6 +124,9 @@ def source(settings: Settings, tail: bool = True, bounds: Bounds | None = None) 
 
 def _consumer_config(settings: Settings) -> dict[str, str]:
     return {"fetch.wait.max.ms": str(settings.kafka_fetch_wait_ms)}
+
+
+_CONSUMER_ONLY = ("fetch.wait.max.ms",)
 
 
 def sink(settings: Settings) -> KafkaSink:

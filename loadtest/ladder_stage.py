@@ -80,20 +80,25 @@ def run(stage: str, bounds: kafka_io.Bounds, settings: Settings) -> int:
         return _consume(settings, dict(bounds.ends), stage == "decode")
     recovery = None
     if stage == "full":
-        RecoveryStore(settings.recovery_dir).create(settings.workers)
+        # In cluster mode (loadtest.cluster_bench) process 0 holds every partition, as `atp run` does.
+        if settings.coordinator:
+            RecoveryStore(settings.recovery_dir).create(settings.workers_total)
+        settings.recovery_dir.mkdir(parents=True, exist_ok=True)
         recovery = RecoveryConfig(str(settings.recovery_dir), backup_interval=timedelta(0))
-    if stage in ("publish", "full"):
+    if stage in ("publish", "full") and settings.coordinator:
         import redis
 
         from atp.generations import write_meta
         from state.projection import READY
 
         write_meta(redis.Redis.from_url(settings.redis_url), settings.keyspace, "ladder", READY)
-    cli_main(_flow(settings, bounds, stage), workers_per_process=settings.workers,
-             epoch_interval=timedelta(seconds=settings.snapshot_interval_s), recovery_config=recovery)
+    cli_main(_flow(settings, bounds, stage), workers_per_process=settings.workers, process_id=settings.process_id,
+             addresses=settings.addresses, epoch_interval=timedelta(seconds=settings.snapshot_interval_s),
+             recovery_config=recovery)
     if stage == "bytewax":
         return COUNT[0]
     # What the decode step saw (next offsets, less the starts), so a rung that stopped early shows.
+    # In cluster mode each process counts its own partitions.
     return _consumed() - sum(bounds.starts.values())
 
 

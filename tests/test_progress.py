@@ -18,13 +18,13 @@ def test_progress_is_the_slowest_partition_and_only_once_every_partition_was_rea
     assert p.get() == 0
 
 
-def test_in_a_cluster_the_other_processes_partitions_count_too():
-    p = StockProgress()
-    p.reset(4)
-    p.saw({0: 500, 2: 900})  # this process reads partitions 0 and 2
-    assert p.get() == 0
-    p.others_saw({1: 300, 3: 800})
-    assert p.get() == 300
-    p.others_saw({1: 1000, 3: 800})  # the others' newest figures replace their older ones
-    assert p.get() == 500
-    assert p.mine() == {0: 500, 2: 900}  # what this process tells the others: its own partitions only
+
+def test_only_a_single_worker_goes_by_the_read_progress():
+    from atp.config import load_settings
+    from dataflows.flow import deps_from_settings
+    from dataflows.progress import STOCK_PROGRESS, no_progress
+
+    assert deps_from_settings(load_settings({})).fold.stock_progress == STOCK_PROGRESS.get
+    for env in ({"ATP_WORKERS": "2"}, {"ATP_CLUSTER_ADDRESSES": "h:1;h:2", "ATP_PROCESS_ID": "1"}):
+        # Workers fold what other workers read, through unbounded queues: reading says nothing.
+        assert deps_from_settings(load_settings(env)).fold.stock_progress is no_progress
