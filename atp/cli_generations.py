@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from atp.cli_common import console, err, friendly, settings
+from atp.procinfo import own_peak_rss_mib
 from atp.errors import AtpError, ConfigError
 from state.position import FORMULAS
 from state.projection import GENERATION_PATTERN
@@ -135,7 +136,7 @@ def _replay(name: str, until_ms: int | None, formula: int | None, starts: dict[s
     keys = count_positions(client, gen.keyspace)
     console.print(f"replayed {progress.read:,} records into generation '{name}' ({spec.kind}, formula "
                   f"{spec.formula_version}) in {seconds:.1f} s: {progress.read / max(seconds, 1e-9):,.0f} rec/s, "
-                  f"{keys:,} keys")
+                  f"{keys:,} keys, peak RSS {own_peak_rss_mib():,.0f} MiB")
     if dry_run:
         cur = current(client, s.generations)
         diff = compare(client, gen.keyspace, s.generations.keyspace(cur))

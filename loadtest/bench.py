@@ -80,15 +80,6 @@ def produce(settings: Settings, events: int, skus: int, locations: int, seed: in
     return sent
 
 
-def own_peak_rss_mib() -> float:
-    """This process's peak RSS since its exec (VmHWM). A child's ``ru_maxrss`` is no good: it keeps
-    the RSS the child had between fork and exec, which is its parent's."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return round(int(line.split()[1]) / 1024, 1)
-    return 0.0
-
-
 @dataclass(frozen=True)
 class Measured:
     exit_code: int

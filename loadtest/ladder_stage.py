@@ -30,7 +30,7 @@ from bytewax.run import cli_main
 
 from atp.config import Settings, load_settings
 from dataflows import kafka_io
-from loadtest.bench import own_peak_rss_mib
+from atp.procinfo import own_peak_rss_mib
 from loadtest.peer_logic import read_input
 from dataflows.flow import FlowIO, build_flow, deps_from_settings
 from dataflows.recovery import RecoveryStore

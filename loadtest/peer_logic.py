@@ -16,7 +16,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from atp.config import Settings
-from loadtest.bench import own_peak_rss_mib
+from atp.procinfo import own_peak_rss_mib
 from schemas import Decoder, default_store
 from schemas import DecodeError
 from state import events as ev
