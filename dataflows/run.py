@@ -101,7 +101,7 @@ def _leave_cluster() -> None:
                 "(they stop when they lose this one; the next start resumes from the last snapshot)",
                 CLUSTER_STOP_GRACE_S)
     logging.shutdown()
-    os._exit(0)
+    os._exit(0 if _stop_requested else 2)  # a lost peer is a failure: a supervisor restarts this one
 
 
 def _interrupt_from_watch() -> None:
