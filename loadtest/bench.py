@@ -92,15 +92,27 @@ class Measured:
 
 def measure(args: Sequence[str], env: dict[str, str], log_dir: Path, name: str) -> Measured:
     """Run ``python -m <args>`` from the project root; its output goes to files (no pipe to fill)."""
-    out, err = log_dir / f"{name}.out", log_dir / f"{name}.err"
-    with out.open("wb") as o, err.open("wb") as e:
-        started = time.perf_counter()
-        p = subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, stdout=o, stderr=e, env=env)
+    return measure_together([(args, env, name)], log_dir)[0]
+
+
+def measure_together(runs: Sequence[tuple[Sequence[str], dict[str, str], str]], log_dir: Path) -> list[Measured]:
+    """``measure`` for processes that run at the same time (the processes of a cluster): all are
+    started, then each is reaped; ``wall_s`` is from the first start to that process's exit."""
+    started = time.perf_counter()
+    procs = []
+    for args, env, name in runs:
+        out, err = log_dir / f"{name}.out", log_dir / f"{name}.err"
+        with out.open("wb") as o, err.open("wb") as e:
+            procs.append((subprocess.Popen([sys.executable, "-m", *args], cwd=ROOT, stdout=o, stderr=e, env=env),
+                          out, err))
+    results = []
+    for p, out, err in procs:
         _, status, usage = os.wait4(p.pid, 0)
-        wall = time.perf_counter() - started
-    p.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait again
-    return Measured(p.returncode, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024,
-                    out.read_text(errors="replace"), err.read_text(errors="replace"))
+        p.returncode = os.waitstatus_to_exitcode(status)  # reaped here, so Popen must not wait again
+        results.append(Measured(p.returncode, time.perf_counter() - started, usage.ru_utime + usage.ru_stime,
+                                usage.ru_maxrss / 1024, out.read_text(errors="replace"),
+                                err.read_text(errors="replace")))
+    return results
 
 
 def pyplot() -> Any:

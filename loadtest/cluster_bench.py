@@ -20,10 +20,8 @@ from __future__ import annotations
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -31,10 +29,9 @@ from typing import Any
 from atp.config import Settings, child_environ
 from atp.stack import free_port
 from dataflows import kafka_io
-from loadtest.bench import bar_chart, parser, private_stack, produce, write_report
+from loadtest.bench import bar_chart, measure_together, parser, private_stack, produce, write_report
 from loadtest.chaos import machine
 from loadtest.chaos_verify import LogTruth, Verdict, check_redis_positions, read_truth
-from loadtest.child import ROOT
 
 LAYOUTS = {"1x1": (1, 1), "1x2": (1, 2), "2x1": (2, 1)}  # processes, workers per process
 LABELS = {"1x1": "1 process x 1 worker", "1x2": "1 process x 2 workers", "2x1": "2 processes x 1 worker (cluster)"}
@@ -50,29 +47,20 @@ def _settings(base: Settings, layout: str, i: int, process: int) -> Settings:
 def _run(layout: str, base: Settings, ends_file: Path, truth: LogTruth, i: int, log_dir: Path) -> dict[str, Any]:
     processes, _ = LAYOUTS[layout]
     addresses = ";".join(f"127.0.0.1:{free_port()}" for _ in range(processes)) if processes > 1 else None
-    procs = []
-    started = time.perf_counter()
+    runs = []
     for p in range(processes):
         s = _settings(base, layout, i, p)
         s.state_dir.mkdir(parents=True, exist_ok=True)
         env = child_environ(s, os.environ)
         if addresses:
             env.update(ATP_CLUSTER_ADDRESSES=addresses, ATP_PROCESS_ID=str(p))
-        out, err = (log_dir / f"{layout}-{i}-p{p}.{x}" for x in ("out", "err"))
-        with out.open("wb") as o, err.open("wb") as e:
-            procs.append((subprocess.Popen([sys.executable, "-m", "loadtest.ladder_stage", "full", str(ends_file)],
-                                           cwd=ROOT, stdout=o, stderr=e, env=env), out, err))
-    cpu, outs = 0.0, []
-    for proc, out, err in procs:
-        _, status, usage = os.wait4(proc.pid, 0)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        cpu += usage.ru_utime + usage.ru_stime
-        if proc.returncode != 0:
-            for q, _, _ in procs:
-                q.kill()
-            raise RuntimeError(f"layout {layout} failed:\n{err.read_text(errors='replace')[-3000:]}")
-        outs.append(json.loads(out.read_text().strip().splitlines()[-1]))
-    wall = time.perf_counter() - started
+        runs.append((["loadtest.ladder_stage", "full", str(ends_file)], env, f"{layout}-{i}-p{p}"))
+    measured = measure_together(runs, log_dir)
+    failed = next((m for m in measured if m.exit_code != 0), None)
+    if failed is not None:
+        raise RuntimeError(f"layout {layout} failed:\n{failed.stderr[-3000:]}")
+    outs = [json.loads(m.stdout.strip().splitlines()[-1]) for m in measured]
+    cpu, wall = sum(m.cpu_s for m in measured), max(m.wall_s for m in measured)
     records = sum(o["records"] for o in outs)
     seconds = max(o["seconds"] for o in outs)
     v = Verdict(truth)

@@ -85,6 +85,16 @@ def wait_until(predicate, timeout_s: float, what: str, proc: Child | None = None
     raise AssertionError(f"timed out after {timeout_s} s waiting for {what}" + (f":\n{proc.tail()}" if proc else ""))
 
 
+def send_events(producer, items, rate: float | None = None) -> None:
+    """Produce (alias, record) items, at about ``rate`` per second when given; all must be delivered."""
+    for i, (alias, rec) in enumerate(items):
+        producer.send(alias, rec)
+        if rate and i % 200 == 199:
+            producer.flush()
+            time.sleep(200 / rate)
+    assert producer.flush() == 0
+
+
 def get_json(url: str):
     """The body of a 200 answer, or None (not up yet, or any other status)."""
     try:

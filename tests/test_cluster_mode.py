@@ -17,7 +17,7 @@ from atp.stack import free_port
 from dataflows.recovery import RecoveryStore
 from loadtest.simulator import Simulator
 from state.projection import READY, KeySpace, from_hash
-from tests.conftest import processed, wait_until
+from tests.conftest import processed, send_events, wait_until
 from tests.reference import fold_all
 
 pytestmark = pytest.mark.integration
@@ -45,15 +45,7 @@ def test_two_processes_share_the_work_and_survive_a_kill(settings, start, rclien
     producer = EventProducer(settings)
     ks = KeySpace(settings.redis_key_prefix)
 
-    def send(chunk, rate=None):
-        for i, (alias, rec) in enumerate(chunk):
-            producer.send(alias, rec)
-            if rate and i % 200 == 199:
-                producer.flush()
-                time.sleep(200 / rate)
-        assert producer.flush() == 0
-
-    send(items[:8000])
+    send_events(producer, items[:8000])
     p1 = start("run", s=s1)  # the follower first: it waits for process 0's start
     time.sleep(1.0)
     assert p1.alive(), p1.tail()
@@ -63,7 +55,7 @@ def test_two_processes_share_the_work_and_survive_a_kill(settings, start, rclien
     done0, done1 = processed(s0), processed(s1)
     assert done0 > 0 and done1 > 0 and done0 + done1 >= 8000, (done0, done1)
 
-    sender = threading.Thread(target=send, args=(items[8000:], 6000))
+    sender = threading.Thread(target=send_events, args=(producer, items[8000:], 6000))
     sender.start()
     time.sleep(1.0)
     p0.stop(signal.SIGKILL)

@@ -11,7 +11,7 @@ import pytest
 from atp.producer import EventProducer
 from loadtest.simulator import Simulator
 from state.projection import KeySpace, from_hash
-from tests.conftest import processed, wait_until
+from tests.conftest import processed, send_events, wait_until
 from tests.reference import fold_all
 
 pytestmark = pytest.mark.integration
@@ -49,18 +49,10 @@ def test_kill_and_restart_converges_to_the_fold(settings, start, rclient):
     watcher = VersionWatcher(rclient, [ks.position(s, loc) for s in sim.busiest(5) for loc in sim.locations])
     watcher.start()
 
-    def send(chunk, rate=None):
-        for i, (alias, rec) in enumerate(chunk):
-            producer.send(alias, rec)
-            if rate and i % 200 == 199:
-                producer.flush()
-                time.sleep(200 / rate)
-        assert producer.flush() == 0
-
-    send(items[:8000])
+    send_events(producer, items[:8000])
     flow = start("run")
     wait_until(lambda: processed(settings) >= 8000, 60, "the first third", flow)
-    sender = threading.Thread(target=send, args=(items[8000:], 8000))  # about 2 s of traffic
+    sender = threading.Thread(target=send_events, args=(producer, items[8000:], 8000))  # about 2 s of traffic
     sender.start()
     time.sleep(1.0)
     before_kill = processed(settings)
