@@ -15,6 +15,7 @@ replay gives every key the same controls, so the same versions.
 from __future__ import annotations
 
 from dataclasses import replace
+from sys import intern
 from typing import Any, Union
 
 from bytewax.operators import StatefulBatchLogic
@@ -38,7 +39,7 @@ def skus_by_location(batch: list[tuple[str, Any]]) -> list[tuple[str, set]]:
         skus = found.get(event.location)
         if skus is None:
             skus = found[event.location] = set()
-        skus.add(event.sku)
+        skus.add(intern(event.sku))  # shared with the keys' states (state.fold.KeyState)
     return list(found.items())
 
 

@@ -85,7 +85,7 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
             if type(event) is InventorySnapshot:
                 _count(topic, "SNAPSHOT", outcome != DUPLICATE)
                 if outcome != DUPLICATE:
-                    st.pending.append((now_ms, event))
+                    st.pending += ((now_ms, event),)
             elif type(event) is SafetyStockSet:
                 if not event.location_wide:  # a location's copies are counted once, by its directory
                     _count(topic, "SAFETY_STOCK_SET", outcome != DUPLICATE)
@@ -160,7 +160,7 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
             if result.alert is not None:
                 metrics.ALERTS.labels("DRIFT", result.alert.severity, snap.source_system).inc()
                 out.append(result.alert)
-        st.pending = waiting
+        st.pending = tuple(waiting)
 
     def _publish(self, out: list[Output], now: float, event_driven: bool = False) -> None:
         """The key's position, plus an oversold alert and a band change when those happened."""

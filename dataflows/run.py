@@ -20,7 +20,7 @@ from atp.config import Settings
 from atp.errors import StackError
 from atp.redisconn import connect, connect_url
 from atp.generations import Spec, current, drop, write_meta
-from dataflows import kafka_io, metrics
+from dataflows import gctune, kafka_io, metrics
 from dataflows.cluster import PEER_TIMEOUT_S, Board
 from dataflows.continuity import KeyspaceWatch, StartPlan, follow_start, plan_start
 from dataflows.recovery import RecoveryStore
@@ -136,6 +136,7 @@ def run(settings: Settings, replay: Replay | None = None) -> str:
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGUSR1, _internal)
     _cluster[0] = settings.processes > 1
+    gctune.tune()
     if replay is not None and settings.processes > 1:
         raise StackError("a replay runs as one process: unset ATP_CLUSTER_ADDRESSES and ATP_PROCESS_ID for it")
     partitions = kafka_io.check_kafka(settings)

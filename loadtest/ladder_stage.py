@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import sys
 import time
+from dataflows import gctune
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -109,6 +110,7 @@ def _consumed() -> int:
 
 
 def main() -> None:
+    gctune.tune()  # as `atp run` does
     stage, ends_file = sys.argv[1], Path(sys.argv[2])
     if stage not in STAGES:
         raise SystemExit(f"stage must be one of {', '.join(STAGES)}")

@@ -9,12 +9,15 @@ import time
 
 import redis
 
+from dataflows import gctune
 from atp.config import load_settings
-from loadtest.peer_logic import AtpLogic, hash_fields, load_ends, read_input, report
+from loadtest.peer_logic import AtpLogic, load_ends, read_input, report
+from state.projection import hash_fields
 from state.fold import KeyState
 
 
 def main() -> None:
+    gctune.tune()  # as `atp run` does; the peers too, so the comparison is of the frameworks
     settings = load_settings()
     started = time.perf_counter()
     logic = AtpLogic(settings)

@@ -23,7 +23,6 @@ from state import events as ev
 from state.errors import InvalidEvent
 from state.fold import KeyState, apply
 from state.position import Position, position
-from state.projection import write_args
 from state.safety import SafetyStock
 
 Routed = tuple[str, ev.Event]
@@ -71,12 +70,6 @@ class AtpLogic:
 
     def position(self, state: KeyState) -> Position:
         return position(state, self.safety.for_state(state), int(time.time() * 1000), self.formula)
-
-
-def hash_fields(p: Position) -> dict[str, Any]:
-    """The stored hash of a position (the fields ``GUARDED_WRITE`` sets)."""
-    args = write_args(p)[2:]
-    return dict(zip(args[::2], args[1::2]))
 
 
 def read_input(settings: Settings, ends: dict[str, int], group: str, batch: int = 10_000) -> Iterator[Message]:

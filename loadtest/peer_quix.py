@@ -15,6 +15,7 @@ from __future__ import annotations
 import pickle
 import sys
 import time
+from dataflows import gctune
 from typing import Any
 
 import redis
@@ -24,7 +25,8 @@ from quixstreams.sinks import BatchingSink, SinkBatch
 from quixstreams.state.rocksdb import RocksDBOptions
 
 from atp.config import load_settings
-from loadtest.peer_logic import AtpLogic, hash_fields, load_ends, report
+from loadtest.peer_logic import AtpLogic, load_ends, report
+from state.projection import hash_fields
 
 # first record, last fold, and the time spent writing after the last fold (the final checkpoint's
 # flush): a run ends with the app idling out, which must not count as work.
@@ -51,6 +53,7 @@ class RedisPositions(BatchingSink):
 
 
 def main() -> None:
+    gctune.tune()  # as `atp run` does; the peers too, so the comparison is of the frameworks
     settings = load_settings()
     ends = load_ends(sys.argv[1])
     partitions = max(int(k.split("-", 1)[0]) for k in ends) + 1

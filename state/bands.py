@@ -19,7 +19,7 @@ def band_of(atp: int, low_stock_atp: int) -> str:
     return IN_STOCK
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class BandChange:
     """A key moved from one band to another (``old_band`` None: its first position)."""
 

@@ -1,6 +1,10 @@
 """The domain events, validated from decoded records (Avro dicts or canonical JSON).
 
 Validation is hand-written rather than pydantic because it runs once per event on the hot path.
+For the same reason the events are slotted dataclasses but not ``frozen``: a frozen dataclass's
+``__init__`` sets each field through ``object.__setattr__``, 8x slower (1.73 against 0.22 us for
+the 17 fields of a ``Position``). They are values all the same: nothing changes one once it is made
+(``dataclasses.replace`` makes a copy).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ def make_key(sku: str, location: str) -> str:
     return f"{sku}@{location}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class WarehouseEvent:
     event_id: str
     occurred_ms: int
@@ -43,7 +47,7 @@ class WarehouseEvent:
     other_location: str | None = None  # TRANSFER_OUT: to_location; TRANSFER_IN: from_location
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class OrderLineEvent:
     event_id: str
     occurred_ms: int
@@ -55,7 +59,7 @@ class OrderLineEvent:
     expires_ms: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class InventorySnapshot:
     event_id: str
     occurred_ms: int
@@ -67,7 +71,7 @@ class InventorySnapshot:
     source_system: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TransferSent:
     """The far side of a TRANSFER_OUT: units on their way to ``location`` (the receiving key)."""
 
@@ -79,7 +83,7 @@ class TransferSent:
     qty: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class SafetyStockSet:
     """A safety-stock control: for one item (``sku`` set) or a location's default (``sku`` None,
     until the dataflow hands a copy to each key of the location: then ``sku`` is that key's and

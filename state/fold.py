@@ -16,6 +16,8 @@ the window are kept in ``history``; older ones are folded into ``base``, so stat
 from __future__ import annotations
 
 from bisect import bisect_right
+from operator import attrgetter
+from sys import intern
 
 from state.events import (
     STATUS_INDEX,
@@ -87,11 +89,15 @@ class KeyState:
     )
 
     def __init__(self, sku: str, location: str) -> None:
-        self.sku = sku
-        self.location = location
+        # Interned: a SKU's keys, a location's keys and the location directory share one string
+        # each, where every decoded event brings its own copies.
+        self.sku = intern(sku)
+        self.location = intern(location)
         self.buckets = [0, 0, 0, 0]  # indexed by STATUS_INDEX
-        self.lines: dict[str, Line] = {}
-        self.transfers: dict[str, int] = {}  # transfer_id -> sent - received (0 is dropped)
+        # The containers a key may never need start as None (or the shared empty tuple) and are
+        # made on first use: at a million keys every empty dict costs 64 MB (see loadtest.memory).
+        self.lines: dict[str, Line] | None = None
+        self.transfers: dict[str, int] | None = None  # transfer_id -> sent - received (0 is dropped)
         self.reserved = 0  # sum of open line reservations, kept incrementally
         self.inbound = 0  # sum of max(0, sent - received), kept incrementally
         self.seen: dict[str, int] = {}  # applied event_id -> occurred_ms, for de-duplication
@@ -100,15 +106,15 @@ class KeyState:
         self.last_snapshot: InventorySnapshot | None = None
         self.prune_at = _MIN_PRUNE
         self.history: list[Entry] = []  # stock changes inside the lateness window, in effect order
-        self.base = [0, 0]  # AVAILABLE and non-sellable before the first history entry
+        self.base: tuple[int, int] = (0, 0)  # AVAILABLE and non-sellable before the first history entry
         self.next_expiry: int | None = None
-        self.pending: list[tuple[int, InventorySnapshot]] = []  # (arrival wall ms, snapshot)
+        self.pending: tuple[tuple[int, InventorySnapshot], ...] = ()  # (arrival wall ms, snapshot)
         self.band: str | None = None
         self.short = False
         # Newest wms event time: the lateness window follows the stock changes only, so a snapshot
         # or an order read ahead of the wms topic (other topics, other paces) never makes them late.
         self.stock_ms = 0
-        self.demand: dict[int, int] = {}  # event-time minute -> units newly reserved (last 60 minutes)
+        self.demand: dict[int, int] | None = None  # event-time minute -> units newly reserved (last 60 minutes)
         # Short but not alerted yet: (arrival wall ms, the key's newest event time) when the
         # shortfall appeared; the alert waits until the stock changes before then are in.
         self.short_since: tuple[int, int] | None = None
@@ -117,17 +123,26 @@ class KeyState:
         self.safety_location: SafetyStockSet | None = None
 
     def __getstate__(self) -> tuple[object, ...]:
-        return tuple(getattr(self, s) for s in self.__slots__)
+        return _SLOT_VALUES(self)  # type: ignore[no-any-return]
 
     def __setstate__(self, values: tuple[object, ...]) -> None:
         sku, location = values[0], values[1]
         self.__init__(sku, location)  # type: ignore[misc]  # defaults for slots an older snapshot lacks
-        for slot, value in zip(self.__slots__, values):
+        for slot, value in zip(self.__slots__[2:], values[2:]):
             setattr(self, slot, value)
         if len(values) < 13:  # written before the history existed: all of it is in the buckets
             b = self.buckets
-            self.base = [b[AVAILABLE], sum(b) - b[AVAILABLE]]
+            self.base = (b[AVAILABLE], sum(b) - b[AVAILABLE])
             self.stock_ms = self.max_event_ms
+        # Written before the containers were made on first use: the same state, stored leaner.
+        self.base = tuple(self.base)  # type: ignore[assignment]
+        self.pending = tuple(self.pending)
+        self.lines = self.lines or None
+        self.transfers = self.transfers or None
+        self.demand = self.demand or None
+
+
+_SLOT_VALUES = attrgetter(*KeyState.__slots__)  # one C call: a snapshot pickles every touched key
 
 
 def apply(state: KeyState, event: Event, dedup_window_ms: int, lateness_ms: int = LATENESS_MS) -> int:
@@ -176,9 +191,12 @@ def prune(state: KeyState, window_ms: int) -> None:
     """Forget ids and closed lines older than the window (event time); amortised O(1) per event."""
     cutoff = state.max_event_ms - window_ms
     state.seen = {k: t for k, t in state.seen.items() if t >= cutoff}
-    stale = [k for k, line in state.lines.items() if line.closed() and line.last_ms < cutoff]
-    for k in stale:
-        del state.lines[k]
+    lines = state.lines
+    if lines:
+        for k in [k for k, line in lines.items() if line.closed() and line.last_ms < cutoff]:
+            del lines[k]
+        if not lines:
+            state.lines = None
     state.prune_at = max(_MIN_PRUNE, 2 * len(state.seen))
 
 
@@ -234,7 +252,7 @@ def _prune_history(state: KeyState, lateness_ms: int) -> None:
     n = 1
     while n < len(h) and h[n][0] < edge:
         n += 1
-    state.base = list(_fold_window(state, h[n - 1][0]))  # h[n-1] is the last entry older than the edge
+    state.base = _fold_window(state, h[n - 1][0])  # h[n-1] is the last entry older than the edge
     del h[:n]
 
 
@@ -272,7 +290,7 @@ def expire(state: KeyState, now_ms: int) -> list[str]:
         return []
     released = []
     upcoming: int | None = None
-    for line_id, line in state.lines.items():
+    for line_id, line in (state.lines or {}).items():
         if line.expires_ms is None or line.open_qty() == 0:
             continue
         if line.expires_ms <= now_ms:
@@ -290,9 +308,12 @@ def expire(state: KeyState, now_ms: int) -> list[str]:
 # -- per event type -----------------------------------------------------------------------------
 
 def _line(state: KeyState, line_id: str) -> Line:
-    line = state.lines.get(line_id)
+    lines = state.lines
+    if lines is None:
+        lines = state.lines = {}
+    line = lines.get(line_id)
     if line is None:
-        line = state.lines[line_id] = Line()
+        line = lines[line_id] = Line()
     return line
 
 
@@ -335,12 +356,17 @@ def _warehouse(state: KeyState, ev: WarehouseEvent, effective_ms: int) -> None:
 
 
 def _transfer(state: KeyState, transfer_id: str, delta: int) -> None:
-    before = state.transfers.get(transfer_id, 0)
+    transfers = state.transfers
+    if transfers is None:
+        transfers = state.transfers = {}
+    before = transfers.get(transfer_id, 0)
     after = before + delta
     if after == 0:
-        state.transfers.pop(transfer_id, None)  # exact: only sent - received matters
+        transfers.pop(transfer_id, None)  # exact: only sent - received matters
+        if not transfers:
+            state.transfers = None
     else:
-        state.transfers[transfer_id] = after
+        transfers[transfer_id] = after
     state.inbound += max(0, after) - max(0, before)
 
 
@@ -367,6 +393,8 @@ def _demand(state: KeyState, occurred_ms: int, units: int) -> None:
     if minute < oldest:
         return  # older than every window a rate is read from
     d = state.demand
+    if d is None:
+        d = state.demand = {}
     if minute not in d and len(d) >= DEMAND_MINUTES:
         for m in [m for m in d if m < oldest]:
             del d[m]
@@ -378,7 +406,7 @@ def demand_rates(state: KeyState) -> tuple[float, float]:
     up to and including the minute of the key's newest event; one pass over the windows."""
     newest = state.max_event_ms // MINUTE_MS
     last5 = last60 = 0
-    for minute, units in state.demand.items():
+    for minute, units in (state.demand or {}).items():
         age = newest - minute
         if 0 <= age < DEMAND_MINUTES:
             last60 += units

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from operator import attrgetter
 from typing import Any
 
 from state.fold import AVAILABLE, KeyState, demand_rates
@@ -13,7 +14,8 @@ FIELDS = (
 )
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, like the events (see state.events): never mutated after it is made.
+@dataclass(slots=True)
 class Position:
     """What channels read for one sku@location; ``as_of`` and ``updated_at`` are epoch millis (UTC)."""
 
@@ -47,10 +49,11 @@ class Position:
     def as_dict(self) -> dict[str, Any]:
         # Not dataclasses.asdict: it deep-copies recursively (11 us vs 0.8 us here) and this runs
         # once per published position.
-        return {name: getattr(self, name) for name in _NAMES}
+        return dict(zip(_NAMES, _VALUES(self)))
 
 
 _NAMES = tuple(f.name for f in fields(Position))
+_VALUES = attrgetter(*_NAMES)
 
 
 def _atp_v1(available: int, inbound: int, reserved: int, safety_stock: int) -> int:
@@ -74,33 +77,24 @@ def position(state: KeyState, safety_stock: int, updated_at_ms: int, formula: in
     available = b[AVAILABLE]
     reserved = state.reserved
     atp = FORMULAS[formula](available, state.inbound, reserved, safety_stock)
-    d5, d60 = demand_rates(state) if state.demand else (0.0, 0.0)
+    other = b[1] + b[2] + b[3]
+    d5, d60, eta = rates(atp, *demand_rates(state)) if state.demand else (0.0, 0.0, None)
+    # Positional: this runs once per published position (keywords cost 40 % more here).
     return Position(
-        sku=state.sku,
-        location=state.location,
-        atp=atp,
-        available_qty=available,
-        on_hand=b[0] + b[1] + b[2] + b[3],
-        reserved=reserved,
-        non_sellable=b[1] + b[2] + b[3],
-        inbound=state.inbound,
-        safety_stock=safety_stock,
-        shortfall=max(0, reserved + safety_stock - available),
-        version=state.version,
-        as_of=state.max_event_ms,
-        updated_at=updated_at_ms,
-        formula_version=formula,
-        **make_rates(atp, d5, d60),
+        state.sku, state.location, atp, available, available + other, reserved, other, state.inbound,
+        safety_stock, max(0, reserved + safety_stock - available), state.version, state.max_event_ms,
+        updated_at_ms, formula, d5, d60, eta,
     )
 
 
-def make_rates(atp: int, d5: float, d60: float) -> dict[str, float | None]:
+def rates(atp: int, d5: float, d60: float) -> tuple[float, float, float | None]:
     """The demand fields of a position: rounded rates and the stock-out estimate."""
-    return {
-        "demand_per_min_5m": round(d5, 3),
-        "demand_per_min_60m": round(d60, 3),
-        "stockout_eta_minutes": round(atp / d5, 1) if d5 > 0 else None,
-    }
+    return round(d5, 3), round(d60, 3), (round(atp / d5, 1) if d5 > 0 else None)
+
+
+def make_rates(atp: int, d5: float, d60: float) -> dict[str, float | None]:
+    """``rates`` as keyword arguments of ``Position``."""
+    return dict(zip(("demand_per_min_5m", "demand_per_min_60m", "stockout_eta_minutes"), rates(atp, d5, d60)))
 
 
 def network_total(positions: list[dict[str, Any]]) -> dict[str, int]:

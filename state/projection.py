@@ -21,15 +21,35 @@ from typing import Any
 
 from state.position import Position
 
+# The fields of a stored position, in the order ``write_args`` packs their values.
+HASH_FIELDS = (
+    "sku", "location", "atp", "available_qty", "on_hand", "reserved", "non_sellable", "inbound",
+    "safety_stock", "shortfall", "version", "as_of", "updated_at", "formula_version",
+    "demand_per_min_5m", "demand_per_min_60m", "stockout_eta_minutes",
+)
+SEP = "|"  # never inside a value: ids are [A-Za-z0-9._-], the rest are numbers
+
 # KEYS[1] position hash, KEYS[2] the SKU's location set; ARGV[1] version, ARGV[2] location,
-# ARGV[3..] field/value pairs. Returns 1 when written, 0 when an equal or newer version is stored.
+# ARGV[3] the values of HASH_FIELDS joined by SEP, ARGV[4..] more field/value pairs (a group's
+# members). One packed argument instead of 34: building, sending and parsing the separate
+# arguments was most of the write's cost per position. Returns 1 when written, 0 when an equal
+# or newer version is stored.
 GUARDED_WRITE = """
 local cur = redis.call('HGET', KEYS[1], 'version')
 if cur and tonumber(cur) >= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], unpack(ARGV, 3))
+local names = {%s}
+local args, n = {}, 0
+for v in string.gmatch(ARGV[3] .. '%s', '([^%s]*)%s') do
+  n = n + 1
+  args[2 * n - 1] = names[n]
+  args[2 * n] = v
+end
+if n ~= #names then return redis.error_reply('ATP packed position has ' .. n .. ' values, expected ' .. #names) end
+for i = 4, #ARGV do args[#args + 1] = ARGV[i] end
+redis.call('HSET', KEYS[1], unpack(args))
 redis.call('SADD', KEYS[2], ARGV[2])
 return 1
-"""
+""" % (", ".join(f"'{f}'" for f in HASH_FIELDS), SEP, SEP, SEP)
 
 # The latest alert of each kind for one key. KEYS[1] the key's alert hash; ARGV[1] kind, ARGV[2]
 # version, ARGV[3] the alert as JSON. A re-delivered older alert never replaces a newer one.
@@ -131,18 +151,19 @@ def current_name(raw: bytes | str | None) -> str:
 FLOAT_FIELDS = ("demand_per_min_5m", "demand_per_min_60m", "stockout_eta_minutes")  # "" stores None
 
 
-def write_args(p: Position) -> list[Any]:
-    """ARGV for ``GUARDED_WRITE``."""
-    return [
-        p.version, p.location,
-        "sku", p.sku, "location", p.location, "atp", p.atp, "available_qty", p.available_qty,
-        "on_hand", p.on_hand, "reserved", p.reserved, "non_sellable", p.non_sellable,
-        "inbound", p.inbound, "safety_stock", p.safety_stock, "shortfall", p.shortfall,
-        "version", p.version, "as_of", p.as_of, "updated_at", p.updated_at,
-        "formula_version", p.formula_version, "demand_per_min_5m", p.demand_per_min_5m,
-        "demand_per_min_60m", p.demand_per_min_60m,
-        "stockout_eta_minutes", "" if p.stockout_eta_minutes is None else p.stockout_eta_minutes,
-    ]
+def write_args(p: Position) -> tuple[int, str, str]:
+    """ARGV for ``GUARDED_WRITE``: the version, the location and the packed values."""
+    eta = "" if p.stockout_eta_minutes is None else repr(p.stockout_eta_minutes)
+    return p.version, p.location, (
+        f"{p.sku}|{p.location}|{p.atp}|{p.available_qty}|{p.on_hand}|{p.reserved}|{p.non_sellable}|"
+        f"{p.inbound}|{p.safety_stock}|{p.shortfall}|{p.version}|{p.as_of}|{p.updated_at}|"
+        f"{p.formula_version}|{p.demand_per_min_5m!r}|{p.demand_per_min_60m!r}|{eta}"
+    )
+
+
+def hash_fields(p: Position) -> dict[str, str]:
+    """The hash ``GUARDED_WRITE`` stores for a position, as the strings Redis keeps."""
+    return dict(zip(HASH_FIELDS, write_args(p)[2].split(SEP)))
 
 
 def from_hash(raw: dict[Any, Any]) -> dict[str, Any] | None:

@@ -51,6 +51,22 @@ def test_version_guard_and_in_batch_coalescing(sink, rclient, settings):
     assert rclient.smembers(ks.locations("SKU-1")) == {b"DC-01"}
 
 
+def test_the_packed_write_stores_every_field_as_it_reads_back(sink, rclient, settings):
+    from state.groups import GroupPosition
+    from state.projection import from_hash
+
+    ks = KeySpace(settings.redis_key_prefix)
+    p = pos(version=9, available=-3, reserved=4, shortfall=7, demand_per_min_5m=0.4, demand_per_min_60m=1.25,
+            stockout_eta_minutes=12.5, formula_version=2)
+    quiet = pos(sku="SKU-2", version=1)  # no demand: the estimate is stored empty and reads back None
+    sink.write_batch([p, quiet, GroupPosition("EAST", pos(location="EAST", version=4), (("DC-01", 2), ("DC-02", 2)))])
+    assert from_hash(rclient.hgetall(ks.position("SKU-1", "DC-01"))) == p.as_dict()
+    assert from_hash(rclient.hgetall(ks.position("SKU-2", "DC-01"))) == quiet.as_dict()
+    group = from_hash(rclient.hgetall(ks.group("SKU-1", "EAST")))
+    assert group.pop("members") == '[["DC-01",2],["DC-02",2]]'
+    assert group == pos(location="EAST", version=4).as_dict()
+
+
 def test_the_sink_reloads_its_script_after_redis_forgets_it(sink, rclient, settings):
     rclient.script_flush()  # as after a Redis restart
     sink.write_batch([pos(version=1, available=7)])

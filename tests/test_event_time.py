@@ -115,7 +115,7 @@ def test_older_snapshots_of_state_resume_with_their_history_in_the_base():
     st, _ = fold([wms("RECEIPT", qty=10, t=0), wms("RECEIPT", qty=2, to_status="HOLD", t=MIN)])
     old = KeyState.__new__(KeyState)
     old.__setstate__(st.__getstate__()[:12])  # the layout before event time existed
-    assert old.base == [10, 2] and old.history == [] and old.pending == []
+    assert old.base == (10, 2) and old.history == [] and old.pending == ()
     apply(old, parse(wms("ADJUST", qty=1, reason="x", t=2 * MIN)), DEDUP, WINDOW)
     assert old.buckets[0] == 11
 
@@ -146,3 +146,19 @@ def test_demand_is_units_newly_reserved_per_event_time_minute_and_gives_a_stocko
         p.demand_per_min_5m, p.demand_per_min_60m, p.stockout_eta_minutes)
     quiet, _ = fold([wms("RECEIPT", qty=5, t=0), order("RESERVE", "L", 1, t=0), wms("ADJUST", qty=1, reason="x", t=70 * MIN)])
     assert position(quiet, 0, 0).stockout_eta_minutes is None  # the only demand is over an hour old
+
+
+def test_a_snapshot_with_empty_containers_resumes_lean_and_equal():
+    # Snapshots written before the containers were made on first use hold empty dicts and lists.
+    st, _ = fold([wms("RECEIPT", qty=10, t=0), order("RESERVE", "L1", 3, t=MIN)])
+    values = list(st.__getstate__())
+    slots = KeyState.__slots__
+    values[slots.index("transfers")] = {}
+    values[slots.index("pending")] = []
+    values[slots.index("base")] = [0, 0]
+    old = KeyState.__new__(KeyState)
+    old.__setstate__(tuple(values))
+    assert old.transfers is None and old.pending == () and old.base == (0, 0)
+    assert set(old.lines) == {"L1"} and old.demand == st.demand and old.buckets == st.buckets
+    apply(old, parse(wms("TRANSFER_IN", qty=2, transfer_id="T1", from_location="DC-09", t=2 * MIN)), DEDUP, WINDOW)
+    assert old.transfers == {"T1": -2} and old.buckets[0] == 12
