@@ -16,6 +16,9 @@ the window are kept in ``history``; older ones are folded into ``base``, so stat
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections import deque
+from functools import partial
+from itertools import repeat
 from operator import attrgetter
 from sys import intern
 
@@ -67,6 +70,9 @@ class Line:
         return (self.reserved, self.shipped, self.released, self.last_ms, self.expires_ms)
 
     def __setstate__(self, s: tuple[object, ...]) -> None:
+        if len(s) == 5:
+            self.reserved, self.shipped, self.released, self.last_ms, self.expires_ms = s  # type: ignore[assignment]
+            return
         self.expires_ms = None  # snapshots written before expiry existed have four fields
         for slot, value in zip(self.__slots__, s):
             setattr(self, slot, value)
@@ -123,9 +129,12 @@ class KeyState:
         self.safety_location: SafetyStockSet | None = None
 
     def __getstate__(self) -> tuple[object, ...]:
-        return _SLOT_VALUES(self)  # type: ignore[no-any-return]
+        return (*_SLOT_VALUES(self), _LAYOUT)
 
     def __setstate__(self, values: tuple[object, ...]) -> None:
+        if len(values) == _LAYOUT_LEN and values[-1] == _LAYOUT:  # the current layout: the fast path
+            _drain(map(setattr, repeat(self, _LAYOUT_LEN - 1), _SLOTS, values))  # the loop in C
+            return
         sku, location = values[0], values[1]
         self.__init__(sku, location)  # type: ignore[misc]  # defaults for slots an older snapshot lacks
         for slot, value in zip(self.__slots__[2:], values[2:]):
@@ -142,7 +151,13 @@ class KeyState:
         self.demand = self.demand or None
 
 
-_SLOT_VALUES = attrgetter(*KeyState.__slots__)  # one C call: a snapshot pickles every touched key
+_SLOTS = KeyState.__slots__
+_SLOT_VALUES = attrgetter(*_SLOTS)  # one C call: a snapshot pickles every touched key
+# Snapshots end with the layout's number since lean containers (None or () until first used);
+# older ones have one value per slot of their time and are converted on load.
+_LAYOUT = 2
+_LAYOUT_LEN = len(_SLOTS) + 1
+_drain = partial(deque, maxlen=0)
 
 
 def apply(state: KeyState, event: Event, dedup_window_ms: int, lateness_ms: int = LATENESS_MS) -> int:

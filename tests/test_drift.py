@@ -214,3 +214,23 @@ def test_band_changes_only_when_atp_crosses_a_boundary_up_or_down():
     feed(order("RESERVE", "BIG", 4100, t=2001))
     feed(order("RELEASE", "BIG", t=2002))
     assert changes == [(None, IN_STOCK), (IN_STOCK, LOW_STOCK), (LOW_STOCK, OUT_OF_STOCK), (OUT_OF_STOCK, IN_STOCK)]
+
+
+def test_a_key_at_rest_is_kept_as_its_snapshot_and_picks_up_where_it_was():
+    clock = Clock(T0)
+    lg = logic(clock)
+    lg.on_batch([parse(wms("RECEIPT", qty=40, t=0))])
+    alias, rec = order("RESERVE", "L1", 6, t=1)
+    lg.on_batch([parse((alias, {**rec, "expires_at": T0 + 30 * MIN}))])
+    live = lg.state.__getstate__()
+    data = lg.snapshot()  # the end of an epoch: the state is packed into its snapshot
+    assert lg.state is None and lg.snapshot() is data  # a second snapshot re-uses the bytes
+    assert lg.notify_at().timestamp() * 1000 == T0 + 30 * MIN  # the wait survives packing
+    resumed = PositionLogic(lg._ctx, data)  # a restart resumes the same bytes, packed too
+    assert resumed.state is None and resumed.notify_at() == lg.notify_at()
+    out, _ = lg.on_batch([parse(wms("ADJUST", qty=2, reason="x", t=2))])
+    assert lg.state.__getstate__()[:-1] != live[:-1]  # unpacked, then changed
+    assert [(p.available_qty, p.reserved, p.version) for p in out if isinstance(p, Position)] == [(42, 6, 3)]
+    clock.ms = T0 + 30 * MIN
+    out, _ = resumed.on_notify()  # the resumed copy expires the hold from its packed state
+    assert [(p.reserved, p.version) for p in out if isinstance(p, Position)] == [(0, 3)]
