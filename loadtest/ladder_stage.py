@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import sys
 import time
-from dataflows import gctune
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,7 @@ from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 
 from atp.config import Settings, load_settings
-from dataflows import kafka_io
+from dataflows import gctune, kafka_io
 from atp.procinfo import own_peak_rss_mib
 from loadtest.peer_logic import read_input
 from dataflows.flow import FlowIO, build_flow, deps_from_settings

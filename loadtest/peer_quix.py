@@ -15,7 +15,6 @@ from __future__ import annotations
 import pickle
 import sys
 import time
-from dataflows import gctune
 from typing import Any
 
 import redis
@@ -24,6 +23,7 @@ from quixstreams.models import TopicConfig
 from quixstreams.sinks import BatchingSink, SinkBatch
 from quixstreams.state.rocksdb import RocksDBOptions
 
+from dataflows import gctune
 from atp.config import load_settings
 from loadtest.peer_logic import AtpLogic, load_ends, report
 from state.projection import hash_fields

@@ -16,9 +16,6 @@ the window are kept in ``history``; older ones are folded into ``base``, so stat
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections import deque
-from functools import partial
-from itertools import repeat
 from operator import attrgetter
 from sys import intern
 
@@ -133,7 +130,8 @@ class KeyState:
 
     def __setstate__(self, values: tuple[object, ...]) -> None:
         if len(values) == _LAYOUT_LEN and values[-1] == _LAYOUT:  # the current layout: the fast path
-            _drain(map(setattr, repeat(self, _LAYOUT_LEN - 1), _SLOTS, values))  # the loop in C
+            for slot, value in zip(_SLOTS, values):
+                setattr(self, slot, value)
             return
         sku, location = values[0], values[1]
         self.__init__(sku, location)  # type: ignore[misc]  # defaults for slots an older snapshot lacks
@@ -157,7 +155,6 @@ _SLOT_VALUES = attrgetter(*_SLOTS)  # one C call: a snapshot pickles every touch
 # older ones have one value per slot of their time and are converted on load.
 _LAYOUT = 2
 _LAYOUT_LEN = len(_SLOTS) + 1
-_drain = partial(deque, maxlen=0)
 
 
 def apply(state: KeyState, event: Event, dedup_window_ms: int, lateness_ms: int = LATENESS_MS) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from state.position import FIELDS, Position, make_rates
+from state.position import FIELDS, Position, rates
 
 
 @dataclass(frozen=True)
@@ -56,9 +56,11 @@ def group_position(sku: str, group: str, members: Mapping[str, Position], now_ms
     sums = {f: sum(getattr(p, f) for p in ps) for f in FIELDS}
     d5 = sum(p.demand_per_min_5m for p in ps)
     d60 = sum(p.demand_per_min_60m for p in ps)
+    r5, r60, eta = rates(sums["atp"], d5, d60)
     pos = Position(
         sku=sku, location=group, **sums,
         version=sum(p.version for p in ps), as_of=max(p.as_of for p in ps), updated_at=now_ms,
-        formula_version=max(p.formula_version for p in ps), **make_rates(sums["atp"], d5, d60),
+        formula_version=max(p.formula_version for p in ps),
+        demand_per_min_5m=r5, demand_per_min_60m=r60, stockout_eta_minutes=eta,
     )
     return GroupPosition(group, pos, tuple(sorted((loc, p.version) for loc, p in members.items())))

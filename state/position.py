@@ -92,11 +92,6 @@ def rates(atp: int, d5: float, d60: float) -> tuple[float, float, float | None]:
     return round(d5, 3), round(d60, 3), (round(atp / d5, 1) if d5 > 0 else None)
 
 
-def make_rates(atp: int, d5: float, d60: float) -> dict[str, float | None]:
-    """``rates`` as keyword arguments of ``Position``."""
-    return dict(zip(("demand_per_min_5m", "demand_per_min_60m", "stockout_eta_minutes"), rates(atp, d5, d60)))
-
-
 def network_total(positions: list[dict[str, Any]]) -> dict[str, int]:
     """The network view of a SKU: each quantity summed over its locations."""
     return {f: sum(int(p[f]) for p in positions) for f in FIELDS}

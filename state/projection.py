@@ -16,17 +16,13 @@ Writes are at-least-once (Bytewax re-emits after a restart), so a write lands on
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from state.position import Position
 
-# The fields of a stored position, in the order ``write_args`` packs their values.
-HASH_FIELDS = (
-    "sku", "location", "atp", "available_qty", "on_hand", "reserved", "non_sellable", "inbound",
-    "safety_stock", "shortfall", "version", "as_of", "updated_at", "formula_version",
-    "demand_per_min_5m", "demand_per_min_60m", "stockout_eta_minutes",
-)
+# The fields of a stored position: every field of ``Position``, in the order ``write_args`` packs them.
+HASH_FIELDS = tuple(f.name for f in fields(Position))
 SEP = "|"  # never inside a value: ids are [A-Za-z0-9._-], the rest are numbers
 
 # KEYS[1] position hash, KEYS[2] the SKU's location set; ARGV[1] version, ARGV[2] location,
