@@ -6,6 +6,8 @@
   registry (``ATP_SCHEMA_REGISTRY_URL``).
 
 Parsed schemas are cached per fingerprint / schema id: re-parsing per message is ~1000x slower.
+Bodies go through code compiled from the schema (``schemas.compiled``) when it can be, and through
+fastavro otherwise or when the compiled code refuses a value, so errors are always fastavro's.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any, Protocol
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 from fastavro.schema import to_parsing_canonical_form
 
+from schemas.compiled import Reader, Writer, compile_reader, compile_writer
 from schemas.errors import DecodeError, SchemaError
 from schemas.store import SchemaStore, strip_logical_types
 
@@ -39,8 +42,13 @@ def registry_client(url: str) -> RegistryClient:
     return SchemaRegistryClient.new_client({"url": url})  # type: ignore[no-any-return]
 
 
-# (record full name, writer schema, reader schema or None when they are the same)
-_Entry = tuple[str, Any, Any]
+# (record full name, writer schema, reader schema or None when they are the same, compiled reader
+# or None: only for a writer schema read as it is written)
+_Entry = tuple[str, Any, Any, Reader | None]
+
+
+def _entry(name: str, writer: Any, reader: Any) -> _Entry:
+    return name, writer, reader, compile_reader(writer) if reader is None else None
 
 
 class Decoder:
@@ -61,20 +69,28 @@ class Decoder:
                 raise DecodeError("truncated", f"single-object header needs 10 bytes, got {len(payload)}")
             fp = payload[2:10]
             entry = self._by_fp.get(fp) or self._resolve_fingerprint(fp)
-            body = payload[10:]
+            start = 10
         elif payload[:1] == CONFLUENT_MAGIC:
             if len(payload) < 5:
                 raise DecodeError("truncated", f"Confluent header needs 5 bytes, got {len(payload)}")
             schema_id = int.from_bytes(payload[1:5], "big")
             entry = self._by_id.get(schema_id) or self._resolve_id(schema_id)
-            body = payload[5:]
+            start = 5
         else:
             raise DecodeError(
                 "bad_magic",
                 f"unknown framing: first bytes {payload[:2].hex()}; expected c301 (Avro single-object) "
                 "or 00 (Confluent)",
             )
-        name, writer, reader = entry
+        name, writer, reader, compiled = entry
+        if compiled is not None:
+            try:
+                record, end = compiled(payload, start, len(payload))
+                if end == len(payload):
+                    return name, record  # type: ignore[return-value]
+            except Exception:  # noqa: S110 - fastavro below reads it again and names the fault
+                pass
+        body = payload[start:]
         buf = BytesIO(body)
         try:
             record = schemaless_reader(buf, writer, reader)
@@ -100,7 +116,7 @@ class Decoder:
                 "unknown_schema",
                 f"no schema in schemas/avro has fingerprint {fp.hex()}; add the writer's .avsc revision",
             )
-        entry = (version.name, version.parsed_plain, self._reader_for(version.name, version.canonical))
+        entry = _entry(version.name, version.parsed_plain, self._reader_for(version.name, version.canonical))
         self._by_fp[fp] = entry
         return entry
 
@@ -118,7 +134,7 @@ class Decoder:
         raw = json.loads(schema_str)
         writer = parse_schema(strip_logical_types(raw))
         name = f"{raw.get('namespace')}.{raw['name']}" if raw.get("namespace") else raw["name"]
-        entry = (name, writer, self._reader_for(name, to_parsing_canonical_form(parse_schema(raw))))
+        entry = _entry(name, writer, self._reader_for(name, to_parsing_canonical_form(parse_schema(raw))))
         self._by_id[schema_id] = entry
         return entry
 
@@ -130,18 +146,31 @@ class Encoder:
         self._store = store
         self._registry = registry
         self._ids: dict[tuple[str, str], int] = {}
+        # (record name, topic) -> (framing header, schema, compiled writer or None)
+        self._targets: dict[tuple[str, str | None], tuple[bytes, Any, Writer | None]] = {}
 
     def encode(self, name: str, record: dict[str, Any], topic: str | None = None) -> bytes:
-        version = self._store.latest(name)
+        target = self._targets.get((name, topic)) or self._target(name, topic)
+        header, schema, compiled = target
+        if compiled is not None:
+            try:
+                return compiled(header, record)
+            except Exception:  # noqa: S110 - fastavro below writes it (datetimes, "NaN") or names the fault
+                pass
         buf = BytesIO()
-        if self._registry is None:
-            buf.write(SINGLE_OBJECT_MAGIC)
-            buf.write(version.fingerprint)
-        else:
-            buf.write(CONFLUENT_MAGIC)
-            buf.write(self._schema_id(version.name, version.raw, topic).to_bytes(4, "big"))
-        schemaless_writer(buf, version.parsed, record)
+        buf.write(header)
+        schemaless_writer(buf, schema, record)
         return buf.getvalue()
+
+    def _target(self, name: str, topic: str | None) -> tuple[bytes, Any, Writer | None]:
+        version = self._store.latest(name)
+        if self._registry is None:
+            header = SINGLE_OBJECT_MAGIC + version.fingerprint
+        else:
+            header = CONFLUENT_MAGIC + self._schema_id(version.name, version.raw, topic).to_bytes(4, "big")
+        target = (header, version.parsed, compile_writer(version.parsed_plain))
+        self._targets[(name, topic)] = target
+        return target
 
     def _schema_id(self, name: str, raw: dict[str, Any], topic: str | None) -> int:
         subject = f"{topic}-value" if topic else name
