@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -17,7 +17,8 @@ from dataflows.republish import REPUBLISH
 from state.drift import Alert
 from state.groups import GroupPosition
 from state.position import Position
-from state.projection import ALERT_INDEX_SIZE, GUARDED_ALERT, GUARDED_WRITE, KeySpace, alert_member, write_args
+from state.projection import (ALERT_INDEX_SIZE, GUARDED_ALERT, GUARDED_WRITE, WRITE_CHUNK, KeySpace, alert_member,
+                              write_args)
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +34,13 @@ class RedisPositionSink(DynamicSink[Position | Alert | GroupPosition]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> "_RedisPartition":
         client = connect_url(self._url, self._cluster, socket_timeout=10, socket_connect_timeout=5)
-        return _RedisPartition(client, self._keyspace, self._retry_for_s)
+        return _RedisPartition(client, self._keyspace, self._retry_for_s, self._cluster)
 
 
 class _RedisPartition(StatelessSinkPartition[Position | Alert | GroupPosition]):
-    def __init__(self, client: redis.Redis, keyspace: KeySpace, retry_for_s: float) -> None:
+    def __init__(self, client: redis.Redis, keyspace: KeySpace, retry_for_s: float, cluster: bool = False) -> None:
         self._client = client
+        self._cluster = cluster
         self._ks = keyspace
         self._retry_for_s = retry_for_s
         self._load_scripts()
@@ -90,13 +92,15 @@ class _RedisPartition(StatelessSinkPartition[Position | Alert | GroupPosition]):
         pipe = self._client.pipeline(transaction=False)
         ks, sha = self._ks, self._sha
         pipe.exists(ks.meta)  # first, so a lost keyspace is seen before this batch counts as written
-        for p in positions:
-            # execute_command: redis-py's cluster pipeline refuses .evalsha() but routes EVALSHA by its keys.
-            pipe.execute_command("EVALSHA", sha, 2, ks.position(p.sku, p.location), ks.locations(p.sku), *write_args(p))
+        items = [(p.sku, ks.position(p.sku, p.location), ks.locations(p.sku), *write_args(p), "") for p in positions]
         for g in groups:
             p = g.position
-            pipe.execute_command("EVALSHA", sha, 2, ks.group(p.sku, g.group), ks.groups(p.sku), *write_args(p),
-                                 "members", json.dumps(g.members, separators=(",", ":")))
+            items.append((p.sku, ks.group(p.sku, g.group), ks.groups(p.sku), *write_args(p),
+                          json.dumps(g.members, separators=(",", ":"))))
+        for chunk in self._chunks(items):
+            keys = [k for item in chunk for k in item[1:3]]
+            # execute_command: redis-py's cluster pipeline refuses .evalsha() but routes EVALSHA by its keys.
+            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *(a for item in chunk for a in item[3:]))
         for a in alerts:
             # Single-key commands only (Redis Cluster): the guarded hash, then both indexes.
             # ZADD GT keeps an entry's newest as_of, so a re-delivered alert never moves it back.
@@ -114,6 +118,18 @@ class _RedisPartition(StatelessSinkPartition[Position | Alert | GroupPosition]):
             log.warning("the Redis keyspace '%s' is gone (no %s): Redis restarted without persistence or "
                         "was flushed", ks.prefix, ks.meta)
             REPUBLISH.report_lost()
+
+    def _chunks(self, items: list[tuple[str, ...]]) -> Iterator[list[tuple[str, ...]]]:
+        """Items per ``GUARDED_WRITE`` call. A Redis Cluster call must stay in one hash slot: one
+        SKU's keys share the ``{sku}`` tag, so there a call carries one SKU's items."""
+        if not self._cluster:
+            for i in range(0, len(items), WRITE_CHUNK):
+                yield items[i:i + WRITE_CHUNK]
+            return
+        by_sku: dict[str, list[tuple[str, ...]]] = {}
+        for item in items:
+            by_sku.setdefault(item[0], []).append(item)
+        yield from by_sku.values()
 
     def close(self) -> None:
         self._client.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from operator import attrgetter
 from typing import Any
 
 from state.fold import AVAILABLE, KeyState, demand_rates
@@ -47,13 +46,13 @@ class Position:
         return self.available_qty < 0
 
     def as_dict(self) -> dict[str, Any]:
-        # Not dataclasses.asdict: it deep-copies recursively (11 us vs 0.8 us here) and this runs
-        # once per published position.
-        return dict(zip(_NAMES, _VALUES(self)))
+        # Not dataclasses.asdict: it deep-copies recursively (11 us) and this runs once per
+        # published position. A dict display compiled from the fields takes 0.45 us, zip 1.0 us.
+        return _AS_DICT(self)
 
 
-_NAMES = tuple(f.name for f in fields(Position))
-_VALUES = attrgetter(*_NAMES)
+_AS_DICT = eval(  # noqa: S307 - the source is built here from the dataclass's own field names
+    "lambda p: {" + ", ".join(f"{f.name!r}: p.{f.name}" for f in fields(Position)) + "}")
 
 
 def _atp_v1(available: int, inbound: int, reserved: int, safety_stock: int) -> int:

@@ -67,6 +67,19 @@ def test_the_packed_write_stores_every_field_as_it_reads_back(sink, rclient, set
     assert group == pos(location="EAST", version=4).as_dict()
 
 
+def test_a_batch_larger_than_one_call_guards_each_item_on_its_own(sink, rclient, settings):
+    from state.projection import WRITE_CHUNK
+
+    ks = KeySpace(settings.redis_key_prefix)
+    n = 2 * WRITE_CHUNK + 37  # three calls, the last one partial
+    sink.write_batch([pos(sku=f"SKU-{i}", version=5, available=50) for i in range(n)])
+    # Every third key now gets an older version, the others a newer one, in the same calls.
+    sink.write_batch([pos(sku=f"SKU-{i}", version=4 if i % 3 == 0 else 6, available=i) for i in range(n)])
+    stored = [rclient.hmget(ks.position(f"SKU-{i}", "DC-01"), "version", "available_qty") for i in range(n)]
+    assert stored == [[b"5", b"50"] if i % 3 == 0 else [b"6", str(i).encode()] for i in range(n)]
+    assert all(rclient.smembers(ks.locations(f"SKU-{i}")) == {b"DC-01"} for i in range(n))
+
+
 def test_the_sink_reloads_its_script_after_redis_forgets_it(sink, rclient, settings):
     rclient.script_flush()  # as after a Redis restart
     sink.write_batch([pos(version=1, available=7)])
