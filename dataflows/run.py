@@ -20,7 +20,8 @@ from atp.config import Settings
 from atp.errors import StackError
 from atp.redisconn import connect, connect_url
 from atp.generations import Spec, current, drop, write_meta
-from dataflows import gctune, kafka_io, metrics
+from atp import gctune
+from dataflows import kafka_io, metrics
 from dataflows.cluster import PEER_TIMEOUT_S, Board
 from dataflows.continuity import KeyspaceWatch, StartPlan, follow_start, plan_start
 from dataflows.recovery import RecoveryStore

@@ -29,7 +29,8 @@ from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 
 from atp.config import Settings, load_settings
-from dataflows import gctune, kafka_io
+from atp import gctune
+from dataflows import kafka_io
 from atp.procinfo import own_peak_rss_mib
 from loadtest.peer_logic import read_input
 from dataflows.flow import FlowIO, build_flow, deps_from_settings

@@ -9,7 +9,7 @@ import time
 
 import redis
 
-from dataflows import gctune
+from atp import gctune
 from atp.config import load_settings
 from loadtest.peer_logic import AtpLogic, load_ends, read_input, report
 from state.projection import hash_fields

@@ -23,7 +23,7 @@ from quixstreams.models import TopicConfig
 from quixstreams.sinks import BatchingSink, SinkBatch
 from quixstreams.state.rocksdb import RocksDBOptions
 
-from dataflows import gctune
+from atp import gctune
 from atp.config import load_settings
 from loadtest.peer_logic import AtpLogic, load_ends, report
 from state.projection import hash_fields

@@ -9,9 +9,11 @@ from contextlib import asynccontextmanager
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
+from atp import gctune
 from atp.config import Settings
 from atp.redisconn import connect_async
 from serving import errors
+from serving.fastpath import SingleKeyFastPath
 from serving.metrics import MetricsMiddleware
 from serving.routes import availability, drift, health
 from serving.store import PositionStore
@@ -19,15 +21,17 @@ from serving.store import PositionStore
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, fast_path: bool = True) -> FastAPI:
+    """``fast_path=False`` leaves every request to FastAPI (the reference the fast path is tested against)."""
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = connect_async(settings, max_connections=64, socket_timeout=2, socket_connect_timeout=2)
-        app.state.store = PositionStore(client, settings.generations)
+        app.state.store = PositionStore(client, settings.generations, cluster=settings.redis_cluster)
         try:
             await client.ping()
         except aioredis.RedisError as exc:  # serve anyway: /readyz and 503s tell clients
             log.warning("redis not reachable at start url=%s error=%s", settings.redis_url, exc)
+        gctune.tune(freeze=True)  # the app, its models and modules are made: keep the collector off them
         yield
         await client.aclose()
 
@@ -42,6 +46,8 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(availability.router)
     app.include_router(drift.router)
     app.include_router(health.router)
+    if fast_path:  # inside the metrics middleware, which then counts its answers too
+        app.add_middleware(SingleKeyFastPath)
     app.add_middleware(MetricsMiddleware)
     return app
 

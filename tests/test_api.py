@@ -101,6 +101,46 @@ def test_one_key(sink, client):
     assert (body["demand_per_min_5m"], body["stockout_eta_minutes"]) == (0.0, None)
 
 
+def test_the_single_key_fast_path_answers_as_the_fastapi_route_does(sink, client, settings, rclient):
+    from serving import fastpath
+
+    sink.write_batch([pos(version=7, available=12, reserved=5, demand_per_min_5m=0.5, stockout_eta_minutes=14.0),
+                      pos(sku="SKU-2", version=1)])
+    answered = []
+    real_read = fastpath._read
+
+    async def counting(*args):
+        result = await real_read(*args)
+        answered.append(result is not None)
+        return result
+
+    fastpath._read = counting
+    try:
+        with TestClient(create_app(settings, fast_path=False)) as reference:
+            for path in ("/v1/availability/SKU-1/DC-01", "/v1/availability/SKU-2/DC-01",  # found
+                         "/v1/availability/SKU-404/DC-01",  # unknown: 404
+                         "/v1/availability/-bad/DC-01", "/v1/availability/SKU-1/" + "x" * 65):  # invalid: 422
+                fast, slow = client.get(path), reference.get(path)
+                assert fast.status_code == slow.status_code, path
+                a, b = fast.json(), slow.json()
+                if fast.status_code == 200:
+                    assert abs(a.pop("lag_ms") - b.pop("lag_ms")) < 5000
+                    assert list(a) == list(b)  # same fields in the same order
+                assert a == b, path
+                assert {k: v for k, v in fast.headers.items() if k != "content-length"} == \
+                       {k: v for k, v in slow.headers.items() if k != "content-length"}
+                assert int(fast.headers["content-length"]) == len(fast.content)
+            rclient.delete(KeySpace(settings.redis_key_prefix).meta)  # not ready: 503 from the route
+            fast, slow = client.get("/v1/availability/SKU-1/DC-01"), reference.get("/v1/availability/SKU-1/DC-01")
+            assert fast.status_code == slow.status_code == 503 and fast.json() == slow.json()
+    finally:
+        fastpath._read = real_read
+    # The fast path answered the two found keys; the invalid ids never reached it, the rest fell through.
+    assert answered == [True, True, False, False]
+    text = client.get("/metrics").text
+    assert 'atp_api_requests_total{route="/v1/availability/{sku}/{location}",status="200"}' in text
+
+
 def test_unknown_key_is_404_and_invalid_id_is_422(client):
     r = client.get("/v1/availability/SKU-404/DC-01")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"

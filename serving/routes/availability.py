@@ -40,7 +40,7 @@ def _now_ms() -> int:
 @router.get("/{sku}/{location}", response_model=Availability, summary="ATP of one item at one location")
 async def get_position(sku: SkuPath, location: LocationPath, store: StoreDep, response: Response,
                        generation: GenerationQuery = None) -> Availability:
-    read = await store.get_many([(sku, location)], generation)
+    read = await (store.get_one(sku, location) if generation is None else store.get_many([(sku, location)], generation))
     response.headers[GENERATION_HEADER] = read.generation
     stored = read.results[0]
     if stored is None:
