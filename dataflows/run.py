@@ -70,6 +70,9 @@ class Replay:
     bounds: Bounds
 
 
+_deferred: list[str] = []  # the reason of a stop that waits for Bytewax's next signal check
+
+
 def _raise_once(why: str, frame: FrameType | None) -> None:
     """Stop the flow: raise KeyboardInterrupt where Bytewax checks for signals, between activations.
 
@@ -88,9 +91,6 @@ def _raise_once(why: str, frame: FrameType | None) -> None:
         return
     _interrupting.set()
     raise KeyboardInterrupt(why)
-
-
-_deferred: list[str] = []  # the reason of a stop that waits for Bytewax's next signal check
 
 
 def _in_flow_callback(frame: FrameType | None) -> bool:

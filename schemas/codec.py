@@ -145,8 +145,8 @@ class Encoder:
     def __init__(self, store: SchemaStore, registry: RegistryClient | None = None) -> None:
         self._store = store
         self._registry = registry
-        self._ids: dict[tuple[str, str], int] = {}
-        # (record name, topic) -> (framing header, schema, compiled writer or None)
+        # (record name, topic) -> (framing header, schema, compiled writer or None); a registry
+        # schema id is registered once per target, here
         self._targets: dict[tuple[str, str | None], tuple[bytes, Any, Writer | None]] = {}
 
     def encode(self, name: str, record: dict[str, Any], topic: str | None = None) -> bytes:
@@ -173,11 +173,7 @@ class Encoder:
         return target
 
     def _schema_id(self, name: str, raw: dict[str, Any], topic: str | None) -> int:
-        subject = f"{topic}-value" if topic else name
-        key = (subject, name)
-        if key not in self._ids:
-            from confluent_kafka.schema_registry import Schema
+        from confluent_kafka.schema_registry import Schema
 
-            assert self._registry is not None
-            self._ids[key] = self._registry.register_schema(subject, Schema(json.dumps(raw), "AVRO"))
-        return self._ids[key]
+        assert self._registry is not None
+        return self._registry.register_schema(f"{topic}-value" if topic else name, Schema(json.dumps(raw), "AVRO"))

@@ -12,19 +12,19 @@ the documented one (OpenAPI) and the reference the tests compare this path with.
 from __future__ import annotations
 
 import re
-import time
 from dataclasses import dataclass
 from typing import Any
 
 import redis.exceptions
 
-from serving.models import Availability
+from serving.models import ID_PATTERN, Availability
+from serving.routes.availability import GENERATION_HEADER, now_ms, router
 from serving.store import KeyspaceNotReady
 
-TEMPLATE = "/v1/availability/{sku}/{location}"
-_ID = r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}"  # serving.models.ID_PATTERN without its anchors
-_PATH = re.compile(f"/v1/availability/({_ID})/({_ID})")
-GENERATION_HEADER = b"atp-generation"
+TEMPLATE = router.prefix + "/{sku}/{location}"
+_ID = ID_PATTERN.removeprefix("^").removesuffix("$")
+_PATH = re.compile(f"{re.escape(router.prefix)}/({_ID})/({_ID})")
+_HEADER = GENERATION_HEADER.lower().encode()
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class SingleKeyFastPath:
                     body, generation = answer
                     await send({"type": "http.response.start", "status": 200, "headers": [
                         (b"content-length", str(len(body)).encode()), (b"content-type", b"application/json"),
-                        (GENERATION_HEADER, generation.encode())]})
+                        (_HEADER, generation.encode())]})
                     await send({"type": "http.response.body", "body": body})
                     return
         await self.app(scope, receive, send)
@@ -64,4 +64,4 @@ async def _read(store: Any, sku: str, location: str) -> tuple[bytes, str] | None
     stored = read.results[0]
     if stored is None:
         return None
-    return Availability.from_stored(stored, int(time.time() * 1000)).model_dump_json().encode(), read.generation
+    return Availability.from_stored(stored, now_ms()).model_dump_json().encode(), read.generation

@@ -59,7 +59,9 @@ for j = 1, #KEYS / 2 do
 end
 return written
 """ % (", ".join(f"'{f}'" for f in HASH_FIELDS), SEP, SEP, SEP)
-WRITE_CHUNK = 100  # items per call: each call holds Redis for about 1 ms, between other clients' commands
+# Items per call. Redis runs a call's items back to back: about 8 us each (the measured wall time
+# beyond the client's CPU), so a call holds it for under 1 ms between other clients' commands.
+WRITE_CHUNK = 100
 
 # The latest alert of each kind for one key. KEYS[1] the key's alert hash; ARGV[1] kind, ARGV[2]
 # version, ARGV[3] the alert as JSON. A re-delivered older alert never replaces a newer one.

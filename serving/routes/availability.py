@@ -33,7 +33,7 @@ GenerationQuery = Annotated[str | None, Query(
 GENERATION_HEADER = "ATP-Generation"  # which generation answered
 
 
-def _now_ms() -> int:
+def now_ms() -> int:
     return int(time.time() * 1000)
 
 
@@ -45,7 +45,7 @@ async def get_position(sku: SkuPath, location: LocationPath, store: StoreDep, re
     stored = read.results[0]
     if stored is None:
         raise ApiError(404, "not_found", f"no position for {sku}@{location}")
-    return Availability.from_stored(stored, _now_ms())
+    return Availability.from_stored(stored, now_ms())
 
 
 GroupQuery = Annotated[str | None, Query(
@@ -63,7 +63,7 @@ async def get_sku(sku: SkuPath, store: StoreDep, groups: GroupsDep, response: Re
     stored = read.results
     if not stored:
         raise ApiError(404, "not_found", f"no positions for {sku}")
-    now = _now_ms()
+    now = now_ms()
     return SkuAvailability(
         sku=sku,
         locations=[Availability.from_stored(s, now) for s in stored],
@@ -82,7 +82,7 @@ async def _get_group(sku: str, group: str, store: PositionStore, groups: dict[st
     stored, *positions = read.results
     if stored is None:
         raise ApiError(404, "not_found", f"no position for {sku} in group {group}")
-    now = _now_ms()
+    now = now_ms()
     summed = GroupAvailability.from_group(stored, now)
     return SkuAvailability(
         sku=sku,
@@ -99,7 +99,7 @@ async def query(request: QueryRequest, store: StoreDep, response: Response,
     read = await store.get_many(pairs, generation)
     response.headers[GENERATION_HEADER] = read.generation
     found = read.results
-    now = _now_ms()
+    now = now_ms()
     return QueryResponse(
         results=[
             QueryResult(sku=sku, location=loc, found=s is not None,
