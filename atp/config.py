@@ -102,6 +102,10 @@ class Settings(BaseSettings):
         2.0, ge=0, le=3600, description="How long a snapshot waits, at least, for the stock changes before its as_of.")
     reconcile_timeout_s: float = Field(
         60.0, gt=0, le=86400, description="How long a snapshot waits, at most, for the wms topic to pass its as_of.")
+    wms_out_of_order_s: float = Field(
+        1.0, ge=0, le=3600,
+        description="How far event times may step back within a wms partition (bounded out-of-orderness): a snapshot's "
+                    "past counts as read once every wms partition has been read this far past its as_of.")
     drift_warning_units: int = Field(1, ge=0)
     drift_warning_pct: float = Field(0.0, ge=0)
     drift_critical_units: int = Field(10, ge=0)

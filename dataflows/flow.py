@@ -112,6 +112,7 @@ def deps_from_settings(settings: Settings, formula: int | None = None) -> FlowDe
             formula=formula or settings.formula_version or 1, lateness_ms=settings.lateness_ms,
             drift=settings.drift_policy, reconcile_delay_ms=int(settings.reconcile_delay_s * 1000),
             reconcile_timeout_ms=int(settings.reconcile_timeout_s * 1000),
+            out_of_order_ms=int(settings.wms_out_of_order_s * 1000),
             low_stock_atp=settings.low_stock_atp,
             stock_progress=STOCK_PROGRESS.get if settings.workers_total == 1 else no_progress),
         availability=kafka_io.RecordMessage(encoder, "AvailabilityChanged", settings.topic_availability),

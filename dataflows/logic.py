@@ -42,6 +42,7 @@ class FoldContext:
     drift: drift.DriftPolicy = field(default_factory=drift.DriftPolicy)
     reconcile_delay_ms: int = 2000  # a snapshot waits at least this long for the changes before its as_of
     reconcile_timeout_ms: int = 60_000  # and at most this long, when the wms topic does not get there
+    out_of_order_ms: int = 1000  # how far event times may step back within a wms partition
     low_stock_atp: int = 10
     stock_progress: Callable[[], int] = field(default=STOCK_PROGRESS.get)  # see dataflows.progress
 
@@ -205,11 +206,17 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
 
     def _past_is_in(self, arrival_ms: int, as_of_ms: int, now_ms: int, read_to: int) -> bool:
         """Whether the stock changes before ``as_of_ms`` have been read: every wms partition of
-        the dataflow has passed it (after a short wait for the other workers), or at the latest
-        the timeout ran out."""
+        the dataflow has passed it by the out-of-orderness bound (after a short wait), or at the
+        latest the timeout ran out.
+
+        A partition's event times are not in order: writers' clocks differ, and a hot key's
+        events can be stamped ahead of the others'. Reading a partition past ``as_of`` therefore
+        does not mean everything before ``as_of`` was read; reading it ``out_of_order_ms`` past
+        does (a bounded-out-of-orderness watermark)."""
         ctx = self._ctx
         waited = now_ms - arrival_ms
-        return waited >= ctx.reconcile_timeout_ms or (waited >= ctx.reconcile_delay_ms and read_to >= as_of_ms)
+        return waited >= ctx.reconcile_timeout_ms or (
+            waited >= ctx.reconcile_delay_ms and read_to >= as_of_ms + ctx.out_of_order_ms)
 
     def _confirm_short(self, st: KeyState, now_ms: int, out: list[Output]) -> None:
         """Alert a shortfall once its past is in. Topics are read at their own paces, so a

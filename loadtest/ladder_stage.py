@@ -34,6 +34,7 @@ from dataflows import kafka_io
 from atp.procinfo import own_peak_rss_mib
 from loadtest.peer_logic import read_input
 from dataflows.flow import FlowIO, build_flow, deps_from_settings
+from dataflows.progress import STOCK_PROGRESS
 from dataflows.recovery import RecoveryStore
 from dataflows.redis_sink import RedisPositionSink
 from schemas import Decoder, default_store
@@ -93,6 +94,8 @@ def run(stage: str, bounds: kafka_io.Bounds, settings: Settings) -> int:
         from state.projection import READY
 
         write_meta(redis.Redis.from_url(settings.redis_url), settings.keyspace, "ladder", READY)
+    # As `atp run` does: the read progress counts once every wms partition was read.
+    STOCK_PROGRESS.reset(kafka_io.check_kafka(settings)[settings.topic_wms])
     cli_main(_flow(settings, bounds, stage), workers_per_process=settings.workers, process_id=settings.process_id,
              addresses=settings.addresses, epoch_interval=timedelta(seconds=settings.snapshot_interval_s),
              recovery_config=recovery)

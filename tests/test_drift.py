@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from dataflows.logic import FoldContext, PositionLogic
@@ -125,6 +127,38 @@ def test_a_snapshot_waits_for_the_reconcile_delay_unless_newer_stock_changes_arr
     # A newer stock change means the snapshot's past has arrived: reconciled at once.
     out, _ = lg.on_batch([parse(snapshot(30, t=MIN + 1)), parse(wms("ADJUST", qty=1, reason="x", t=2 * MIN))])
     assert [a.difference for a in out if isinstance(a, drift.Alert)] == [-10]
+
+
+def test_a_snapshot_waits_until_every_wms_partition_is_read_past_its_as_of_by_the_out_of_order_bound():
+    # Event times step back within a partition (writers' clocks differ, a hot key is stamped
+    # ahead of the others): a partition read just past as_of can still hold a change from before.
+    clock = Clock(T0 + 10 * MIN)
+    read_to = [T0 + MIN + 999]
+    ctx = FoldContext(DEDUP, SafetyStock(), {WarehouseEvent: "wms", OrderLineEvent: "orders",
+                                             InventorySnapshot: "snapshots"}, clock=clock,
+                      stock_progress=lambda: read_to[0], reconcile_delay_ms=2000, out_of_order_ms=1000)
+    lg = PositionLogic(ctx, None)
+    lg.on_batch([parse(wms("RECEIPT", qty=40, t=0))])
+    lg.on_batch([parse(snapshot(30, t=MIN))])
+    clock.ms += 2000
+    out, _ = lg.on_notify()
+    assert alerts_of(out) == [] and lg.notify_at() is not None  # 999 ms past as_of: still waiting
+    # The change from before as_of that was still in the partition; then the partition passes the bound.
+    out, _ = lg.on_batch([parse(wms("ADJUST", qty=-10, reason="damaged", t=MIN - 1))])
+    assert alerts_of(out) == []
+    read_to[0] = T0 + MIN + 1000
+    clock.ms += 1
+    out, _ = lg.on_notify()
+    assert alerts_of(out) == [] and not [p for p in out if isinstance(p, Position)]  # a match: nothing changed
+    assert lg.notify_at() is None
+    # Without the bound the same order of reading raises a false drift alert.
+    eager = PositionLogic(replace(ctx, out_of_order_ms=0), None)
+    eager.on_batch([parse(wms("RECEIPT", qty=40, t=0))])
+    eager.on_batch([parse(snapshot(30, t=MIN))])
+    read_to[0] = T0 + MIN + 999
+    clock.ms += 2000
+    out, _ = eager.on_notify()
+    assert alerts_of(out) == [("DRIFT", 40, 30, -10)]
 
 
 def test_an_expired_reservation_is_released_with_no_further_event():
