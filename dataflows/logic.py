@@ -135,9 +135,10 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
         if waits:
             ctx = self._ctx
             now_ms = int(ctx.clock() * 1000)
-            # The next check of each wait: at its delay, then at its timeout.
-            due = min(a + ctx.reconcile_delay_ms if now_ms < a + ctx.reconcile_delay_ms else a + ctx.reconcile_timeout_ms
-                      for a in waits)
+            # The next check of each wait: at its delay, then every delay (at least a second) until its timeout.
+            delay, timeout = ctx.reconcile_delay_ms, ctx.reconcile_timeout_ms
+            again = now_ms + max(delay, 1000)
+            due = min(a + delay if now_ms < a + delay else min(a + timeout, again) for a in waits)
         if st.next_expiry is not None and (due is None or st.next_expiry < due):
             due = st.next_expiry
         return None if due is None else datetime.fromtimestamp(due / 1000, timezone.utc)
