@@ -24,6 +24,7 @@ import redis
 from atp.config import Settings, child_environ
 from atp.generations import drop, for_generation
 from atp.verify import compare
+from dataflows import kafka_io
 from loadtest.bench import measure, parser, private_stack, produce, write_report
 from loadtest.chaos import machine
 from loadtest.chaos_verify import Verdict, check_redis_positions, read_truth
@@ -47,6 +48,7 @@ def run(events: int, runs: int, skus: int, locations: int, seed: int, work_dir: 
     results: list[dict[str, Any]] = []
     with private_stack(work_dir, redis_key_prefix="bench") as (settings, _):
         sent = produce(settings, events, skus, locations, seed)
+        partitions = sum(kafka_io.check_kafka(settings).values())
         client = redis.Redis.from_url(settings.redis_url)
         first = None
         for i in range(runs):
@@ -68,7 +70,7 @@ def run(events: int, runs: int, skus: int, locations: int, seed: int, work_dir: 
     return {
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
         "input": {"events": sent.sent, "skus": skus, "locations": locations, "seed": seed,
-                  "partitions": settings.topic_partitions * 3},
+                  "partitions": partitions},
         "runs": results,
         "median_wall_s": statistics.median(walls),
         "median_records_per_s": round(statistics.median(r["records_per_s_wall"] for r in results)),
