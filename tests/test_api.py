@@ -141,6 +141,43 @@ def test_the_single_key_fast_path_answers_as_the_fastapi_route_does(sink, client
     assert 'atp_api_requests_total{route="/v1/availability/{sku}/{location}",status="200"}' in text
 
 
+def test_concurrent_single_key_reads_go_to_redis_as_one_command_and_each_gets_its_own(sink, settings, rclient):
+    import asyncio
+
+    import redis.asyncio as aioredis
+
+    from serving.store import MAX_COALESCED, PositionStore
+
+    sink.write_batch([pos(sku=f"SKU-{i}", version=i + 1, available=i) for i in range(300)])
+
+    async def reads() -> tuple[list, list, dict]:
+        client = aioredis.Redis.from_url(settings.redis_url)
+        store = PositionStore(client, settings.generations)
+        try:
+            await store.get_one("SKU-0", "DC-01")  # loads the script
+            rclient.config_resetstat()
+            together = await asyncio.gather(*(store.get_one(f"SKU-{i}", "DC-01") for i in [*range(300), 404]))
+            stats = rclient.info("commandstats")
+            # A request cancelled while its read waits (its client left) is skipped; the others are answered.
+            tasks = [asyncio.create_task(store.get_one(f"SKU-{i}", "DC-01")) for i in (1, 2, 3)]
+            await asyncio.sleep(0)  # each has queued its read
+            tasks[1].cancel()
+            rest = await asyncio.gather(*tasks, return_exceptions=True)
+            return together, rest, stats
+        finally:
+            await client.aclose()
+
+    together, rest, stats = asyncio.run(reads())
+    assert [r.results[0]["version"] for r in together[:300]] == list(range(1, 301))
+    assert [r.results[0]["available_qty"] for r in together[:300]] == list(range(300))
+    assert together[300].results[0] is None and {r.generation for r in together} == {"default"}
+    # 301 reads of one turn: one script call per MAX_COALESCED keys (the commands it runs count too).
+    calls = {name.removeprefix("cmdstat_"): s["calls"] for name, s in stats.items()}
+    assert MAX_COALESCED == 256 and (calls["evalsha"], calls["hgetall"], calls["hmget"]) == (2, 301, 2)
+    assert rest[0].results[0]["version"] == 2 and rest[2].results[0]["version"] == 4
+    assert isinstance(rest[1], asyncio.CancelledError)
+
+
 def test_unknown_key_is_404_and_invalid_id_is_422(client):
     r = client.get("/v1/availability/SKU-404/DC-01")
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
