@@ -41,19 +41,16 @@ class Availability(Quantities):
 
     @classmethod
     def from_stored(cls, stored: dict[str, Any], now_ms: int) -> "Availability":
-        return cls(
-            **{k: stored[k] for k in Quantities.model_fields},
-            sku=stored["sku"],
-            location=stored["location"],
-            version=stored["version"],
-            as_of=datetime.fromtimestamp(stored["as_of"] / 1000, timezone.utc),
-            updated_at=datetime.fromtimestamp(stored["updated_at"] / 1000, timezone.utc),
-            lag_ms=max(0, now_ms - stored["as_of"]),
-            formula_version=stored.get("formula_version", 1),
-            demand_per_min_5m=stored.get("demand_per_min_5m", 0.0),
-            demand_per_min_60m=stored.get("demand_per_min_60m", 0.0),
-            stockout_eta_minutes=stored.get("stockout_eta_minutes"),
-        )
+        return cls(**fields_of(stored, now_ms))
+
+
+def fields_of(stored: dict[str, Any], now_ms: int) -> dict[str, Any]:
+    """An ``Availability``'s fields from a stored position (``state.projection.from_hash``): the
+    stored fields as they are (a hash written before a field existed gets its default), the times
+    as UTC datetimes and the lag added."""
+    return {**stored, "as_of": datetime.fromtimestamp(stored["as_of"] / 1000, timezone.utc),
+            "updated_at": datetime.fromtimestamp(stored["updated_at"] / 1000, timezone.utc),
+            "lag_ms": max(0, now_ms - stored["as_of"])}
 
 
 class GroupMember(BaseModel):

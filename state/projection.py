@@ -17,6 +17,7 @@ Writes are at-least-once (Bytewax re-emits after a restart), so a write lands on
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from collections.abc import Iterable
 from typing import Any
 
 from state.position import Position
@@ -178,17 +179,28 @@ def hash_fields(p: Position) -> dict[str, str]:
     return dict(zip(HASH_FIELDS, write_args(p)[2].split(SEP)))
 
 
+def _float_or_none(v: bytes | str) -> float | None:
+    return float(v) if v else None
+
+
+_TYPED = {**dict.fromkeys(INT_FIELDS, int), **dict.fromkeys(FLOAT_FIELDS, _float_or_none)}
+
+
 def from_hash(raw: dict[Any, Any]) -> dict[str, Any] | None:
     """A stored hash as typed fields, or None for a missing key."""
-    if not raw:
-        return None
+    return from_pairs(raw.items()) if raw else None
+
+
+def from_flat(flat: list[Any]) -> dict[str, Any] | None:
+    """A hash as HGETALL answers inside a script (field, value, field, value, ...), typed."""
+    it = iter(flat)
+    return from_pairs(zip(it, it)) if flat else None
+
+
+def from_pairs(pairs: Iterable[tuple[Any, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for k, v in raw.items():
+    for k, v in pairs:
         k = k.decode() if isinstance(k, bytes) else k
-        v = v.decode() if isinstance(v, bytes) else v
-        if k in INT_FIELDS:
-            v = int(v)
-        elif k in FLOAT_FIELDS:
-            v = float(v) if v != "" else None
-        out[k] = v
+        typed = _TYPED.get(k)
+        out[k] = typed(v) if typed is not None else v.decode() if isinstance(v, bytes) else v
     return out
