@@ -74,15 +74,38 @@ def _script(keys: list[tuple[str, str]], batch: int, delay_ms: float, seed: int)
     return body
 
 
+CALIBRATION_S = 3  # the short run before a paced one that measures what wrk's pacing loses
+
+
 def run_wrk(base_url: str, keys: list[tuple[str, str]], work_dir: Path, name: str, duration_s: float,
             connections: int, batch: int = 1, target_rps: float | None = None, threads: int = 1) -> WrkResult:
+    """``wrk`` as fast as it goes, or paced at ``target_rps``. wrk paces by waiting a fixed delay
+    after each response, so each connection's cycle is the delay plus the latency and the delay
+    ``connections / target_rps`` alone offers less than the target: a short calibration run at
+    that delay measures the cycle, and the measured run waits that much less."""
     wrk = wrk_binary()
     if wrk is None:
         raise FileNotFoundError("wrk is not installed: apt-get install wrk (Debian) to measure the API")
-    delay_ms = connections * 1000.0 / target_rps if target_rps else 0.0
-    script = work_dir / f"{name}.lua"
-    script.write_text(_script(keys, batch, delay_ms, seed=len(name)))
-    cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{int(duration_s)}s", "--latency", "-s", str(script), base_url]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=duration_s + 60, check=True).stdout
-    (work_dir / f"{name}.txt").write_text(out)
-    return parse_wrk(name, out, target_rps, connections, duration_s)
+
+    def once(label: str, seconds: float, delay_ms: float) -> WrkResult:
+        script = work_dir / f"{label}.lua"
+        script.write_text(_script(keys, batch, delay_ms, seed=len(name)))
+        cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", str(script), base_url]
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
+        (work_dir / f"{label}.txt").write_text(out)
+        return parse_wrk(name, out, target_rps, connections, seconds)
+
+    if not target_rps:
+        return once(name, duration_s, 0.0)
+    delay_ms = connections * 1000.0 / target_rps
+    probe = once(f"{name}-calibration", CALIBRATION_S, delay_ms)
+    return once(name, duration_s, paced_delay_ms(connections, target_rps, delay_ms, probe.rps))
+
+
+def paced_delay_ms(connections: int, target_rps: float, tried_ms: float, achieved_rps: float) -> float:
+    """The delay that offers ``target_rps``, from a run at ``tried_ms`` that achieved ``achieved_rps``:
+    the rest of that run's cycle per connection (the latency) comes off the plain delay."""
+    if achieved_rps <= 0:
+        return tried_ms
+    latency_ms = max(0.0, connections * 1000.0 / achieved_rps - tried_ms)
+    return max(0.0, connections * 1000.0 / target_rps - latency_ms)

@@ -70,6 +70,16 @@ def test_wrk_output_is_parsed_with_units_and_errors():
         parse_wrk("broken", "wrk: connection refused", None, 1, 1)
 
 
+def test_a_paced_run_waits_less_by_the_latency_its_calibration_run_measured():
+    from loadtest.apiload import paced_delay_ms
+
+    # 32 connections at 6.4 ms each offer 5,000/s only without latency; 3,473/s achieved means a
+    # cycle of 9.21 ms, so 2.81 ms of latency comes off the delay.
+    assert round(paced_delay_ms(32, 5000, 6.4, 3473), 2) == 3.59
+    assert paced_delay_ms(32, 5000, 6.4, 1000) == 0.0  # latency above the whole budget: as fast as it goes
+    assert paced_delay_ms(32, 5000, 6.4, 5000) == 6.4 and paced_delay_ms(32, 5000, 6.4, 0) == 6.4
+
+
 def _step(rate: float, lags: list[int], offered_rate: float | None = None) -> Phase:
     off = Offered(sent=int((offered_rate or rate) * len(lags)), seconds=float(len(lags)))
     return Phase(f"step-{rate:.0f}", rate, 0.0, 1.0, off, [LagPoint(float(t), lag, 0) for t, lag in enumerate(lags)])
