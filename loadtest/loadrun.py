@@ -205,7 +205,9 @@ class LoadRun:
         runs = [("single-key max", dict(connections=32)), (f"single-key at {cfg.api_rate:,.0f} rps",
                 dict(connections=32, target_rps=cfg.api_rate)), ("100-key batch max", dict(connections=8, batch=100)),
                 ("100-key batch at 200 rps", dict(connections=8, batch=100, target_rps=200))]
-        background = _constant(self.cfg.profile.base_rate, cfg.api_s * len(runs) + 5)
+        # Traffic for the whole API phase: each run, the calibration run before a paced one, and a margin.
+        seconds = sum(cfg.api_s + (apiload.CALIBRATION_S if kw.get("target_rps") else 0) for _, kw in runs)
+        background = _constant(self.cfg.profile.base_rate, seconds + 5)
         t = threading.Thread(target=self._phase, args=("api-background", background, sim, producer, probes, sampler),
                              kwargs={"progress": False}, daemon=True)  # the log lines are wrk's
         t.start()
