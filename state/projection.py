@@ -16,8 +16,8 @@ Writes are at-least-once (Bytewax re-emits after a restart), so a write lands on
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
 from collections.abc import Iterable
+from dataclasses import dataclass, fields
 from typing import Any
 
 from state.position import Position
