@@ -98,19 +98,21 @@ def _targets(r: dict[str, Any]) -> list[dict[str, Any]]:
         out.append({"target": "max sustainable rate >= 50,000 ev/s", "measured": r["max_sustainable_rate"],
                     "met": r["max_sustainable_rate"] >= 50_000})
     api = {a["name"]: a for a in r["api"]}
-    single = [a for a in r["api"] if a["name"].startswith("single-key_max")]
-    if single:
-        out.append({"target": "API >= 10,000 single-key reads/s", "measured": round(single[0]["rps"]),
-                    "met": single[0]["rps"] >= 10_000})
-    fixed = [a for n, a in api.items() if n.startswith("single-key_at")]
-    if fixed:
-        v = fixed[0]["latency_ms"]["p99"]
-        out.append({"target": f"API p99 <= 10 ms at {fixed[0]['target_rps']:,.0f} rps "
-                              f"(achieved {fixed[0]['rps']:,.0f})", "measured": v, "met": v <= 10})
-    batch = [a for n, a in api.items() if n.startswith("100-key_batch_at")]
-    if batch:
-        v = batch[0]["latency_ms"]["p99"]
-        out.append({"target": "API 100-key batch p99 <= 25 ms", "measured": v, "met": v <= 25})
+    for where, prefix in (("the API alone", "alone_"), ("beside the pipeline", "")):
+        single = next((a for n, a in api.items() if n.startswith(prefix + "single-key_max")), None)
+        if single:
+            out.append({"target": f"API >= 10,000 single-key reads/s ({where})", "measured": round(single["rps"]),
+                        "met": single["rps"] >= 10_000})
+        fixed = next((a for n, a in api.items() if n.startswith(prefix + "single-key_at")), None)
+        if fixed:
+            v = fixed["latency_ms"]["p99"]
+            out.append({"target": f"API p99 <= 10 ms at {fixed['target_rps']:,.0f} rps ({where}; "
+                                  f"achieved {fixed['rps']:,.0f})", "measured": v, "met": v <= 10})
+        batch = next((a for n, a in api.items() if n.startswith(prefix + "100-key_batch_at")), None)
+        if batch:
+            v = batch["latency_ms"]["p99"]
+            out.append({"target": f"API 100-key batch p99 <= 25 ms ({where}; achieved {batch['rps']:,.0f}/s)",
+                        "measured": v, "met": v <= 25})
     return out
 
 
@@ -155,7 +157,7 @@ CPU cores used per process (CPU seconds per second of the phase; the machine has
 
 Max sustainable rate (lag bounded for a whole step): {_max_line(r)}
 
-## API under load (wrk, while the generator offers the baseline rate)
+## API (wrk: first alone, the generator idle; then while it offers the baseline rate)
 
 | run | connections | rps | p50 ms | p90 ms | p99 ms | errors |
 |---|---|---|---|---|---|---|

@@ -205,7 +205,11 @@ class LoadRun:
         runs = [("single-key max", dict(connections=32)), (f"single-key at {cfg.api_rate:,.0f} rps",
                 dict(connections=32, target_rps=cfg.api_rate)), ("100-key batch max", dict(connections=8, batch=100)),
                 ("100-key batch at 200 rps", dict(connections=8, batch=100, target_rps=200))]
-        # Traffic for the whole API phase: each run, the calibration run before a paced one, and a margin.
+        # First the API alone (the generator idle: its capacity), then beside the pipeline at the
+        # baseline rate (what it keeps on machines it shares with the broker and the dataflow).
+        for name, kw in runs:
+            self._wrk(api_url, hot, work_dir, f"alone {name}", kw)
+        # Traffic for the whole second part: each run, the calibration run before a paced one, and a margin.
         seconds = sum(cfg.api_s + (apiload.CALIBRATION_S if kw.get("target_rps") else 0) for _, kw in runs)
         background = _constant(self.cfg.profile.base_rate, seconds + 5)
         t = threading.Thread(target=self._phase, args=("api-background", background, sim, producer, probes, sampler),
@@ -214,12 +218,15 @@ class LoadRun:
         try:
             time.sleep(2)
             for name, kw in runs:
-                r = apiload.run_wrk(api_url, hot, work_dir, name.replace(" ", "_"), cfg.api_s, **kw)  # type: ignore[arg-type]
-                self.api.append(r.as_dict())
-                self.log(f"api {name}: {r.rps:,.0f} rps, p50 {r.latency_ms['p50']} ms, p99 {r.latency_ms['p99']} ms, "
-                         f"errors {r.errors}")
+                self._wrk(api_url, hot, work_dir, name, kw)
         finally:
             t.join()
+
+    def _wrk(self, api_url: str, keys: list[tuple[str, str]], work_dir: Path, name: str, kw: dict[str, Any]) -> None:
+        r = apiload.run_wrk(api_url, keys, work_dir, name.replace(" ", "_"), self.cfg.api_s, **kw)
+        self.api.append(r.as_dict())
+        self.log(f"api {name}: {r.rps:,.0f} rps, p50 {r.latency_ms['p50']} ms, p99 {r.latency_ms['p99']} ms, "
+                 f"errors {r.errors}")
 
 
 def _existing_keys(settings: Settings, limit: int) -> list[tuple[str, str]]:
