@@ -88,6 +88,9 @@ class Settings(BaseSettings):
         None, ge=0, lt=1024, description="Cluster mode: this process's index in ATP_CLUSTER_ADDRESSES (0 coordinates).")
     recovery: bool = True
     snapshot_interval_s: float = Field(5.0, gt=0, le=3600)
+    malloc_trim_s: float = Field(
+        1.0, ge=0, le=3600,
+        description="How often the dataflow hands the heap's free pages back to the OS (glibc malloc_trim); 0 disables.")
     dedup_window_hours: float = Field(24.0, gt=0)
     safety_stock_file: Path | None = None
     kafka_batch_size: int = Field(1000, ge=1, le=100_000)

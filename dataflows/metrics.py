@@ -48,3 +48,7 @@ DRIFT_UNITS = Histogram(
     buckets=(0, 1, 2, 5, 10, 25, 50, 100, 250, 1000),
 )
 BAND_CHANGES = Counter("atp_band_changes_total", "Threshold-feed events, by the band entered.", ["band"])
+MALLOC_TRIM = Histogram(
+    "atp_malloc_trim_seconds", "Each malloc_trim call that hands the heap's free pages back to the OS (atp.memtrim).",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+)

@@ -20,7 +20,7 @@ from atp.config import Settings
 from atp.errors import StackError
 from atp.redisconn import connect, connect_url
 from atp.generations import Spec, current, drop, write_meta
-from atp import gctune
+from atp import gctune, memtrim
 from dataflows import kafka_io, metrics
 from dataflows.cluster import PEER_TIMEOUT_S, Board
 from dataflows.continuity import KeyspaceWatch, StartPlan, follow_start, plan_start
@@ -174,6 +174,7 @@ def run(settings: Settings, replay: Replay | None = None) -> str:
     signal.signal(signal.SIGUSR2, _retry)
     _cluster[0] = settings.processes > 1
     gctune.tune()
+    memtrim.start(settings.malloc_trim_s, metrics.MALLOC_TRIM.observe)
     if replay is not None and settings.processes > 1:
         raise StackError("a replay runs as one process: unset ATP_CLUSTER_ADDRESSES and ATP_PROCESS_ID for it")
     partitions = kafka_io.check_kafka(settings)

@@ -24,12 +24,13 @@ from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 
 from atp.config import Settings, load_settings
-from atp import gctune
+from atp import gctune, memtrim
 from dataflows import kafka_io
 from atp.procinfo import own_peak_rss_mib
 from loadtest.peer_logic import read_input
@@ -41,6 +42,46 @@ from schemas import Decoder, default_store
 
 STAGES = ("consume", "decode", "bytewax", "fold", "publish", "full")
 COUNT = [0]
+INPUT_READ_PEAK: list[float] = []  # the peak RSS each time a partition's range was read
+
+
+class _EndMarked(FixedPartitionedSource[Any, Any]):
+    """The bounded source, noting the peak RSS as each partition's range is read.
+
+    When the last one is, the input was read and Bytewax has not yet seen its end. At the end of
+    input Bytewax calls ``on_eof`` on every key and snapshots every key at once, which a live
+    dataflow never does (it stops on SIGINT or SIGTERM, without an end of input): the memory
+    benchmark reports the peak before that and the peak over the whole run."""
+
+    def __init__(self, inner: FixedPartitionedSource[Any, Any]) -> None:
+        self._inner = inner
+
+    def list_parts(self) -> list[str]:
+        return self._inner.list_parts()
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> "_EndMark":
+        return _EndMark(self._inner.build_part(step_id, for_part, resume_state))
+
+
+class _EndMark(StatefulSourcePartition[Any, Any]):
+    def __init__(self, inner: StatefulSourcePartition[Any, Any]) -> None:
+        self._inner = inner
+
+    def next_batch(self) -> Any:
+        try:
+            return self._inner.next_batch()
+        except StopIteration:
+            INPUT_READ_PEAK.append(own_peak_rss_mib())
+            raise
+
+    def next_awake(self) -> Any:
+        return self._inner.next_awake()
+
+    def snapshot(self) -> Any:
+        return self._inner.snapshot()
+
+    def close(self) -> None:
+        self._inner.close()
 
 
 class _Count(DynamicSink[Any]):
@@ -64,7 +105,7 @@ def _consume(settings: Settings, ends: dict[str, int], decode: bool) -> int:
 
 
 def _flow(settings: Settings, bounds: kafka_io.Bounds, stage: str) -> Dataflow:
-    source = kafka_io.source(settings, bounds=bounds)
+    source = _EndMarked(kafka_io.source(settings, bounds=bounds))
     if stage == "bytewax":
         flow = Dataflow("atp")
         op.output("out", op.input("kafka_in", flow, source), _Count())
@@ -120,11 +161,13 @@ def main() -> None:
     starts = json.loads(Path(sys.argv[3]).read_text()) if len(sys.argv) > 3 else {}
     bounds = kafka_io.Bounds(json.loads(ends_file.read_text()), starts)
     settings = load_settings()
+    memtrim.start(settings.malloc_trim_s)  # as `atp run` does
     started = time.perf_counter()
     records = run(stage, bounds, settings)
     seconds = time.perf_counter() - started
     print(json.dumps({"stage": stage, "records": records, "seconds": seconds, "counted": COUNT[0],
-                      "peak_rss_mib": own_peak_rss_mib()}))
+                      "peak_rss_mib": own_peak_rss_mib(),
+                      "input_read_peak_rss_mib": max(INPUT_READ_PEAK, default=None)}))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import time
 
 import redis
 
-from atp import gctune
+from atp import gctune, memtrim
 from atp.config import load_settings
 from loadtest.peer_logic import AtpLogic, load_ends, read_input, report
 from state.projection import hash_fields
@@ -19,6 +19,7 @@ from state.fold import KeyState
 def main() -> None:
     gctune.tune()  # as `atp run` does; the peers too, so the comparison is of the frameworks
     settings = load_settings()
+    memtrim.start(settings.malloc_trim_s)  # as `atp run` does
     started = time.perf_counter()
     logic = AtpLogic(settings)
     states: dict[str, KeyState] = {}

@@ -23,7 +23,7 @@ from quixstreams.models import TopicConfig
 from quixstreams.sinks import BatchingSink, SinkBatch
 from quixstreams.state.rocksdb import RocksDBOptions
 
-from atp import gctune
+from atp import gctune, memtrim
 from atp.config import load_settings
 from loadtest.peer_logic import AtpLogic, load_ends, report
 from state.projection import hash_fields
@@ -55,6 +55,7 @@ class RedisPositions(BatchingSink):
 def main() -> None:
     gctune.tune()  # as `atp run` does; the peers too, so the comparison is of the frameworks
     settings = load_settings()
+    memtrim.start(settings.malloc_trim_s)  # as `atp run` does
     ends = load_ends(sys.argv[1])
     partitions = max(int(k.split("-", 1)[0]) for k in ends) + 1
     logic = AtpLogic(settings)

@@ -35,6 +35,7 @@ def test_environment_and_config_file(tmp_path):
         ({"ATP_CLUSTER_ADDRESSES": "a:1;b:2", "ATP_PROCESS_ID": "2"}, "lists 2 processes (ids 0 to 1)"),
         ({"ATP_CLUSTER_ADDRESSES": "a:1;a:1", "ATP_PROCESS_ID": "0"}, "listed twice"),
         ({"ATP_CLUSTER_ADDRESSES": "a:1,b:2", "ATP_PROCESS_ID": "0"}, "separated by ';'"),
+        ({"ATP_MALLOC_TRIM_S": "-1"}, "ATP_MALLOC_TRIM_S='-1'"),
     ],
 )
 def test_bad_settings_name_the_variable(env, needle):

@@ -26,3 +26,18 @@ def test_every_rung_reads_the_whole_input_and_the_report_renders(tmp_path):
     assert "| raw consume() |" in text and "+ recovery (default)" in text and report["reproduce"] in text
     assert ladder.plot(report, tmp_path / "ladder.png") and (tmp_path / "ladder.png").stat().st_size > 10_000
     json.dumps(report)  # machine-readable as written
+
+
+def test_the_memory_benchmark_takes_the_peak_before_and_after_the_end_of_input(tmp_path):
+    from loadtest import memory
+
+    report = memory.run(4000, 1000, tmp_path)
+    for run, keys in ((report["small"], 1000), (report["large"], 4000)):
+        assert run["records"] == 2 * keys
+        # Noted when the last partition's range was read, so never above the whole run's peak.
+        assert 0 < run["input_read_peak_rss_mib"] <= run["peak_rss_mib"]
+    assert report["redis_bytes_per_key"] > 0
+    text = memory.markdown(report)
+    assert f"**{report['dataflow_bytes_per_key']:,} bytes per key**" in text
+    assert f"**{report['dataflow_bytes_per_key_with_end']:,} bytes per key**" in text
+    json.dumps(report)

@@ -162,3 +162,10 @@ def test_the_report_quotes_phases_freshness_targets_and_cpu():
                    "API >= 10,000 single-key reads/s (beside the pipeline)": False}
     text = markdown(r)
     assert "none of the steps was bounded" in text and "| peak | 0.50 | 0.90 |" in text
+
+
+def test_the_memory_verdict_says_met_or_by_how_much_it_missed():
+    from loadtest.memory import _verdict
+
+    assert _verdict(1024, 1024) == "met" and _verdict(900, 1024) == "met"
+    assert _verdict(1311, 1024) == "missed by 1.28×"
