@@ -34,8 +34,9 @@ def test_the_memory_benchmark_takes_the_peak_before_and_after_the_end_of_input(t
     report = memory.run(4000, 1000, tmp_path)
     for run, keys in ((report["small"], 1000), (report["large"], 4000)):
         assert run["records"] == 2 * keys
-        # Noted when the last partition's range was read, so never above the whole run's peak.
-        assert 0 < run["input_read_peak_rss_mib"] <= run["peak_rss_mib"]
+        # Noted when the last partition's range was read, so not above the whole run's peak, give
+        # or take the kernel's RSS counting (per-CPU counters, read approximately: 89.9 then 89.7).
+        assert 0 < run["input_read_peak_rss_mib"] <= run["peak_rss_mib"] + 1
     assert report["redis_bytes_per_key"] > 0
     text = memory.markdown(report)
     assert f"**{report['dataflow_bytes_per_key']:,} bytes per key**" in text
