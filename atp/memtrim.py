@@ -3,11 +3,11 @@
 glibc returns freed memory to the OS only from the top of its heaps. The dataflow allocates and
 frees a lot in between: each epoch's unpacked key states, Bytewax's snapshot buffers, librdkafka's
 fetched message sets (freed by another thread than the one that made them). The holes stay part of
-the RSS, so a live dataflow's RSS climbs long after its state stopped growing: at 1,000,000 keys
-(``python -m loadtest.memory``) its heaps held 400 MB free beside 560 MB in use, and its RSS had
-reached 1,223 MiB; trimming once a second kept it under 880 MiB on the same input, at 5 to 15 ms a
-call. ``malloc_trim(0)`` releases every whole free page, those in the middle of a heap too (glibc
-2.8 and later), and a ``ctypes`` call releases the GIL while it runs.
+the RSS, so a live dataflow's RSS climbs long after its state stopped growing: reading 1,000,000
+keys (``python -m loadtest.memory``), its heaps held 400 MB free beside 560 MB in use (glibc's
+``mallinfo2``) and its peak RSS reached 1,162 MiB; trimming once a second kept the peak at 895 MiB,
+at 5 to 15 ms a call. ``malloc_trim(0)`` releases every whole free page, those in the middle of a
+heap too (glibc 2.8 and later), and a ``ctypes`` call releases the GIL while it runs.
 
 Elsewhere (musl, macOS) there is nothing to call and nothing is started.
 """
