@@ -3,18 +3,11 @@
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import pytest
 
 from atp import memtrim
-
-
-def _rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError("no VmRSS")
+from atp.procinfo import own_rss_mib as _rss_mib
 
 
 @pytest.mark.skipif(memtrim.malloc_trim() is None, reason="glibc only")
