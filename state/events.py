@@ -114,10 +114,22 @@ def _str(rec: dict[str, Any], name: str) -> str:
     return value
 
 
+# Ids that matched ID_RE: SKUs and locations come back on every event, and a set lookup is a
+# fifth of the regex's cost. Emptied when full, so any number of distinct ids stays bounded.
+_VALID_IDS: set[str] = set()
+_MAX_VALID_IDS = 65_536
+
+
 def _id(rec: dict[str, Any], name: str) -> str:
+    value = rec.get(name)
+    if type(value) is str and value in _VALID_IDS:
+        return value
     value = _str(rec, name)
     if ID_RE.fullmatch(value) is None:
         raise InvalidEvent("invalid_id", f"{name}={value!r} must match ^[A-Za-z0-9][A-Za-z0-9._-]{{0,63}}$")
+    if len(_VALID_IDS) >= _MAX_VALID_IDS:
+        _VALID_IDS.clear()
+    _VALID_IDS.add(value)
     return value
 
 

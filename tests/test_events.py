@@ -56,3 +56,22 @@ def test_the_readme_example_file_is_valid():
     with path.open() as fh:
         lines = list(parse_lines(fh))
     assert len(lines) == 6 and [line.error for line in lines] == [None] * 6
+
+
+def test_ids_validated_once_are_remembered_in_a_bounded_set(monkeypatch):
+    from state import events as ev
+
+    monkeypatch.setattr(ev, "_VALID_IDS", set())
+    monkeypatch.setattr(ev, "_MAX_VALID_IDS", 3)
+    assert parse(wms("RECEIPT", qty=1, sku="A-1", location="DC-1")).sku == "A-1"
+    assert ev._VALID_IDS == {"A-1", "DC-1"}
+    for bad in ("-A-1", "A 1", "x" * 65):  # an id like a remembered one is still checked
+        with pytest.raises(InvalidEvent, match="must match"):
+            parse(wms("RECEIPT", qty=1, sku=bad, location="DC-1"))
+    parse(wms("RECEIPT", qty=1, sku="B-1", location="DC-1"))
+    assert ev._VALID_IDS == {"A-1", "B-1", "DC-1"}  # full
+    parse(wms("RECEIPT", qty=1, sku="C-1", location="DC-1"))  # emptied, then added to
+    assert ev._VALID_IDS == {"C-1", "DC-1"}
+    with pytest.raises(InvalidEvent) as info:  # a non-string is refused as before, not looked up
+        parse(wms("RECEIPT", qty=1, sku=["A-1"], location="DC-1"))
+    assert info.value.reason == "invalid_field"
