@@ -50,10 +50,11 @@ def cpu_of(pid: int | None) -> float:
     return own + sum(cpu_of(c) for c in children)
 
 
-def parser(doc: str) -> argparse.ArgumentParser:
+def parser(doc: str, runs: bool = True) -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=doc.splitlines()[0])
     ap.add_argument("--events", type=int, default=1_000_000)
-    ap.add_argument("--runs", type=int, default=3)
+    if runs:
+        ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--skus", type=int, default=5_000)
     ap.add_argument("--locations", type=int, default=20)
     ap.add_argument("--seed", type=int, default=1)

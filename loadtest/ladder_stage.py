@@ -16,6 +16,7 @@ below it. Settings come from the ``ATP_*`` environment. Prints ``{"records": N, 
 from __future__ import annotations
 
 import json
+import resource
 import sys
 import time
 from datetime import timedelta
@@ -165,7 +166,9 @@ def main() -> None:
     started = time.perf_counter()
     records = run(stage, bounds, settings)
     seconds = time.perf_counter() - started
+    usage = resource.getrusage(resource.RUSAGE_SELF)
     print(json.dumps({"stage": stage, "records": records, "seconds": seconds, "counted": COUNT[0],
+                      "cpu_s": usage.ru_utime + usage.ru_stime,
                       "peak_rss_mib": own_peak_rss_mib(),
                       "input_read_peak_rss_mib": max(INPUT_READ_PEAK, default=None)}))
 

@@ -42,3 +42,17 @@ def test_the_memory_benchmark_takes_the_peak_before_and_after_the_end_of_input(t
     assert f"**{report['dataflow_bytes_per_key']:,} bytes per key**" in text
     assert f"**{report['dataflow_bytes_per_key_with_end']:,} bytes per key**" in text
     json.dumps(report)
+
+
+def test_the_profile_of_the_full_rung_puts_each_sample_under_one_step(tmp_path):
+    from loadtest import hotspots
+
+    report = hotspots.run(3000, 50, 4, 7, tmp_path, rate=500)
+    assert report["records"] == report["input"]["records"] == 3000 and report["cpu_s"] > 0
+    steps = {x["name"]: x for x in report["steps"]}
+    assert sum(x["samples"] for x in report["steps"]) == report["samples"] > 0
+    assert abs(sum(x["us_per_record"] for x in report["steps"]) - report["us_per_record"]) < 0.1 * len(steps)
+    assert "decode and validation" in steps and "the ATP fold" in steps  # the real rung was sampled
+    text = hotspots.markdown(report)
+    assert f"**{report['us_per_record']:.1f} µs per record**" in text and report["reproduce"] in text
+    json.dumps(report)

@@ -169,3 +169,31 @@ def test_the_memory_verdict_says_met_or_by_how_much_it_missed():
 
     assert _verdict(1024, 1024) == "met" and _verdict(900, 1024) == "met"
     assert _verdict(1311, 1024) == "missed by 1.28×"
+
+
+def test_profile_samples_go_to_the_first_step_they_pass_through():
+    from collections import Counter
+
+    from loadtest import hotspots as h
+
+    entry = "<module> (loadtest/ladder_stage.py:180);main (loadtest/ladder_stage.py:168);run (loadtest/ladder_stage.py:130)"
+    fold = f"{entry};PositionLogic.on_batch (dataflows/logic.py:93);apply (state/fold.py:170)"
+    packing = f"{entry};PositionLogic.on_batch (dataflows/logic.py:93);PositionLogic._unpack (dataflows/logic.py:89)"
+    stacks = Counter({fold: 6, packing: 2, entry: 1, f"{entry};<lambda> (dataflows/flow.py:70)": 1,
+                      "_bootstrap (threading.py:1002);serve (atp/metrics.py:10)": 2})
+    assert h.step_of(packing) == "state packing (snapshots, unpacking)"  # inside the fold's call, packing wins
+    assert h.step_of(fold) == "the ATP fold" and h.step_of(entry) == h.RUNTIME
+    r = h.attribute(stacks, records=100, cpu_s=0.012)  # 120 us per record
+    got = {x["name"]: (x["samples"], x["us_per_record"]) for x in r["steps"]}
+    assert got == {"the ATP fold": (6, 60.0), "state packing (snapshots, unpacking)": (2, 20.0), h.RUNTIME: (1, 10.0),
+                   h.OTHER: (1, 10.0), h.OUTSIDE: (2, 20.0)}
+    assert r["functions"][0] == {"name": "apply (state/fold.py)", "samples": 6, "share": 0.5, "us_per_record": 60.0}
+
+
+def test_an_empty_profile_is_an_error_not_a_report():
+    from collections import Counter
+
+    from loadtest import hotspots as h
+
+    with pytest.raises(ValueError, match="empty"):
+        h.attribute(Counter(), records=10, cpu_s=1.0)
