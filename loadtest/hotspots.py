@@ -84,22 +84,34 @@ def leaf_of(stack: str) -> str:
     return f"{func} ({where.rsplit(':', 1)[0]})"
 
 
+def is_wait(stack: str) -> bool:
+    """A thread blocked in a ``threading`` wait (the heap trimmer between trims): py-spy does not
+    always see those as idle, and they use no CPU."""
+    func, _, where = leaf_of(stack).partition(" (")
+    return func in _WAITS and where.rstrip(")").endswith("threading.py")
+
+
+_WAITS = frozenset({"Condition.wait", "Event.wait", "Thread.join", "Thread._wait_for_tstate_lock"})
+
+
 def attribute(stacks: Counter[str], records: int, cpu_s: float) -> dict[str, Any]:
-    total = sum(stacks.values())
-    if total == 0 or records <= 0:
+    waits = sum(n for stack, n in stacks.items() if is_wait(stack))
+    total = sum(stacks.values()) - waits
+    if total <= 0 or records <= 0:
         raise ValueError("no samples or no records: the profile is empty")
     by_step: Counter[str] = Counter()
     leaves: Counter[str] = Counter()
     for stack, n in stacks.items():
-        by_step[step_of(stack)] += n
-        leaves[leaf_of(stack)] += n
+        if not is_wait(stack):
+            by_step[step_of(stack)] += n
+            leaves[leaf_of(stack)] += n
     per_record = cpu_s * 1e6 / records
 
     def row(name: str, n: int) -> dict[str, Any]:
         return {"name": name, "samples": n, "share": round(n / total, 4), "us_per_record": round(per_record * n / total, 2)}
 
     return {
-        "samples": total, "records": records, "cpu_s": round(cpu_s, 2), "us_per_record": round(per_record, 2),
+        "samples": total, "wait_samples_left_out": waits, "records": records, "cpu_s": round(cpu_s, 2), "us_per_record": round(per_record, 2),
         "steps": [row(name, n) for name, n in by_step.most_common()],
         "functions": [row(name, n) for name, n in leaves.most_common(15)],
     }
@@ -153,7 +165,8 @@ def markdown(r: dict[str, Any]) -> str:
 Finished {r['finished_at']}, {r['machine']['cpus']} CPUs, Python {r['machine']['python']}; embedded broker
 and Redis on loopback. Input: {i['events']:,} simulated events ({i['records']:,} records, {i['skus']:,} SKUs ×
 {i['locations']} locations, seed {i['seed']}, {i['partitions']} partitions). The rung ran once under
-`py-spy record` at {r['sampling']['rate_hz']} Hz ({r['samples']:,} samples of running threads): it used
+`py-spy record` at {r['sampling']['rate_hz']} Hz ({r['samples']:,} samples of running threads; {r['wait_samples_left_out']:,} of
+threads blocked in a `threading` wait were left out): it used
 {r['cpu_s']:.1f} s of CPU, **{r['us_per_record']:.1f} µs per record**. A step's cost is its share of the
 samples times that.
 

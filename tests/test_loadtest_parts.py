@@ -180,10 +180,13 @@ def test_profile_samples_go_to_the_first_step_they_pass_through():
     fold = f"{entry};PositionLogic.on_batch (dataflows/logic.py:93);apply (state/fold.py:170)"
     packing = f"{entry};PositionLogic.on_batch (dataflows/logic.py:93);PositionLogic._unpack (dataflows/logic.py:89)"
     stacks = Counter({fold: 6, packing: 2, entry: 1, f"{entry};<lambda> (dataflows/flow.py:70)": 1,
-                      "_bootstrap (threading.py:1002);serve (atp/metrics.py:10)": 2})
+                      "_bootstrap (threading.py:1002);serve (atp/metrics.py:10)": 2,
+                      "_bootstrap (threading.py:1002);Trimmer._loop (atp/memtrim.py:52);Event.wait (threading.py:622);"
+                      "Condition.wait (threading.py:324);PyThread_acquire_lock_timed (libpython3.11.so)": 30})
     assert h.step_of(packing) == "state packing (snapshots, unpacking)"  # inside the fold's call, packing wins
     assert h.step_of(fold) == "the ATP fold" and h.step_of(entry) == h.RUNTIME
     r = h.attribute(stacks, records=100, cpu_s=0.012)  # 120 us per record
+    assert r["wait_samples_left_out"] == 30 and r["samples"] == 12  # the trimmer's wait is no CPU
     got = {x["name"]: (x["samples"], x["us_per_record"]) for x in r["steps"]}
     assert got == {"the ATP fold": (6, 60.0), "state packing (snapshots, unpacking)": (2, 20.0), h.RUNTIME: (1, 10.0),
                    h.OTHER: (1, 10.0), h.OUTSIDE: (2, 20.0)}
