@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 
@@ -14,6 +14,9 @@ from dataflows.progress import STOCK_PROGRESS, StockProgress
 from schemas import Decoder, DecodeError
 from state import events as ev
 from state.errors import InvalidEvent
+
+if TYPE_CHECKING:
+    from dataflows.kafka_io import InputMessage
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +27,7 @@ _KNOWN_TYPES = ev.WAREHOUSE_TYPES | ev.ORDER_TYPES
 class DeadLetter:
     """A message the flow cannot use, with why; it goes to the dead-letter topic unchanged."""
 
-    msg: KafkaSourceMessage[bytes | None, bytes | None]
+    msg: InputMessage | KafkaSourceMessage[bytes | None, bytes | None]  # the latter from `atp dlq` re-drives
     reason: str
     error_class: str
     message: str
