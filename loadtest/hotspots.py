@@ -187,9 +187,9 @@ Reproduce: `{r['reproduce']}`
 
 
 def plot(r: dict[str, Any], path: Path) -> bool:
-    return bar_chart(path, [x["name"] for x in r["steps"]], [x["us_per_record"] for x in r["steps"]],
+    return bar_chart(path, [x["name"] for x in r["steps"]], [round(x["us_per_record"], 1) for x in r["steps"]],
                      "µs of CPU per record", f"Where the {r['stage']} rung's time goes: "
-                     f"{r['us_per_record']:.1f} µs per record", height=4.2)
+                     f"{r['us_per_record']:.1f} µs per record (50,000/s on one core: 20)", height=4.2)
 
 
 def main() -> None:
