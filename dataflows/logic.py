@@ -60,7 +60,7 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
 
     Between epochs a key's state is kept as its snapshot's bytes: Bytewax asks for a snapshot of
     every key touched in an epoch, so the bytes are made anyway (``state.packing``), and a key at
-    rest then costs its ~250 bytes instead of ~1.4 KB of objects (``python -m loadtest.memory``).
+    rest then costs its ~225 bytes instead of ~1.4 KB of objects (``python -m loadtest.memory``).
     The next event of the key unpacks it (about 2 us, once per key and epoch).
     """
 
