@@ -115,7 +115,8 @@ def _str(rec: dict[str, Any], name: str) -> str:
 
 
 # Ids that matched ID_RE: SKUs and locations come back on every event, and checking one that is
-# remembered takes about 0.09 us against 0.26. Emptied when full, so any number of distinct ids stays bounded.
+# remembered takes about 0.09 us against 0.26. Emptied when full, so any number of distinct ids
+# stays bounded.
 _VALID_IDS: set[str] = set()
 _MAX_VALID_IDS = 65_536
 
