@@ -74,11 +74,21 @@ def build_report(cfg: "LoadConfig", phases: list["Phase"], api: list[dict[str, A
         "timeline": timeline,
         "api": api,
         "freshness_cdf_ms": {k: sorted(round(s.latency_ms, 1) for s in v) for k, v in samples.items()},
-        "reproduce": "atp loadtest" + (" --find-max" if cfg.find_max else "")
-                     + f" --base-rate {p.base_rate:g} --peak-factor {p.peak_factor:g} --seed {cfg.seed}",
+        "reproduce": reproduce(cfg),
     }
     report["targets"] = _targets(report)
     return report
+
+
+def reproduce(cfg: LoadConfig) -> str:
+    """The command that runs the same load test: every option spelled out, defaults included."""
+    p = cfg.profile
+    phases = ",".join(f"{x:g}" for x in (p.warmup_s, p.ramp_s, p.hold_s, p.decay_s, p.cooldown_s))
+    find_max = (f" --find-max --steps {','.join(f'{r:g}' for r in cfg.step_rates)} --step-s {cfg.step_s:g}"
+                if cfg.find_max else "")
+    return (f"atp loadtest --base-rate {p.base_rate:g} --peak-factor {p.peak_factor:g} --phases {phases} "
+            f"--skus {cfg.skus} --locations {cfg.locations} --seed {cfg.seed} --workers {cfg.workers} "
+            f"--api-workers {cfg.api_workers} --api-s {cfg.api_s:g} --api-rate {cfg.api_rate:g}{find_max}")
 
 
 def _targets(r: dict[str, Any]) -> list[dict[str, Any]]:

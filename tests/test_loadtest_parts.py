@@ -162,6 +162,20 @@ def test_the_report_quotes_phases_freshness_targets_and_cpu():
                    "API >= 10,000 single-key reads/s (beside the pipeline)": False}
     text = markdown(r)
     assert "none of the steps was bounded" in text and "| peak | 0.50 | 0.90 |" in text
+    assert f"Reproduce: `{r['reproduce']}`" in text
+
+
+def test_the_reproduce_line_spells_out_every_option_of_the_run():
+    from loadtest.loadreport import reproduce
+    from loadtest.loadrun import LoadConfig
+    from loadtest.profile import PeakProfile
+
+    cfg = LoadConfig(profile=PeakProfile(500, 4, 5, 5, 10, 5, 5), find_max=True, step_rates=(2500, 5000),
+                     step_s=30, api_s=0)
+    assert reproduce(cfg) == ("atp loadtest --base-rate 500 --peak-factor 4 --phases 5,5,10,5,5 --skus 20000 "
+                              "--locations 20 --seed 1 --workers 1 --api-workers 2 --api-s 0 --api-rate 5000 "
+                              "--find-max --steps 2500,5000 --step-s 30")
+    assert "--find-max" not in reproduce(LoadConfig())
 
 
 def test_the_memory_verdict_says_met_or_by_how_much_it_missed():
