@@ -30,11 +30,10 @@ from bytewax.outputs import DynamicSink, StatelessSinkPartition
 from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 
-from atp.config import Settings, load_settings
-from atp import gctune, memtrim
+from atp.config import Settings
 from dataflows import kafka_io
 from atp.procinfo import own_peak_rss_mib
-from loadtest.peer_logic import read_input
+from loadtest.peer_logic import read_input, start_process
 from dataflows.flow import FlowIO, build_flow, deps_from_settings
 from dataflows.progress import STOCK_PROGRESS
 from dataflows.recovery import RecoveryStore
@@ -155,14 +154,12 @@ def _consumed() -> int:
 
 
 def main() -> None:
-    gctune.tune()  # as `atp run` does
     stage, ends_file = sys.argv[1], Path(sys.argv[2])
     if stage not in STAGES:
         raise SystemExit(f"stage must be one of {', '.join(STAGES)}")
     starts = json.loads(Path(sys.argv[3]).read_text()) if len(sys.argv) > 3 else {}
     bounds = kafka_io.Bounds(json.loads(ends_file.read_text()), starts)
-    settings = load_settings()
-    memtrim.start(settings.malloc_trim_s)  # as `atp run` does
+    settings = start_process()
     started = time.perf_counter()
     records = run(stage, bounds, settings)
     seconds = time.perf_counter() - started

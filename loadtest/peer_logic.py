@@ -15,7 +15,8 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
-from atp.config import Settings
+from atp import gctune, memtrim
+from atp.config import Settings, load_settings
 from atp.procinfo import own_peak_rss_mib
 from schemas import Decoder, default_store
 from schemas import DecodeError
@@ -26,6 +27,15 @@ from state.position import Position, position
 from state.safety import SafetyStock
 
 Routed = tuple[str, ev.Event]
+
+
+def start_process() -> Settings:
+    """The settings of a benchmark process (a peer, a ladder rung), with the memory tuning `atp run`
+    applies (the collector's thresholds, the heap trimming), so each is compared on equal terms."""
+    gctune.tune()
+    settings = load_settings()
+    memtrim.start(settings.malloc_trim_s)
+    return settings
 
 
 class AtpLogic:

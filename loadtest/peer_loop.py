@@ -9,17 +9,13 @@ import time
 
 import redis
 
-from atp import gctune, memtrim
-from atp.config import load_settings
-from loadtest.peer_logic import AtpLogic, load_ends, read_input, report
+from loadtest.peer_logic import AtpLogic, load_ends, read_input, report, start_process
 from state.projection import hash_fields
 from state.fold import KeyState
 
 
 def main() -> None:
-    gctune.tune()  # as `atp run` does; the peers too, so the comparison is of the frameworks
-    settings = load_settings()
-    memtrim.start(settings.malloc_trim_s)  # as `atp run` does
+    settings = start_process()
     logic = AtpLogic(settings)
     client = redis.Redis.from_url(settings.redis_url)
     ks = settings.keyspace

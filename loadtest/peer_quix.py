@@ -23,9 +23,7 @@ from quixstreams.models import TopicConfig
 from quixstreams.sinks import BatchingSink, SinkBatch
 from quixstreams.state.rocksdb import RocksDBOptions
 
-from atp import gctune, memtrim
-from atp.config import load_settings
-from loadtest.peer_logic import AtpLogic, load_ends, report
+from loadtest.peer_logic import AtpLogic, load_ends, report, start_process
 from state.projection import hash_fields
 
 # first record, last fold, and the time spent writing after the last fold (the final checkpoint's
@@ -53,9 +51,7 @@ class RedisPositions(BatchingSink):
 
 
 def main() -> None:
-    gctune.tune()  # as `atp run` does; the peers too, so the comparison is of the frameworks
-    settings = load_settings()
-    memtrim.start(settings.malloc_trim_s)  # as `atp run` does
+    settings = start_process()
     ends = load_ends(sys.argv[1])
     partitions = max(int(k.split("-", 1)[0]) for k in ends) + 1
     logic = AtpLogic(settings)
