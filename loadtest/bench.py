@@ -18,6 +18,7 @@ from typing import Any
 from atp.config import Settings, load_settings
 from atp.producer import EventProducer
 from atp.stack import Stack, free_port
+from dataflows import kafka_io
 from loadtest.child import ROOT
 from loadtest.pace import SendResult, send_paced
 from loadtest.simulator import Simulator
@@ -89,6 +90,15 @@ class Measured:
     peak_rss_mib: float  # ru_maxrss: an upper bound (see own_peak_rss_mib); children report their own
     stdout: str
     stderr: str
+
+
+def write_ends(settings: Settings, work_dir: Path) -> tuple[dict[str, int], Path]:
+    """The input topics' end offsets now (``{index}-{topic}`` -> offset), and ``ends.json`` in
+    ``work_dir`` holding them: the bounded input every benchmark process reads."""
+    ends = kafka_io.end_offsets(settings)
+    path = work_dir / "ends.json"
+    path.write_text(json.dumps(ends))
+    return ends, path
 
 
 def measure(args: Sequence[str], env: dict[str, str], log_dir: Path, name: str) -> Measured:

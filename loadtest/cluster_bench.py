@@ -28,8 +28,7 @@ from typing import Any
 
 from atp.config import Settings, child_environ
 from atp.stack import free_port
-from dataflows import kafka_io
-from loadtest.bench import bar_chart, measure_together, parser, private_stack, produce, write_report
+from loadtest.bench import write_ends, bar_chart, measure_together, parser, private_stack, produce, write_report
 from loadtest.chaos import machine
 from loadtest.chaos_verify import LogTruth, Verdict, check_redis_positions, read_truth
 
@@ -79,9 +78,7 @@ def run(events: int, runs: int, skus: int, locations: int, seed: int, work_dir: 
     samples: dict[str, list[dict[str, Any]]] = {k: [] for k in LAYOUTS}
     with private_stack(work_dir, topic_partitions=partitions) as (settings, _stack):
         sent = produce(settings, events, skus, locations, seed)
-        ends = kafka_io.end_offsets(settings)
-        ends_file = work_dir / "ends.json"
-        ends_file.write_text(json.dumps(ends))
+        ends, ends_file = write_ends(settings, work_dir)
         truth = read_truth(settings)
         print(f"oracle: {len(truth.expected):,} keys from {truth.log_records:,} records", file=sys.stderr)
         for i in range(runs):

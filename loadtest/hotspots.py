@@ -28,8 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from atp.config import child_environ
-from dataflows import kafka_io
-from loadtest.bench import bar_chart, parser, private_stack, produce, write_report
+from loadtest.bench import write_ends, bar_chart, parser, private_stack, produce, write_report
 from loadtest.chaos import machine
 from loadtest.child import ROOT
 from loadtest.ladder_stage import STAGES
@@ -131,9 +130,7 @@ def run(events: int, skus: int, locations: int, seed: int, work_dir: Path, stage
     spy = py_spy()
     with private_stack(work_dir) as (settings, _):
         sent = produce(settings, events, skus, locations, seed)
-        ends = kafka_io.end_offsets(settings)
-        ends_file = work_dir / "ends.json"
-        ends_file.write_text(json.dumps(ends))
+        ends, ends_file = write_ends(settings, work_dir)
         raw = work_dir / "samples.txt"
         s = settings.model_copy(update={"state_dir": settings.state_dir / stage, "redis_key_prefix": f"hotspots-{stage}"})
         cmd = [spy, "record", "--format", "raw", "--rate", str(rate), "--output", str(raw), *(["--native"] * native),

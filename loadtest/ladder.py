@@ -22,8 +22,7 @@ from typing import Any
 
 from atp.config import Settings, child_environ
 from atp.stack import Stack
-from dataflows import kafka_io
-from loadtest.bench import bar_chart, cpu_of, measure, parser, private_stack, produce, write_report
+from loadtest.bench import write_ends, bar_chart, cpu_of, measure, parser, private_stack, produce, write_report
 from loadtest.chaos import machine
 from loadtest.ladder_stage import STAGES
 
@@ -57,9 +56,7 @@ def run(events: int, runs: int, skus: int, locations: int, seed: int, work_dir: 
     samples: dict[str, list[dict[str, Any]]] = {s: [] for s in stages}
     with private_stack(work_dir) as (settings, stack):
         sent = produce(settings, events, skus, locations, seed)
-        ends = kafka_io.end_offsets(settings)
-        ends_file = work_dir / "ends.json"
-        ends_file.write_text(json.dumps(ends))
+        ends, ends_file = write_ends(settings, work_dir)
         for i in range(runs):
             for stage in stages:
                 r = _stage(stage, settings, ends_file, stack, i)
