@@ -21,7 +21,7 @@ faulthandler.enable()
 app = typer.Typer(help="atp-stream: streaming available-to-promise.", no_args_is_help=True, add_completion=False)
 stack_app = typer.Typer(help="The embedded local stack (Kafka-protocol broker + Redis).", no_args_is_help=True)
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
-dlq_app = typer.Typer(help="Dead letters: list, show, redrive.", no_args_is_help=True)
+dlq_app = typer.Typer(help="Dead letters: list, show, redrive, skip.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
 app.add_typer(dlq_app, name="dlq")
@@ -104,6 +104,16 @@ def dlq_show(source: str = typer.Argument(..., help="topic:partition:offset, as 
     for k, v in sorted(entry.headers.items()):
         console.print(f"header   {k}={v}", markup=False)
     console.print(f"value    {len(entry.value or b'')} bytes: {(entry.value or b'')[:64].hex()}", markup=False)
+
+
+@dlq_app.command("skip")
+@friendly
+def dlq_skip(source: str = typer.Argument(..., help="topic:partition:offset of an input record, as `atp dlq list` prints it")) -> None:
+    """Dead-letter one input record unread (reason `skipped`) instead of processing it (docs/crash-loop.md)."""
+    from atp import dlq
+
+    added, note = dlq.skip(settings(), source)
+    console.print(f"{'skipping' if added else 'already on the skip list:'} {source}; {note}", markup=False)
 
 
 @dlq_app.command("redrive")

@@ -10,6 +10,7 @@ import json
 import os
 import tomllib
 from collections.abc import Mapping
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -24,6 +25,7 @@ from pydantic_settings import (
 from atp.errors import ConfigError
 from state.drift import DriftPolicy, Level, Thresholds
 from state.events import ID_RE
+from state.limits import DEFAULT_SKEW_MS, EARLIEST_MS, MAX_SUMMED_KEYS
 from state.position import FORMULAS
 from state.projection import (
     DEFAULT_GENERATION,
@@ -69,6 +71,9 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=1, le=65535)
     api_workers: int = Field(1, ge=1, le=64, description="API processes sharing the port; metrics are summed over them.")
+    ready_heartbeat_s: float = Field(
+        15.0, gt=0, le=3600,
+        description="/readyz answers 503 dataflow_stale when the running dataflow's heartbeat is older than this.")
     metrics_host: str = "127.0.0.1"
     metrics_port: int = Field(9108, ge=0, le=65535, description="Dataflow metrics port; 0 disables.")
     topic_partitions: int = Field(4, ge=1, le=1024)
@@ -88,6 +93,10 @@ class Settings(BaseSettings):
         None, ge=0, lt=1024, description="Cluster mode: this process's index in ATP_CLUSTER_ADDRESSES (0 coordinates).")
     recovery: bool = True
     snapshot_interval_s: float = Field(5.0, gt=0, le=3600)
+    crash_loop_restarts: int = Field(
+        3, ge=2, le=100,
+        description="Crashes of the process at the same input position after which the record it crashes on is "
+                    "quarantined to the dead-letter topic (crash_loop); see docs/crash-loop.md.")
     malloc_trim_s: float = Field(
         1.0, ge=0, le=3600,
         description="How often the dataflow hands the heap's free pages back to the OS (glibc malloc_trim); 0 disables.")
@@ -101,6 +110,13 @@ class Settings(BaseSettings):
     lateness_window_s: float = Field(
         900.0, gt=0, le=7 * 86400,
         description="Event-time window in which late stock changes are put in order (and snapshots can be verified).")
+    max_clock_skew_s: float = Field(
+        DEFAULT_SKEW_MS / 1000, ge=0, le=7 * 86400,
+        description="How far ahead of this machine's clock an occurred_at or as_of may be; later ones are dead letters "
+                    "(clock_skew).")
+    earliest_event_time: datetime = Field(
+        datetime.fromtimestamp(EARLIEST_MS / 1000, timezone.utc),
+        description="Event times before this are dead letters (clock_skew): absurd dates, not old ones (ISO-8601, UTC).")
     reconcile_delay_s: float = Field(
         2.0, ge=0, le=3600, description="How long a snapshot waits, at least, for the stock changes before its as_of.")
     reconcile_timeout_s: float = Field(
@@ -182,6 +198,9 @@ class Settings(BaseSettings):
                     raise ValueError(f"group {group}: {bad} are not location ids")
                 if len(set(members)) != len(members):
                     raise ValueError(f"group {group} names a location twice")
+                if len(members) > MAX_SUMMED_KEYS:
+                    raise ValueError(f"group {group} has {len(members)} locations; at most {MAX_SUMMED_KEYS} keep its "
+                                     "sums exact for JavaScript clients (see docs/contract-limits.md): split it")
         return v
 
     @field_validator("redis_url")
@@ -283,6 +302,11 @@ class Settings(BaseSettings):
     @property
     def dedup_window_ms(self) -> int:
         return int(self.dedup_window_hours * 3_600_000)
+
+    @property
+    def earliest_event_ms(self) -> int:
+        t = self.earliest_event_time
+        return int((t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp() * 1000)
 
     @property
     def lateness_ms(self) -> int:

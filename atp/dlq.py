@@ -52,6 +52,28 @@ def parse_source(text: str) -> str:
     return text
 
 
+def skip(settings: Settings, text: str) -> tuple[bool, str]:
+    """Put ``topic:partition:offset`` on the skip list (reason ``skipped``): from then on the dataflow
+    dead-letters that record unread. Returns (whether it was new, a note on when it takes effect)."""
+    from dataflows.quarantine import SKIP_FILE, SKIPPED, add_skip, parse_where
+    from dataflows.recovery import RecoveryStore
+
+    where = parse_where(parse_source(text))
+    assert where is not None
+    topic, partition, offset = where
+    if topic not in settings.input_topics:
+        raise AtpError(f"{topic!r} is not an input topic of this dataflow ({', '.join(settings.input_topics)})")
+    added = add_skip(settings.state_dir / SKIP_FILE, where, SKIPPED, "skipped by an operator (atp dlq skip)")
+    store = RecoveryStore(settings.recovery_dir)
+    committed = store.committed_offsets()[1].get(f"{partition}-{topic}", -1) if store.exists() else -1
+    if offset < committed:
+        note = (f"already processed (generation '{settings.generation}' has committed {topic}:{partition} up to "
+                f"{committed}): the skip applies only if it is read again (`atp reset`, a replay)")
+    else:
+        note = "a running dataflow dead-letters it if it has not read it yet (within a second); otherwise the next start does"
+    return added, note
+
+
 def read_dead_letters(settings: Settings) -> dict[str, DeadLetterEntry]:
     """Every dead letter, keyed by source coordinates, oldest first."""
     out: dict[str, DeadLetterEntry] = {}

@@ -36,13 +36,25 @@ from atp.generations import (
 from dataflows import kafka_io
 from dataflows.cluster import Board, Status
 from dataflows.recovery import RecoveryError, RecoveryStore
+from dataflows.quarantine import LEDGER_FILE, NOTE_FILE
 from dataflows.republish import REPUBLISH
-from state.projection import READY, REBUILDING, DEFAULT_GENERATION
+from state.projection import READY, REBUILDING, DEFAULT_GENERATION, KeySpace
 
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KeyspaceWatch", "StartPlan", "follow_start", "plan_start", "read_meta", "reset", "write_meta"]
+__all__ = ["KeyspaceWatch", "StartPlan", "beat", "follow_start", "plan_start", "read_meta", "reset", "write_meta"]
+
+# Liveness for readiness (the API reads it): the meta hash's ``flow`` (running | stopped | crash_loop)
+# and ``heartbeat`` (epoch ms, rewritten every watch interval while the flow runs). Only into an
+# existing meta: a heartbeat must not re-create a lost keyspace's meta (that is how loss is seen).
+RUNNING, STOPPED, CRASH_LOOP = "running", "stopped", "crash_loop"
+_BEAT = "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], unpack(ARGV)) end return -1"
+
+
+def beat(client: redis.Redis, ks: KeySpace, flow: str) -> bool:
+    """Write ``flow`` and a fresh ``heartbeat`` into the keyspace's meta, if it exists."""
+    return client.eval(_BEAT, 1, ks.meta, "flow", flow, "heartbeat", str(now_ms())) != -1
 
 
 @dataclass(frozen=True)
@@ -137,11 +149,13 @@ class KeyspaceWatch(threading.Thread):
     """Runs beside the flow: notices a lost keyspace with no traffic to reveal it, marks a
     re-published keyspace ready once it is complete and caught up, restores the generation
     pointer Redis lost with it, and notices when a switch has retired this generation. In cluster
-    mode it also exchanges this process's status with the others' (``board``)."""
+    mode it also exchanges this process's status with the others' (``board``). With ``flow`` it
+    writes the heartbeat (docs/crash-loop.md); ``on_tick`` runs first in every round."""
 
     def __init__(self, client: redis.Redis, settings: Settings, plan: StartPlan, store: RecoveryStore | None,
                  interval_s: float = 0.5, mark_ready: bool = True, on_retire: Callable[[], None] = lambda: None,
-                 board: Board | None = None, on_peer_lost: Callable[[list[int]], None] = lambda peers: None) -> None:
+                 board: Board | None = None, on_peer_lost: Callable[[list[int]], None] = lambda peers: None,
+                 flow: Callable[[], str] | None = None, on_tick: Callable[[], None] = lambda: None) -> None:
         super().__init__(name="atp-keyspace-watch", daemon=True)
         self._client, self._plan, self._store, self._board = client, plan, store, board
         self._name, self._gens, self._ks = settings.generation, settings.generations, settings.keyspace
@@ -149,6 +163,7 @@ class KeyspaceWatch(threading.Thread):
         self._interval = interval_s
         self._pending = plan.republish and mark_ready
         self._on_retire, self._on_peer_lost = on_retire, on_peer_lost
+        self._flow, self._on_tick = flow, on_tick  # flow: the heartbeat's state (None: this process does not beat)
         self.stopped = threading.Event()
 
     def complete(self) -> bool:
@@ -171,6 +186,10 @@ class KeyspaceWatch(threading.Thread):
         started = time.monotonic()
         while not self.stopped.wait(self._interval):
             try:
+                self._on_tick()
+            except Exception:  # noqa: BLE001 - the crash guard and the skip list must not stop the watch
+                log.warning("crash-guard check failed", exc_info=True)
+            try:
                 meta = read_meta(self._client, self._ks)
                 if meta is None or meta.get("run_id") != self._plan.run_id:
                     REPUBLISH.report_lost()
@@ -191,6 +210,8 @@ class KeyspaceWatch(threading.Thread):
                     log.info("re-published %d positions; keyspace '%s' ready after %.1f s",
                              self._plan.expected_keys, self._ks.prefix, time.monotonic() - started)
                 self.remember_pointer()
+                if self._flow is not None:
+                    beat(self._client, self._ks, self._flow())
             except (redis.exceptions.RedisError, OSError) as exc:
                 log.debug("keyspace check failed (the sink retries writes): %s", exc)
                 if self._board is not None:
@@ -229,5 +250,7 @@ def reset(settings: Settings, client: redis.Redis) -> tuple[int, bool]:
         shutil.rmtree(directory, ignore_errors=True)
     (settings.state_dir / SPEC_FILE).unlink(missing_ok=True)
     (settings.state_dir / WAS_CURRENT_FILE).unlink(missing_ok=True)
+    for name in (LEDGER_FILE, NOTE_FILE):  # counted crashes belong to the deleted store; the skip list stays
+        (settings.state_dir / name).unlink(missing_ok=True)
     return deleted, existed
 

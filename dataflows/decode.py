@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
@@ -11,8 +12,10 @@ from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
 
 from dataflows import metrics
 from dataflows.progress import STOCK_PROGRESS, StockProgress
+from dataflows.quarantine import SKIP, SkipList
 from schemas import Decoder, DecodeError
 from state import events as ev
+from state import limits
 from state.errors import InvalidEvent
 
 if TYPE_CHECKING:
@@ -31,16 +34,29 @@ class DeadLetter:
     reason: str
     error_class: str
     message: str
+    step: str = "decode"  # the step that refused it (atp.error.step)
 
 
 Routed = Union[tuple[str, ev.Event], DeadLetter]
 
 
+@dataclass(frozen=True)
+class TimeRules:
+    """The event times no clock could have written (``state.limits.times``)."""
+
+    skew_ms: int = limits.DEFAULT_SKEW_MS  # how far ahead of the wall clock an event time may be
+    earliest_ms: int = limits.EARLIEST_MS
+    clock: Callable[[], float] = time.time
+
+
 class DecodeStep:
     """Callable for ``flat_map_batch``: decodes, validates, checks the key and fans out."""
 
-    def __init__(self, decoder: Decoder, topics: Mapping[str, str], progress: StockProgress = STOCK_PROGRESS) -> None:
+    def __init__(self, decoder: Decoder, topics: Mapping[str, str], progress: StockProgress = STOCK_PROGRESS,
+                 times: TimeRules = TimeRules(), skip: SkipList = SKIP) -> None:
         self._decoder = decoder
+        self._skip = skip  # records to dead-letter unread (dataflows/quarantine.py); empty in normal runs
+        self._times = times
         # topic -> (record full-name suffix, parser)
         self._topics = {t: ("." + rec, ev.PARSERS[rec]) for t, rec in topics.items()}
         self._offsets: dict[tuple[str, int], Any] = {}
@@ -50,6 +66,11 @@ class DecodeStep:
         out: list[Routed] = []
         stock_times: dict[int, int] = {}  # wms partition -> newest event time in this batch
         self._track_offsets(batch)
+        if self._skip:
+            batch = self._skip.divert(batch, out)
+        rules = self._times
+        now_ms = int(rules.clock() * 1000)
+        earliest, latest = rules.earliest_ms, now_ms + rules.skew_ms
         for msg in batch:
             if isinstance(msg, KafkaError):
                 log.warning("kafka consumer error topic=%s partition=%s error=%s", msg.msg.topic, msg.msg.partition, msg.err)
@@ -65,9 +86,14 @@ class DecodeStep:
                 if msg.key is None or msg.key.decode("utf-8", "replace") != key:
                     raise InvalidEvent("key_mismatch", f"Kafka key {msg.key!r} must be {key!r} "
                                        f"({'the location' if '@' not in key else 'sku@location'})")
+                snapshot = type(event) is ev.InventorySnapshot
+                if snapshot or not earliest <= event.occurred_ms <= latest:
+                    limits.times(name.rsplit(".", 1)[-1], event.occurred_ms, now_ms, rules.skew_ms, earliest,
+                                 event.as_of_ms if snapshot else None)  # type: ignore[union-attr]
             except (DecodeError, InvalidEvent) as exc:
                 out.append(self._dead(msg, exc, record))
                 continue
+            event.src = msg
             if type(event) is ev.WarehouseEvent:
                 if event.occurred_ms > stock_times.get(msg.partition, 0):
                     stock_times[msg.partition] = event.occurred_ms

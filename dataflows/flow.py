@@ -14,8 +14,9 @@ from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 from atp.config import Settings
 from dataflows import kafka_io
 from dataflows.controls import LocationDirectory, is_location_control, skus_by_location
-from dataflows.decode import DecodeStep, is_dead_letter
+from dataflows.decode import DecodeStep, TimeRules, is_dead_letter
 from dataflows.groups import GroupLogic, ToGroups
+from dataflows.guard import guarded
 from dataflows.kafka_io import Bounds
 from dataflows.location_demand import DemandMetrics, location_demand
 from dataflows.logic import FoldContext, PositionLogic
@@ -81,15 +82,19 @@ def build_flow(io: FlowIO, deps: FlowDeps) -> Dataflow:
     outputs = op.stateful_batch("atp_fold", fold_in, lambda resume: PositionLogic(fold, resume))
     plain = op.key_rm("positions", outputs)
     kinds = op.branch("split_positions", plain, _is_position)
-    notices = op.branch("split_alerts", kinds.falses, _is_alert)  # the rest are band changes
+    notices = op.branch("split_alerts", kinds.falses, _is_alert)
+    refused = op.branch("split_refused", notices.falses, is_dead_letter)  # the rest are band changes
     # Location groups: each position also moves its groups' sums (nothing when none are configured).
     members = op.flat_map_batch("group_members", kinds.trues, deps.to_groups)
     groups = op.key_rm("group_positions", op.stateful_batch("group_fold", members, GroupLogic))
     op.output("redis_out", op.merge("redis_items", kinds.trues, notices.trues, groups), io.positions)
-    feed = op.map("availability_message", kinds.trues, deps.availability)
-    alerts = op.map("alert_message", notices.trues, deps.alert)
-    bands = op.map("band_message", notices.falses, deps.band)
-    dead = op.map("dead_letter_message", split.trues, deps.dead_letter)
+    # An output that fails to encode is a dead letter too (the fold keeps figures in range, so this
+    # is for the errors nobody foresaw): one bad item never stops the flow.
+    dead_msg = deps.dead_letter
+    feed = op.flat_map("availability_message", kinds.trues, guarded("availability_message", deps.availability, dead_msg))
+    alerts = op.flat_map("alert_message", notices.trues, guarded("alert_message", deps.alert, dead_msg))
+    bands = op.flat_map("band_message", refused.falses, guarded("band_message", deps.band, dead_msg))
+    dead = op.map("dead_letter_message", op.merge("dead_letters", split.trues, refused.trues), dead_msg)
     op.output("kafka_out", op.merge("kafka_messages", feed, alerts, bands, dead), io.messages)
     op.output("demand_out", location_demand(events, deps.demand_lateness), io.demand)
     return flow
@@ -106,7 +111,8 @@ def deps_from_settings(settings: Settings, formula: int | None = None) -> FlowDe
     }
     encoder = Encoder(store, registry)
     return FlowDeps(
-        decode=DecodeStep(Decoder(store, registry), settings.input_topics),
+        decode=DecodeStep(Decoder(store, registry), settings.input_topics,
+                          times=TimeRules(int(settings.max_clock_skew_s * 1000), settings.earliest_event_ms)),
         fold=FoldContext(
             settings.dedup_window_ms, SafetyStock.from_file(settings.safety_stock_file), topic_of,
             formula=formula or settings.formula_version or 1, lateness_ms=settings.lateness_ms,

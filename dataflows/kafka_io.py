@@ -18,6 +18,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from atp.config import Settings
 from atp.errors import StackError
 from dataflows.decode import DeadLetter
+from dataflows.quarantine import CAREFUL
+from dataflows.progress import STOCK_PROGRESS
 from schemas import Encoder
 from state.bands import BandChange
 from state.drift import Alert
@@ -55,18 +57,31 @@ class InputMessage:
 
 class LivePartition(_KafkaSourcePartition):  # type: ignore[misc]
     """Bytewax's partition of the live source, emitting ``InputMessage``s. Everything else (the
-    consumer, its offsets and snapshots, the end of a partition, errors as data) is Bytewax's;
-    ``next_batch`` is its own with the message type changed, so a Bytewax upgrade re-checks it."""
+    consumer, its offsets and snapshots, errors as data) is Bytewax's; ``next_batch`` is its own
+    with the message type changed, so a Bytewax upgrade re-checks it.
+
+    The consumer reports the end of the partition (``enable.partition.eof``) whenever it has read
+    everything written: a tailing partition tells ``progress`` (the wms partitions: their idle rule,
+    docs/idle-partitions.md) and reads on; one that does not tail ends there."""
+
+    _tail = False
+    _progress: Any = None  # a StockProgress (at_end, reading) for the wms partitions
+    _at_end = False  # the last thing ``progress`` was told
 
     def next_batch(self) -> list[Any]:
         if self._eof:
             raise StopIteration()
         batch: list[Any] = []
         last_offset = None
-        for msg in self._consumer.consume(self._batch_size, 0.001):
+        end_at = -1  # len(batch) when the consumer last reported the end of the partition
+        # Careful mode (crash loop, dataflows/quarantine.py): one record at a time, noted before it is emitted.
+        for msg in CAREFUL.consume(self._consumer) if CAREFUL.on else self._consumer.consume(self._batch_size, 0.001):
             error = msg.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
+                    end_at = len(batch)
+                    if self._tail:
+                        continue  # records written since may follow in this very batch
                     self._eof = True  # this batch is emitted; the next call ends the partition
                     break
                 if self._raise_on_errors:
@@ -79,13 +94,26 @@ class LivePartition(_KafkaSourcePartition):  # type: ignore[misc]
             last_offset = msg.offset()
         if last_offset is not None:
             self._offset = last_offset + 1  # resume from the next message
+        if self._progress is not None:
+            if end_at == len(batch):  # nothing read after the end: idle
+                if not self._at_end:
+                    self._at_end = True
+                    self._progress.at_end(self._part_idx)
+            elif batch and self._at_end:  # read again: before the decode step sees the records
+                self._at_end = False
+                self._progress.reading(self._part_idx)
         return batch
 
 
 class InputSource(KafkaSource):
     """Bytewax's source with ``LivePartition``s, whose partition listing gets no consumer-only
     settings: its admin client would warn about each one (CONFWARN ... is a consumer property)
-    at every start."""
+    at every start. ``progress`` is told when a partition of ``progress_topic`` (wms) reaches the
+    end of its log or is read again."""
+
+    def __init__(self, *args: Any, progress: Any = None, progress_topic: str | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._progress, self._progress_topic = progress, progress_topic
 
     def build_part(self, step_id: str, for_part: str, resume_state: int | None) -> Any:
         idx, topic = for_part.split("-", 1)
@@ -93,10 +121,14 @@ class InputSource(KafkaSource):
             raise RuntimeError(f"cannot resume partition {for_part!r}: topic {topic!r} is not an input")
         # As KafkaSource.build_part: offsets are kept by the recovery store, not a consumer group.
         config = {"group.id": "BYTEWAX_IGNORED", "enable.auto.commit": "false",
-                  "bootstrap.servers": ",".join(self._brokers), "enable.partition.eof": str(not self._tail),
-                  "statistics.interval.ms": 1000, **self._add_config}
-        return LivePartition(step_id, config, topic, int(idx), self._starting_offset, resume_state,
+                  "bootstrap.servers": ",".join(self._brokers), "statistics.interval.ms": 1000, **self._add_config,
+                  "enable.partition.eof": "true"}  # tailing too: the end of a wms partition makes it idle
+        part = LivePartition(step_id, config, topic, int(idx), self._starting_offset, resume_state,
                              self._batch_size, self._raise_on_errors)
+        part._tail = self._tail
+        if topic == self._progress_topic:
+            part._progress = self._progress
+        return part
 
     def list_parts(self) -> list[str]:
         config = {"bootstrap.servers": ",".join(self._brokers),
@@ -164,11 +196,14 @@ class _RangePartition(StatefulSourcePartition[Any, int]):
         self._consumer.close()
 
 
-def source(settings: Settings, tail: bool = True, bounds: Bounds | None = None) -> KafkaSource:
+def source(settings: Settings, tail: bool = True, bounds: Bounds | None = None,
+           progress: Any = STOCK_PROGRESS) -> KafkaSource:
+    """``progress`` hears when a wms partition reaches the end of its log, or is read again."""
     if bounds is not None:
         return BoundedKafkaSource(
             settings.brokers, list(settings.input_topics), batch_size=settings.kafka_batch_size,
-            add_config=_consumer_config(settings), raise_on_errors=False, bounds=bounds)
+            add_config=_consumer_config(settings), raise_on_errors=False, bounds=bounds,
+            progress=progress, progress_topic=settings.topic_wms)
     return InputSource(
         settings.brokers,
         list(settings.input_topics),
@@ -177,6 +212,8 @@ def source(settings: Settings, tail: bool = True, bounds: Bounds | None = None) 
         add_config=_consumer_config(settings),
         # Errors travel as data (logged by the decode step); the consumer retries on its own.
         raise_on_errors=False,
+        progress=progress,
+        progress_topic=settings.topic_wms,
     )
 
 
@@ -221,6 +258,7 @@ class DeadLetterMessage:
             ("atp.error.reason", dl.reason.encode()),
             ("atp.error.class", dl.error_class.encode()),
             ("atp.error.message", dl.message.encode("utf-8", "replace")[:4000]),
+            ("atp.error.step", dl.step.encode()),
         ]
         return KafkaSinkMessage(m.key, m.value, topic=self._topic, headers=headers)
 

@@ -7,6 +7,7 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from types import FrameType
@@ -23,7 +24,9 @@ from atp.generations import Spec, current, drop, write_meta
 from atp import gctune, memtrim
 from dataflows import kafka_io, metrics
 from dataflows.cluster import PEER_TIMEOUT_S, Board
-from dataflows.continuity import KeyspaceWatch, StartPlan, follow_start, plan_start
+from dataflows.continuity import CRASH_LOOP, RUNNING, STOPPED as FLOW_STOPPED, KeyspaceWatch, StartPlan, beat, \
+    follow_start, plan_start
+from dataflows.quarantine import SKIP, SKIP_FILE, CrashGuard, unread
 from dataflows.recovery import RecoveryStore
 from dataflows.republish import REPUBLISH
 from dataflows.flow import production_flow
@@ -186,10 +189,14 @@ def run(settings: Settings, replay: Replay | None = None) -> str:
             raise StackError(f"cannot serve metrics on {settings.metrics_host}:{settings.metrics_port} ({exc}); "
                              "give each dataflow process its own ATP_METRICS_PORT (0 disables)") from None
     client = connect(settings, socket_timeout=10, socket_connect_timeout=5)
+    guard = _crash_guard(settings, replay)
     while True:
         plan = _plan(settings, client, replay)
+        if guard is not None:
+            guard.begin()  # counts a crash of the previous run; may quarantine a record or read carefully
+        SKIP.load(settings.state_dir / SKIP_FILE)  # records to dead-letter unread: `atp dlq skip`, crash loops
         STOCK_PROGRESS.reset(partitions[settings.topic_wms])
-        outcome = _run_once(settings, plan, client, replay)
+        outcome = _run_guarded(settings, plan, client, replay, guard)
         if outcome == LOST:
             # The sink or the watch saw the keyspace vanish: run again from the last snapshot, re-publishing.
             metrics.KEYSPACE_LOST.inc()
@@ -203,6 +210,31 @@ def run(settings: Settings, replay: Replay | None = None) -> str:
         return outcome
 
 
+def _crash_guard(settings: Settings, replay: Replay | None) -> CrashGuard | None:
+    """The crash ledger of a live single-process run with recovery (docs/crash-loop.md)."""
+    if replay is not None or not settings.recovery:
+        return None
+    if settings.processes > 1:
+        log.info("crash-loop quarantine is off in cluster mode (docs/crash-loop.md); `atp dlq skip` still works")
+        return None
+    store = RecoveryStore(settings.recovery_dir)
+    return CrashGuard(settings.generation_dir, settings.state_dir / SKIP_FILE, settings.crash_loop_restarts,
+                      committed=lambda: store.committed_offsets()[1],
+                      # Exact ends (read past the reported high watermark, which some brokers report short):
+                      # careful mode must not end before the record that crashed.
+                      unread=lambda resume: unread(resume, kafka_io.end_offsets(settings),
+                                                   kafka_io.low_offsets(settings)))
+
+
+def _beat(client: redis.Redis, settings: Settings, flow: str) -> None:
+    """The meta's ``flow`` and ``heartbeat`` (process 0 only), best effort: Redis may be what failed."""
+    if settings.coordinator:
+        try:
+            beat(client, settings.keyspace, flow)
+        except redis.exceptions.RedisError as exc:
+            log.debug("could not write flow=%s to the keyspace meta: %s", flow, exc)
+
+
 def _plan(settings: Settings, client: redis.Redis, replay: Replay | None) -> StartPlan:
     if not settings.coordinator:
         return follow_start(settings, client)
@@ -211,7 +243,29 @@ def _plan(settings: Settings, client: redis.Redis, replay: Replay | None) -> Sta
     return plan_start(settings, client, new=replay.spec if replay else None, live=replay is None)
 
 
-def _run_once(settings: Settings, plan: StartPlan, client: redis.Redis, replay: Replay | None) -> str:
+def _run_guarded(settings: Settings, plan: StartPlan, client: redis.Redis, replay: Replay | None,
+                 guard: CrashGuard | None) -> str:
+    """``_run_once``, then what a run that did not crash tells the crash ledger and the heartbeat."""
+    outcome = _run_once(settings, plan, client, replay, guard)
+    if guard is not None:
+        guard.end()
+    if outcome in (STOPPED, DONE):
+        _beat(client, settings, FLOW_STOPPED)
+    return outcome
+
+
+def _flow_of(guard: CrashGuard | None) -> Callable[[], str]:
+    return (lambda: guard.flow) if guard is not None else (lambda: RUNNING)
+
+
+def _tick(guard: CrashGuard | None) -> None:
+    SKIP.refresh()
+    if guard is not None:
+        guard.tick()
+
+
+def _run_once(settings: Settings, plan: StartPlan, client: redis.Redis, replay: Replay | None,
+              guard: CrashGuard | None = None) -> str:
     REPUBLISH.reset(active=plan.republish)
     REPUBLISH.on_lost = _interrupt_from_watch
     _interrupting.clear()
@@ -224,7 +278,9 @@ def _run_once(settings: Settings, plan: StartPlan, client: redis.Redis, replay: 
     store = RecoveryStore(settings.recovery_dir) if settings.recovery and settings.coordinator else None
     board = Board(client, settings) if settings.processes > 1 else None
     watch = KeyspaceWatch(client, settings, plan, store, mark_ready=replay is None and settings.coordinator,
-                          on_retire=_retire, board=board, on_peer_lost=_peer_lost)
+                          on_retire=_retire, board=board, on_peer_lost=_peer_lost,
+                          flow=_flow_of(guard) if settings.coordinator else None, on_tick=lambda: _tick(guard))
+    _beat(client, settings, guard.flow if guard is not None else RUNNING)
     watch.start()
     log.info(
         "dataflow starting generation=%s run=%s brokers=%s redis=%s process=%d/%d workers=%d recovery=%s "
@@ -241,7 +297,7 @@ def _run_once(settings: Settings, plan: StartPlan, client: redis.Redis, replay: 
             epoch_interval=timedelta(seconds=settings.snapshot_interval_s),
             recovery_config=recovery_config(settings),
         )
-    except BaseException:
+    except BaseException as exc:
         # Bytewax wraps the KeyboardInterrupt in its own runtime error; a stop we asked for is
         # not a failure.
         if _stop_requested:
@@ -253,6 +309,8 @@ def _run_once(settings: Settings, plan: StartPlan, client: redis.Redis, replay: 
             return LOST
         if _retiring.is_set():
             return RETIRED
+        if guard is not None and guard.crashed(exc):  # the next start counts it (a supervisor restarts us)
+            _beat(client, settings, CRASH_LOOP)
         if settings.processes > 1:
             # Bytewax panics in every process when one crashes; one that leaves cleanly is noticed
             # by the watch (its status stops changing).

@@ -6,11 +6,18 @@ event of a key in a list, and computes the position from that list only when ask
 production fold ever disagree, one of them misreads the contract.
 
 Feed records in topic/partition/offset order (``feed``); read positions with ``positions``.
+
+The contract's ranges (README, docs/contract-limits.md) are checked here with their own code: an
+event moving more than 10^12 units, a level beyond 10^13, a time before 2000 or more than the skew
+ahead of the clock is rejected; an event after which one of its key's figures would be beyond
+±10^13 is rejected at that key (the key as if it never came). Not modelled: a location-wide
+control refused at one key only (the oracle applies a location's control to all its keys).
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +29,13 @@ _TOPIC_OF_TYPE = {
                           "TRANSFER_OUT", "TRANSFER_IN", "RETURN")},
     "RESERVE": "orders", "RELEASE": "orders",
 }
+
+
+_QTY = 1_000_000_000_000  # README: |units| one event moves
+_LEVEL = 10_000_000_000_000  # README: |a level an event sets| and |a key's figures|
+_Y2000_MS = 946_684_800_000
+_SKEW_MS = 300_000
+_FIGURES = ("available_qty", "non_sellable", "on_hand", "reserved", "inbound", "safety_stock", "atp", "shortfall")
 
 
 class Rejected(Exception):
@@ -51,8 +65,34 @@ def _check_control(rec: dict[str, Any], key: str | None) -> None:
         _need(key == (rec["location"] if sku is None else f"{sku}@{rec['location']}"), "key is not the control's scope")
 
 
-def check(alias: str, rec: dict[str, Any], key: str | None = None) -> None:
-    """Raise ``Rejected`` unless the record is a valid event of the topic ``alias``."""
+def _in(v: Any, lo: int, hi: int) -> bool:
+    return _is_int(v) and lo <= v <= hi
+
+
+def _check_ranges(alias: str, rec: dict[str, Any], now_ms: int) -> None:
+    _need(rec["event_id"].isprintable(), "event_id has control characters")
+    times = [rec["occurred_at"]] + ([rec["as_of"]] if alias == "snapshots" else [])
+    _need(all(_Y2000_MS <= t <= now_ms + _SKEW_MS for t in times), "clock_skew")
+    if alias == "snapshots":
+        _need(rec["as_of"] <= rec["occurred_at"] + _SKEW_MS, "clock_skew: as_of after occurred_at")
+        _need(_in(rec["on_hand"], -_LEVEL, _LEVEL), "on_hand out of range")
+    elif alias == "controls":
+        _need(rec.get("safety_stock") is None or rec["safety_stock"] <= _QTY, "safety_stock out of range")
+    elif rec.get("event_type") == "COUNT":
+        _need(rec["counted_qty"] <= _LEVEL, "counted_qty out of range")
+    elif rec.get("event_type") != "RELEASE":
+        _need(abs(rec["qty"]) <= _QTY, "qty out of range")
+        expires = rec.get("expires_at")
+        _need(expires is None or _in(expires, 0, 253_402_300_799_000), "expires_at out of range")
+
+
+def check(alias: str, rec: dict[str, Any], key: str | None = None, now_ms: int | None = None) -> None:
+    """Raise ``Rejected`` unless the record is a valid event of the topic ``alias``, read at ``now_ms``."""
+    _check_fields(alias, rec, key)
+    _check_ranges(alias, rec, int(time.time() * 1000) if now_ms is None else now_ms)
+
+
+def _check_fields(alias: str, rec: dict[str, Any], key: str | None) -> None:
     if alias == "controls":
         _check_control(rec, key)
         return
@@ -134,7 +174,12 @@ class Oracle:
     log: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=lambda: defaultdict(list))
     # README: a location's default control reaches every key there; the newest occurred_at wins
     location_controls: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: defaultdict(dict))
-    ids: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    # README: the dedup identity is (record type, event_id); the topic alias names the type here
+    ids: dict[str, set[tuple[str, str]]] = field(default_factory=lambda: defaultdict(set))
+    now_ms: int | None = None  # when the records are read (None: the wall clock at each feed)
+    # Sums of |quantities| per key: while it is below the range no figure can leave it, and the
+    # exact check (a position per event) is skipped.
+    mass: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     accepted = 0
     duplicates = 0
     rejected = 0
@@ -142,7 +187,7 @@ class Oracle:
     def feed(self, alias: str, rec: dict[str, Any], key: str | None = None) -> str | None:
         """Take one record; returns why it was rejected, or None."""
         try:
-            check(alias, rec, key)
+            check(alias, rec, key, self.now_ms)
         except Rejected as why:
             self.rejected += 1
             return str(why)
@@ -158,16 +203,38 @@ class Oracle:
         targets = [(own, alias, rec)]
         if rec.get("event_type") == "TRANSFER_OUT":  # the receiving side learns what is on its way
             targets.append((f"{rec['sku']}@{rec['to_location']}", "transfer-sent", rec))
-        fresh = rec["event_id"] not in self.ids[own]
+        fresh = (alias, rec["event_id"]) not in self.ids[own]
+        refused = None
         for k, kind, r in targets:
-            if r["event_id"] not in self.ids[k]:
-                self.ids[k].add(r["event_id"])
+            if (kind, r["event_id"]) not in self.ids[k]:
                 self.log[k].append((kind, r))
+                why = self._out_of_range(k, kind, r)
+                if why is not None:  # the key as if the event never came
+                    self.log[k].pop()
+                    refused = refused or why
+                    continue
+                self.ids[k].add((kind, r["event_id"]))
+        if refused is not None and fresh:
+            self.rejected += 1
+            return refused
         if fresh:
             self.accepted += 1
         else:
             self.duplicates += 1
         return None
+
+    def _out_of_range(self, key: str, kind: str, rec: dict[str, Any]) -> str | None:
+        """Why the key's position after ``rec`` (the last of its log) leaves the range, or None."""
+        size = sum(abs(rec.get(f) or 0) for f in ("qty", "counted_qty", "on_hand", "safety_stock"))
+        self.mass[key] += size
+        if self.mass[key] + _QTY <= _LEVEL:
+            return None
+        expected = self._position(key, self.log[key])
+        bad = [f for f in _FIGURES if abs(getattr(expected, f)) > _LEVEL]
+        if not bad:
+            return None
+        self.mass[key] -= size
+        return f"{key}: {bad[0]} would leave the range"
 
     def positions(self) -> dict[str, Expected]:
         return {k: self._position(k, events) for k, events in self.log.items()}

@@ -5,7 +5,7 @@ a request spent more of its CPU in routing, dependency injection and response va
 reading Redis. This ASGI middleware answers the common case itself, from the same store and the
 same response model, so the body is the one the route would give. Everything else goes on to
 FastAPI unchanged: other paths, a query string (``?generation=``), an id the route would refuse
-(422), an unknown key (404), a keyspace that is not ready or a Redis error (503). The route stays
+(422), an unknown key (404), an unreadable stored position (503), a keyspace that is not ready or a Redis error (503). The route stays
 the documented one (OpenAPI) and the reference the tests compare this path with.
 """
 
@@ -20,6 +20,7 @@ import redis.exceptions
 from serving.models import ID_PATTERN, Availability
 from serving.routes.availability import GENERATION_HEADER, now_ms, router
 from serving.store import KeyspaceNotReady
+from state.projection import Unreadable
 
 TEMPLATE = router.prefix + "/{sku}/{location}"
 _ID = ID_PATTERN.removeprefix("^").removesuffix("$")
@@ -62,6 +63,6 @@ async def _read(store: Any, sku: str, location: str) -> tuple[bytes, str] | None
     except (KeyspaceNotReady, redis.exceptions.RedisError):
         return None
     stored = read.results[0]
-    if stored is None:
+    if stored is None or isinstance(stored, Unreadable):  # the route answers 404 / 503 position_unreadable
         return None
     return Availability.from_stored(stored, now_ms()).model_dump_json().encode(), read.generation

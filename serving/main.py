@@ -14,6 +14,7 @@ from atp.config import Settings
 from atp.redisconn import connect_async
 from serving import errors
 from serving.fastpath import SingleKeyFastPath
+from serving.limits import MAX_BODY_BYTES, BodyLimit
 from serving.metrics import MetricsMiddleware
 from serving.routes import availability, drift, health
 from serving.store import PositionStore
@@ -21,8 +22,9 @@ from serving.store import PositionStore
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, fast_path: bool = True) -> FastAPI:
-    """``fast_path=False`` leaves every request to FastAPI (the reference the fast path is tested against)."""
+def create_app(settings: Settings, fast_path: bool = True, max_body_bytes: int = MAX_BODY_BYTES) -> FastAPI:
+    """``fast_path=False`` leaves every request to FastAPI (the reference the fast path is tested against);
+    a request body larger than ``max_body_bytes`` is answered 413 (``serving.limits``)."""
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = connect_async(settings, max_connections=64, socket_timeout=2, socket_connect_timeout=2)
@@ -42,12 +44,15 @@ def create_app(settings: Settings, fast_path: bool = True) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.groups = settings.location_groups
+    app.state.ready_heartbeat_s = settings.ready_heartbeat_s
     errors.install(app)
     app.include_router(availability.router)
     app.include_router(drift.router)
     app.include_router(health.router)
+    app.state.routes = [r for router in (availability.router, drift.router, health.router) for r in router.routes]
     if fast_path:  # inside the metrics middleware, which then counts its answers too
         app.add_middleware(SingleKeyFastPath)
+    app.add_middleware(BodyLimit, max_body_bytes=max_body_bytes)  # before anything reads a body
     app.add_middleware(MetricsMiddleware)
     return app
 

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError
+
+from state.projection import MAX_SAFE_INT, Unreadable, epoch_ms, safe_int
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 Id = Annotated[str, Field(pattern=ID_PATTERN, examples=["SKU-00042"])]
@@ -30,9 +32,11 @@ class Availability(Quantities):
     sku: str
     location: str
     version: int = Field(description="Per-key monotonic")
-    as_of: datetime = Field(description="Event time of the newest applied event (UTC)")
+    as_of: datetime | None = Field(description="Event time of the newest applied event (UTC); null when the key "
+                                   "has had no stock event yet (e.g. only a safety-stock control)")
     updated_at: datetime = Field(description="When the dataflow computed this position (UTC)")
-    lag_ms: int = Field(description="now - as_of, in milliseconds")
+    lag_ms: int | None = Field(description="now - as_of, in milliseconds (0 when as_of is ahead of the clock); "
+                                           "null when as_of is")
     formula_version: int = Field(1, description="The ATP formula version that computed this position")
     demand_per_min_5m: float = Field(0.0, description="Units reserved per minute, last 5 one-minute windows")
     demand_per_min_60m: float = Field(0.0, description="Units reserved per minute, last 60 one-minute windows")
@@ -48,9 +52,9 @@ def fields_of(stored: dict[str, Any], now_ms: int) -> dict[str, Any]:
     """An ``Availability``'s fields from a stored position (``state.projection.from_hash``): the
     stored fields as they are (a hash written before a field existed gets its default), the times
     as UTC datetimes and the lag added."""
-    return {**stored, "as_of": datetime.fromtimestamp(stored["as_of"] / 1000, timezone.utc),
-            "updated_at": datetime.fromtimestamp(stored["updated_at"] / 1000, timezone.utc),
-            "lag_ms": max(0, now_ms - stored["as_of"])}
+    as_of = stored["as_of"]
+    return {**stored, "as_of": _utc(as_of) if as_of else None, "updated_at": _utc(stored["updated_at"]),
+            "lag_ms": max(0, now_ms - as_of) if as_of else None}
 
 
 class GroupMember(BaseModel):
@@ -65,8 +69,20 @@ class GroupAvailability(Availability):
 
     @classmethod
     def from_group(cls, stored: dict[str, Any], now_ms: int) -> "GroupAvailability":
-        members = [GroupMember(location=loc, version=v) for loc, v in json.loads(stored["members"])]
+        try:
+            members = [GroupMember(location=loc, version=safe_int("members.version", v))
+                       for loc, v in json.loads(stored["members"])]
+        except Unreadable:
+            raise
+        except (KeyError, TypeError, ValueError, RecursionError):  # ValidationError is a ValueError
+            raise Unreadable("members is not a JSON list of [location, version]") from None
         return cls(**Availability.from_stored(stored, now_ms).model_dump(), members=members)
+
+
+class UnreadableLocation(BaseModel):
+    location: str
+    code: Literal["position_unreadable"] = "position_unreadable"
+    message: str
 
 
 class SkuAvailability(BaseModel):
@@ -76,6 +92,9 @@ class SkuAvailability(BaseModel):
                                           "(with ?group=: the group's sums, as computed by the dataflow)")
     group: GroupAvailability | None = Field(
         None, description="With ?group=: the group's position, with the member versions it sums")
+    unreadable: list[UnreadableLocation] = Field(
+        default_factory=list, description="Locations whose stored position cannot be served: left out of "
+                                          "locations and of the network total")
 
 
 class QueryItem(BaseModel):
@@ -87,19 +106,39 @@ class QueryRequest(BaseModel):
     items: list[QueryItem] = Field(min_length=1, max_length=MAX_QUERY_ITEMS)
 
 
+class ErrorInfo(BaseModel):
+    code: str = Field(examples=["not_found"])
+    message: str
+    details: Any = None
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: ``{"error": {"code", "message", "details"?}}``."""
+
+    error: ErrorInfo
+
+
 class QueryResult(BaseModel):
     sku: str
     location: str
-    found: bool
+    found: bool = Field(description="A readable position was found (false for an unknown key and for an "
+                                    "unreadable one: see error)")
     availability: Availability | None = None
+    error: ErrorInfo | None = Field(None, description="Set when the key's stored position cannot be served "
+                                                      "(code position_unreadable); availability is then null")
 
 
 class QueryResponse(BaseModel):
     results: list[QueryResult]
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+
+
 def _utc(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, timezone.utc)
+    """Epoch milliseconds as a UTC datetime, exactly (no float); ``Unreadable`` outside 1970-9999."""
+    return _EPOCH + timedelta(milliseconds=ms if type(ms) is int and 0 <= ms <= 253_402_300_799_999
+                              else epoch_ms("time", ms))
 
 
 class StockChange(BaseModel):
@@ -137,11 +176,52 @@ class DriftAlert(BaseModel):
         return cls(**{**a, "as_of": _utc(a["as_of"]), "detected_at": _utc(a["detected_at"]), "moved_by": moved})
 
 
+def parse_alert(body: bytes | str) -> DriftAlert:
+    """A stored alert (JSON) as served, or ``Unreadable``: not JSON, not an alert, a field missing or
+    of the wrong type, a time outside 1970-9999, or an integer beyond 2**53 - 1 in magnitude.
+    Fields this version does not know (a newer layout) are ignored."""
+    try:
+        a = json.loads(body)
+        if not isinstance(a, dict) or not isinstance(a.get("moved_by"), list):
+            raise Unreadable("not an alert record (a JSON object with moved_by)")
+        _check_ints(a)
+        return DriftAlert.from_stored(a)
+    except Unreadable:
+        raise
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise Unreadable(f"alert field {'.'.join(map(str, first['loc']))}: {first['msg']}") from None
+    except (KeyError, TypeError, ValueError, RecursionError) as exc:  # JSON and UTF-8 errors are ValueErrors
+        raise Unreadable(f"not a readable alert: {type(exc).__name__}: {exc}"[:200]) from None
+
+
+def _check_ints(value: Any) -> None:
+    if isinstance(value, dict):
+        for v in value.values():
+            _check_ints(v)
+    elif isinstance(value, list):
+        for v in value:
+            _check_ints(v)
+    elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > MAX_SAFE_INT:
+        raise Unreadable("an alert figure is beyond 2**53 - 1 in magnitude")
+
+
+class UnreadableAlert(BaseModel):
+    entry: str = Field(description="The alert's index entry (KIND|sku@location) or its kind")
+    code: Literal["alert_unreadable"] = "alert_unreadable"
+    message: str
+
+
 class AlertList(BaseModel):
     alerts: list[DriftAlert]
+    unreadable: list[UnreadableAlert] = Field(
+        default_factory=list, description="Alerts met while listing whose stored record cannot be served "
+                                          "(skipped; at most limit)")
 
 
 class KeyAlerts(BaseModel):
     sku: str
     location: str
     alerts: list[DriftAlert]
+    unreadable: list[UnreadableAlert] = Field(
+        default_factory=list, description="The key's alerts whose stored record cannot be served")

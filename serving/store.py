@@ -4,7 +4,7 @@ generation of the keyspace or from one named explicitly."""
 from __future__ import annotations
 
 import asyncio
-import json
+import re
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -12,7 +12,16 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from state.projection import DEFAULT_GENERATION, READY, Generations, KeySpace, current_name, from_flat, from_hash
+from serving.models import ID_PATTERN
+from state.projection import (
+    DEFAULT_GENERATION,
+    READY,
+    Generations,
+    KeySpace,
+    Unreadable,
+    current_name,
+    read_position,
+)
 
 ALERT_KINDS = ("DRIFT", "OVERSOLD")
 
@@ -39,7 +48,59 @@ class UnknownGeneration(Exception):
 
 
 def _text(v: bytes | str | None) -> str | None:
-    return v.decode() if isinstance(v, bytes) else v
+    return v.decode(errors="replace") if isinstance(v, bytes) else v
+
+
+UNREADABLE_MARK = "\x00atp:unreadable"  # a pair the script puts in place of a key it could not read
+
+
+def position_of(raw: Any) -> dict[str, Any] | Unreadable | None:
+    """A stored position as the API serves it: None for a missing key, ``Unreadable`` for a key whose
+    record cannot be served (one bad key never fails the others read with it). ``raw`` is a dict
+    (HGETALL), a flat list (HGETALL inside the script) or the error a pipeline returned for it."""
+    if isinstance(raw, Exception):
+        return Unreadable(f"not a position hash: {raw}")
+    if not raw:
+        return None
+    if isinstance(raw, list):
+        it = iter(raw)
+        pairs: Any = list(zip(it, it))
+        if pairs and _text(pairs[0][0]) == UNREADABLE_MARK:
+            return Unreadable(f"not a position hash: {_text(pairs[0][1])}")
+    else:
+        pairs = raw.items()
+    try:
+        return read_position(pairs)
+    except Unreadable as exc:
+        return exc
+
+
+def _ok(result: Any) -> Any:
+    """A pipeline's result, or its error raised."""
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def _parsed(parse: Callable[[Any], Any], body: Any, label: Any) -> tuple[Any, Any]:
+    """``(label, parse(body))``, or ``(label, Unreadable)`` when the stored body cannot be served."""
+    if isinstance(body, Exception):
+        return label, Unreadable(f"not an alert hash: {body}")
+    try:
+        return label, parse(body)
+    except Unreadable as exc:
+        return label, exc
+
+
+ID = re.compile(ID_PATTERN)
+
+
+def retired(retire_at: Any, now_ms: float) -> bool:
+    """A generation's ``retire_at`` has passed (a value that is not a number retires nothing)."""
+    try:
+        return bool(retire_at) and int(retire_at) <= now_ms
+    except (TypeError, ValueError):
+        return False
 
 
 @dataclass(frozen=True)
@@ -58,7 +119,11 @@ Build = Callable[[Any, KeySpace], None]
 # the keys live in different slots there.
 _READ_KEYS = """
 local out = {redis.call('GET', KEYS[1]), redis.call('HMGET', KEYS[2], 'state', 'retire_at')}
-for i = 3, #KEYS do out[i] = redis.call('HGETALL', KEYS[i]) end
+for i = 3, #KEYS do
+  local r = redis.pcall('HGETALL', KEYS[i])
+  if r['err'] then r = {'\\0atp:unreadable', r['err']} end
+  out[i] = r
+end
 return out
 """
 MAX_COALESCED = 256  # keys of one script call; more reads of one turn take more calls
@@ -85,8 +150,10 @@ class PositionStore:
             pipe.get(self.gens.pointer)
             pipe.hmget(ks.meta, "state", "retire_at")
             build(pipe, ks)
-            pointer, (state, retire_at), *results = await pipe.execute()
-            return pointer, state, retire_at, results
+            # A key of the wrong type fails its own result, not the read (position_of, _ok).
+            pointer, meta, *results = await pipe.execute(raise_on_error=False)
+            state, retire_at = _ok(meta)
+            return _ok(pointer), state, retire_at, results
 
         return await self._checked(generation, explicit, pipelined)
 
@@ -98,7 +165,7 @@ class PositionStore:
                 self._current = current_name(pointer)
                 continue
             state = _text(state)
-            if explicit and (state is None or (retire_at and int(retire_at) <= time.time() * 1000)):
+            if explicit and (state is None or retired(retire_at, time.time() * 1000)):
                 raise UnknownGeneration(name, retired=state is not None)
             if state != READY:
                 raise KeyspaceNotReady(state)
@@ -128,7 +195,7 @@ class PositionStore:
         async def fetch(ks: KeySpace) -> Fetched:
             keys = [self.gens.pointer, ks.meta, *(ks.position(sku, loc) for sku, loc in pairs)]
             pointer, (state, retire_at), *flats = await self._read_keys(keys=keys)  # type: ignore[misc]
-            return pointer, state, retire_at, [from_flat(f) for f in flats]
+            return pointer, state, retire_at, [position_of(f) for f in flats]
 
         return fetch
 
@@ -157,16 +224,22 @@ class PositionStore:
                 pipe.hgetall(ks.position(sku, location))
 
         read = await self._read(generation, build, explicit=generation is not None)
-        return Read(read.generation, [from_hash(raw) for raw in read.results])
+        return Read(read.generation, [position_of(raw) for raw in read.results])
 
     async def for_sku(self, sku: str, generation: str | None = None) -> Read:
+        """``(location, position or Unreadable)`` of each location the SKU has a position at, sorted.
+        A member of the SKU's location set that is not a location id is an ``Unreadable``."""
         read = await self._read(generation, lambda pipe, ks: pipe.smembers(ks.locations(sku)),
                                 explicit=generation is not None)
-        locations = sorted(_text(m) for m in read.results[0])  # type: ignore[type-var]
+        locations = sorted(_text(m) for m in _ok(read.results[0]))  # type: ignore[type-var]
+        good = [loc for loc in locations if ID.fullmatch(loc)]  # type: ignore[arg-type]
         # The second round trip reads the same generation and checks its meta again on purpose: a
         # loss between the two would otherwise give a partial SKU (wrong totals) instead of a 503.
-        found = await self.get_many([(sku, loc) for loc in locations], read.generation)
-        return Read(read.generation, [p for p in found.results if p is not None])
+        found = await self.get_many([(sku, loc) for loc in good], read.generation)
+        out: list[tuple[str, Any]] = [(loc, p) for loc, p in zip(good, found.results) if p is not None]
+        out += [(loc, Unreadable("the SKU's location set names no valid location"))
+                for loc in locations if not ID.fullmatch(loc)]  # type: ignore[arg-type]
+        return Read(read.generation, out)
 
     async def for_group(self, sku: str, group: str, locations: list[str], generation: str | None = None) -> Read:
         """A group's position of ``sku`` (or None) followed by its members' positions, in one read."""
@@ -176,20 +249,27 @@ class PositionStore:
                 pipe.hgetall(ks.position(sku, loc))
 
         read = await self._read(generation, build, explicit=generation is not None)
-        return Read(read.generation, [from_hash(raw) for raw in read.results])
+        return Read(read.generation, [position_of(raw) for raw in read.results])
 
-    async def alerts_of_key(self, sku: str, location: str, generation: str | None = None) -> Read:
-        """The latest alert of each kind for one key, as dicts (DRIFT first)."""
+    async def alerts_of_key(self, sku: str, location: str, parse: Callable[[Any], Any],
+                            generation: str | None = None) -> Read:
+        """The latest alert of each kind for one key, ``parse``d (DRIFT first); an alert ``parse``
+        refuses is an ``(kind, Unreadable)`` pair in its place."""
         read = await self._read(generation, lambda pipe, ks: pipe.hgetall(ks.alert(sku, location)),
                                 explicit=generation is not None)
-        raw = {_text(k): v for k, v in read.results[0].items()}
-        found = [json.loads(raw[kind]) for kind in ALERT_KINDS if kind in raw]
-        return Read(read.generation, found)
+        stored = read.results[0]
+        if isinstance(stored, Exception):
+            return Read(read.generation, [(ALERT_KINDS[0], Unreadable(f"not an alert hash: {stored}"))])
+        raw = {_text(k): v for k, v in stored.items()}
+        return Read(read.generation, [_parsed(parse, raw[kind], kind) for kind in ALERT_KINDS if kind in raw])
 
-    async def recent_alerts(self, location: str | None, accept: Callable[[dict[str, Any]], bool], limit: int,
-                            generation: str | None = None) -> Read:
-        """The keys' latest alerts, newest ``as_of`` first, that ``accept`` takes, at most ``limit``."""
-        out: list[dict[str, Any]] = []
+    async def recent_alerts(self, location: str | None, parse: Callable[[Any], Any], accept: Callable[[Any], bool],
+                            limit: int, generation: str | None = None) -> tuple[Read, list[tuple[str, Unreadable]]]:
+        """The keys' latest alerts, newest ``as_of`` first, ``parse``d, that ``accept`` takes, at
+        most ``limit``; and the index entries met on the way whose alert ``parse`` refused (at most
+        ``limit``), as ``(index member, Unreadable)``: one bad alert never fails the listing."""
+        out: list[Any] = []
+        bad: list[tuple[str, Unreadable]] = []
         start, page = 0, max(limit, 100)
         name = generation
         while len(out) < limit:
@@ -197,23 +277,40 @@ class PositionStore:
             read = await self._read(name, lambda pipe, ks: pipe.zrevrange(ks.alerts(location), first, last),
                                     explicit=generation is not None)
             name = read.generation  # later pages read the same generation
-            members = [_text(m) for m in read.results[0]]
+            members = [_text(m) for m in _ok(read.results[0])]
             if not members:
                 break
             ks = self.gens.keyspace(name)
             pipe = self.client.pipeline(transaction=False)
+            read_members = []
             for m in members:
-                kind, key = m.split("|", 1)  # type: ignore[union-attr]
-                sku, loc = key.split("@", 1)
+                kind, _, key = m.partition("|")  # type: ignore[union-attr]
+                sku, _, loc = key.partition("@")
+                if kind not in ALERT_KINDS or not ID.fullmatch(sku) or not ID.fullmatch(loc):
+                    if len(bad) < limit:
+                        bad.append((m, Unreadable("not an alert index entry (KIND|sku@location)")))  # type: ignore[arg-type]
+                    continue
+                read_members.append(m)
                 pipe.hget(ks.alert(sku, loc), kind)
-            for body in await pipe.execute():
-                if body is not None and accept(alert := json.loads(body)) and len(out) < limit:
+            for m, body in zip(read_members, await pipe.execute(raise_on_error=False) if read_members else []):
+                if body is None:
+                    continue
+                alert = _parsed(parse, body, m)[1]
+                if isinstance(alert, Unreadable):
+                    if len(bad) < limit:
+                        bad.append((m, alert))  # type: ignore[arg-type]
+                elif accept(alert) and len(out) < limit:
                     out.append(alert)
             start += page
-        return Read(name or self._current, out)
+        return Read(name or self._current, out), bad
 
     async def check_ready(self) -> str:
         return (await self._read(None, lambda pipe, ks: None)).generation
+
+    async def liveness(self, generation: str) -> tuple[str | None, str | None]:
+        """The dataflow's ``flow`` and ``heartbeat`` from the generation's meta (None where absent)."""
+        flow, heartbeat = await self.client.hmget(self.gens.keyspace(generation).meta, "flow", "heartbeat")
+        return _text(flow), _text(heartbeat)
 
     async def ping(self) -> bool:
         return bool(await self.client.ping())

@@ -10,10 +10,11 @@ the 17 fields of a ``Position``). They are values all the same: nothing changes 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import Any, Union
 
+from state import limits
 from state.errors import InvalidEvent
 
 ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
@@ -25,6 +26,10 @@ WAREHOUSE_TYPES = frozenset(
 ORDER_TYPES = frozenset({"RESERVE", "RELEASE"})
 SOURCE_SYSTEMS = frozenset({"ERP", "WMS"})
 MAX_EVENT_ID = 200
+# Every event carries ``src``: the input record it was decoded from, opaque to the fold. When the
+# dataflow refuses an event after decoding (a sum out of range, an error in a step), that record
+# goes to the dead-letter topic unchanged. It is not part of a key's state: packing leaves it out,
+# so a snapshot or control kept in the state has none after a restart.
 
 
 def make_key(sku: str, location: str) -> str:
@@ -45,6 +50,7 @@ class WarehouseEvent:
     order_line_id: str | None = None
     transfer_id: str | None = None
     other_location: str | None = None  # TRANSFER_OUT: to_location; TRANSFER_IN: from_location
+    src: Any = field(default=None, compare=False, repr=False)  # the input record (see above)
 
 
 @dataclass(slots=True)
@@ -57,6 +63,7 @@ class OrderLineEvent:
     order_line_id: str
     qty: int
     expires_ms: int | None = None
+    src: Any = field(default=None, compare=False, repr=False)  # the input record (see above)
 
 
 @dataclass(slots=True)
@@ -69,6 +76,7 @@ class InventorySnapshot:
     on_hand: int
     as_of_ms: int
     source_system: str
+    src: Any = field(default=None, compare=False, repr=False)  # the input record (see above)
 
 
 @dataclass(slots=True)
@@ -81,6 +89,7 @@ class TransferSent:
     location: str
     transfer_id: str
     qty: int
+    src: Any = field(default=None, compare=False, repr=False)  # the input record (see above)
 
 
 @dataclass(slots=True)
@@ -95,6 +104,7 @@ class SafetyStockSet:
     location: str
     safety_stock: int | None
     location_wide: bool
+    src: Any = field(default=None, compare=False, repr=False)  # the input record (see above)
 
     @property
     def stamp(self) -> tuple[int, str]:
@@ -156,6 +166,8 @@ def _identity(rec: dict[str, Any]) -> tuple[str, int]:
     event_id = _str(rec, "event_id")
     if len(event_id) > MAX_EVENT_ID:
         raise InvalidEvent("invalid_id", f"event_id is {len(event_id)} characters; at most {MAX_EVENT_ID}")
+    if not event_id.isprintable():  # control characters: also what keeps the fold's dedup identities apart
+        raise InvalidEvent("invalid_id", f"event_id={event_id!r} has control characters")
     occurred = _int(rec, "occurred_at")
     if occurred <= 0:
         raise InvalidEvent("invalid_field", f"occurred_at={occurred} must be a positive epoch-millis time")
@@ -170,6 +182,8 @@ def _positive(rec: dict[str, Any], name: str, event_type: str) -> int:
     qty = _int(rec, name)
     if qty <= 0:
         raise InvalidEvent("invalid_quantity", f"{event_type} needs {name} > 0, got {qty}")
+    if qty > limits.MAX_QTY:
+        limits.quantity(name, qty)
     return qty
 
 
@@ -188,12 +202,12 @@ def warehouse_event(rec: dict[str, Any]) -> WarehouseEvent:
         if qty == 0:
             raise InvalidEvent("invalid_quantity", "ADJUST needs qty != 0")
         _str(rec, "reason")
-        return WarehouseEvent(*base, qty)
+        return WarehouseEvent(*base, limits.quantity("qty", qty))
     if etype == "COUNT":
         counted = _int(rec, "counted_qty")
         if counted < 0:
             raise InvalidEvent("invalid_quantity", f"COUNT needs counted_qty >= 0, got {counted}")
-        return WarehouseEvent(*base, counted)
+        return WarehouseEvent(*base, limits.quantity("counted_qty", counted, limits.MAX_FIGURE))
     if etype == "STATUS_MOVE":
         qty = _positive(rec, "qty", etype)
         src, dst = _status(rec, "from_status"), _status(rec, "to_status")
@@ -220,10 +234,12 @@ def order_line_event(rec: dict[str, Any]) -> OrderLineEvent:
     line = _str(rec, "order_line_id")
     qty = 0
     if etype == "RESERVE":
-        qty = _int(rec, "qty")
+        qty = limits.quantity("qty", _int(rec, "qty"))
         if qty < 0:
             raise InvalidEvent("invalid_quantity", f"RESERVE needs qty >= 0, got {qty}")
-    expires = rec.get("expires_at")
+    expires = rec.get("expires_at") if etype == "RESERVE" else None  # a RELEASE's is meaningless: ignored
+    if expires is not None:
+        expires = limits.expiry(_int(rec, "expires_at"))
     return OrderLineEvent(event_id, occurred, sku, location, etype, line, qty, expires)
 
 
@@ -232,9 +248,8 @@ def inventory_snapshot(rec: dict[str, Any]) -> InventorySnapshot:
     system = rec.get("source_system")
     if system not in SOURCE_SYSTEMS:
         raise InvalidEvent("invalid_field", f"source_system={system!r} must be ERP or WMS")
-    return InventorySnapshot(
-        event_id, occurred, sku, location, _str(rec, "snapshot_id"), _int(rec, "on_hand"), _int(rec, "as_of"), system
-    )
+    on_hand = limits.quantity("on_hand", _int(rec, "on_hand"), limits.MAX_FIGURE)
+    return InventorySnapshot(event_id, occurred, sku, location, _str(rec, "snapshot_id"), on_hand, _int(rec, "as_of"), system)
 
 
 def safety_stock_set(rec: dict[str, Any]) -> SafetyStockSet:
@@ -244,6 +259,8 @@ def safety_stock_set(rec: dict[str, Any]) -> SafetyStockSet:
     value = rec.get("safety_stock")
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
         raise InvalidEvent("invalid_quantity", f"safety_stock must be an integer >= 0 or null, got {value!r}")
+    if value is not None:
+        limits.quantity("safety_stock", value)
     return SafetyStockSet(event_id, occurred, sku, location, value, sku is None)
 
 
@@ -268,7 +285,7 @@ def fan_out(event: Event) -> list[tuple[str, Event]]:
     if isinstance(event, WarehouseEvent) and event.event_type == "TRANSFER_OUT":
         assert event.other_location is not None and event.transfer_id is not None
         sent = TransferSent(
-            event.event_id, event.occurred_ms, event.sku, event.other_location, event.transfer_id, event.qty
+            event.event_id, event.occurred_ms, event.sku, event.other_location, event.transfer_id, event.qty, event.src
         )
         return [own, (make_key(event.sku, event.other_location), sent)]
     return [own]

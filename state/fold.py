@@ -157,13 +157,28 @@ _LAYOUT = 2
 _LAYOUT_LEN = len(_SLOTS) + 1
 
 
+# Dedup identity: (record type, event_id). A wms event's id is kept as it is (the most common
+# kind: no copy); the others' get a prefix with a control character, which a valid event_id never
+# holds (state.events), so two record types never share an identity.
+ID_TAGS: dict[type, str] = {
+    OrderLineEvent: "O\x1f", InventorySnapshot: "S\x1f", SafetyStockSet: "C\x1f", TransferSent: "T\x1f"}
+
+
+def identity(event: Event) -> str:
+    """What de-duplicates ``event`` at a key: its ``event_id`` within its record type."""
+    if type(event) is WarehouseEvent:
+        return event.event_id
+    return ID_TAGS[type(event)] + event.event_id
+
+
 def apply(state: KeyState, event: Event, dedup_window_ms: int, lateness_ms: int = LATENESS_MS) -> int:
-    """Apply one event routed to this key: ``DUPLICATE`` when its ``event_id`` was already applied
-    here, ``LATE`` for a stock change older than the lateness window, else ``APPLIED``."""
+    """Apply one event routed to this key: ``DUPLICATE`` when its record type's ``event_id`` was
+    already applied here, ``LATE`` for a stock change older than the lateness window, else ``APPLIED``."""
     seen = state.seen
-    if event.event_id in seen:
+    ident = event.event_id if type(event) is WarehouseEvent else ID_TAGS[type(event)] + event.event_id
+    if ident in seen:
         return DUPLICATE
-    seen[event.event_id] = event.occurred_ms
+    seen[ident] = event.occurred_ms
     state.version += 1
     late = False
     if event.occurred_ms > state.max_event_ms and type(event) is not SafetyStockSet:

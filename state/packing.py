@@ -19,15 +19,19 @@ from operator import attrgetter
 from typing import Any
 
 from state.events import InventorySnapshot, SafetyStockSet
-from state.fold import KeyState, Line
+from state.fold import ID_TAGS, KeyState, Line
 
-FORMAT = 3  # the last value of a packed tuple; pickled KeyState objects were layouts 1 and 2
+# The last value of a packed tuple; pickled KeyState objects were layouts 1 and 2. Format 4 keeps
+# dedup identities per record type (state.fold.identity); format 3 kept bare event ids.
+FORMAT = 3 + 1
+_FORMATS = (3, FORMAT)
 _SLOTS = KeyState.__slots__
 _values = attrgetter(*_SLOTS)
 _LINES, _LAST, _PENDING, _ITEM, _LOCATION = (
     _SLOTS.index(s) for s in ("lines", "last_snapshot", "pending", "safety_item", "safety_location"))
-_snapshot_fields = attrgetter(*InventorySnapshot.__slots__)  # a slotted dataclass's slots are its fields, in order
-_control_fields = attrgetter(*SafetyStockSet.__slots__)
+# A slotted dataclass's slots are its fields, in order; the input record (``src``, last) is not state.
+_snapshot_fields = attrgetter(*InventorySnapshot.__slots__[:-1])
+_control_fields = attrgetter(*SafetyStockSet.__slots__[:-1])
 _line_fields = attrgetter(*Line.__slots__)
 
 # One STORE_ATTR per slot, as a dataclass's generated __init__ does: half the time of a setattr loop.
@@ -60,10 +64,14 @@ def unpack(data: bytes) -> KeyState | None:
     packed = pickle.loads(data)
     if type(packed) is not tuple:
         return packed  # type: ignore[no-any-return]  # None, or a KeyState pickled before FORMAT 3
-    if len(packed) != len(_SLOTS) + 1 or packed[-1] != FORMAT:
+    if len(packed) != len(_SLOTS) + 1 or packed[-1] not in _FORMATS:
         raise ValueError(f"not a packed key state of format {FORMAT}: {len(packed)} values, last {packed[-1]!r}")
     st = KeyState.__new__(KeyState)
     _assign(st, packed)
+    if packed[-1] == 3:
+        # A bare id stood for every record type: keep it standing for each, so an event applied
+        # before the upgrade is still a duplicate after it (these age out with the dedup window).
+        st.seen = {**st.seen, **{tag + i: t for i, t in st.seen.items() for tag in ID_TAGS.values()}}
     if st.lines:
         st.lines = {k: _line(t) for k, t in st.lines.items()}
     if st.last_snapshot is not None:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from atp.errors import ConfigError
+from state.limits import MAX_QTY
 from state.events import ID_RE, SafetyStockSet
 from state.fold import KeyState
 
@@ -70,7 +71,7 @@ def _section(path: Path, table: dict[str, object], key_is_pair: bool) -> dict[st
         if len(parts) != (2 if key_is_pair else 1) or not all(ID_RE.fullmatch(p) for p in parts):
             want = "SKU@LOCATION" if key_is_pair else "a location id"
             raise ConfigError(f"safety stock file {path}: key {key!r} is not {want}")
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ConfigError(f"safety stock file {path}: {key} = {value!r} must be an integer >= 0")
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_QTY:
+            raise ConfigError(f"safety stock file {path}: {key} = {value!r} must be an integer from 0 to {MAX_QTY:.0e}")
         out[key] = value
     return out

@@ -61,6 +61,7 @@ def test_safety_stock_file(tmp_path):
     f.write_text('[items]\n"SKU-1" = 9\n')
     with pytest.raises(ConfigError, match="is not SKU@LOCATION"):
         SafetyStock.from_file(f)
-    f.write_text('[locations]\nDC-01 = -1\n')
-    with pytest.raises(ConfigError, match="must be an integer >= 0"):
-        SafetyStock.from_file(f)
+    for bad in ("-1", "1_000_000_000_001"):  # below zero, or beyond the contract's 10^12 per quantity
+        f.write_text(f'[locations]\nDC-01 = {bad}\n')
+        with pytest.raises(ConfigError, match="must be an integer from 0 to 1e"):
+            SafetyStock.from_file(f)

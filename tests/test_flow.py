@@ -110,9 +110,9 @@ def test_the_zero_argument_entry_builds_the_production_flow(monkeypatch):
         "atp.kafka_in", "atp.decode", "atp.split_dead_letters", "atp.split_location_controls",
         "atp.skus_by_location", "atp.directory_input", "atp.location_directory", "atp.location_controls",
         "atp.fold_input", "atp.atp_fold", "atp.positions", "atp.split_positions", "atp.split_alerts",
-        "atp.group_members", "atp.group_fold", "atp.group_positions", "atp.redis_items", "atp.redis_out",
-        "atp.availability_message", "atp.alert_message", "atp.band_message", "atp.dead_letter_message",
-        "atp.kafka_messages", "atp.kafka_out",
+        "atp.split_refused", "atp.group_members", "atp.group_fold", "atp.group_positions", "atp.redis_items", "atp.redis_out",
+        "atp.availability_message", "atp.alert_message", "atp.band_message", "atp.dead_letters",
+        "atp.dead_letter_message", "atp.kafka_messages", "atp.kafka_out",
         "atp.demand_per_minute", "atp.location_demand", "atp.location_demand_late", "atp.demand_out",
     ]
     assert "wms.custom" in flow.substeps[0].source._topics

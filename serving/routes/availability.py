@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Response
 
 from serving.deps import GroupsDep, StoreDep
-from serving.errors import ERROR_RESPONSES, ApiError
+from serving.errors import BODY_ERROR_RESPONSES, ERROR_RESPONSES, ApiError, unreadable
 from serving.models import (
     ID_PATTERN,
     Availability,
@@ -17,11 +17,12 @@ from serving.models import (
     QueryRequest,
     QueryResponse,
     SkuAvailability,
+    UnreadableLocation,
     fields_of,
 )
 from serving.store import PositionStore
-from state.position import network_total
-from state.projection import GENERATION_PATTERN
+from state.position import FIELDS, network_total
+from state.projection import GENERATION_PATTERN, MAX_SAFE_INT, Unreadable
 
 router = APIRouter(prefix="/v1/availability", tags=["availability"], responses=ERROR_RESPONSES)
 
@@ -45,6 +46,8 @@ async def get_position(sku: SkuPath, location: LocationPath, store: StoreDep, re
     stored = read.results[0]
     if stored is None:
         raise ApiError(404, "not_found", f"no position for {sku}@{location}")
+    if isinstance(stored, Unreadable):
+        raise unreadable(f"{sku}@{location}", stored, {"sku": sku, "location": location})
     return Availability.from_stored(stored, now_ms())
 
 
@@ -60,15 +63,24 @@ async def get_sku(sku: SkuPath, store: StoreDep, groups: GroupsDep, response: Re
         return await _get_group(sku, group, store, groups, response, generation)
     read = await store.for_sku(sku, generation)
     response.headers[GENERATION_HEADER] = read.generation
-    stored = read.results
-    if not stored:
+    if not read.results:
         raise ApiError(404, "not_found", f"no positions for {sku}")
+    stored = [p for _, p in read.results if not isinstance(p, Unreadable)]
+    total = network_total(stored)
+    if any(abs(v) > MAX_SAFE_INT for v in total.values()):  # only stored figures near 2**53 can sum so far
+        raise unreadable(f"{sku} (network total)", Unreadable("a network total is beyond 2**53 - 1 in magnitude"),
+                         {"sku": sku})
     now = now_ms()
     return SkuAvailability(
         sku=sku,
         locations=[Availability.from_stored(s, now) for s in stored],
-        total=Quantities(**network_total(stored)),
+        total=Quantities(**total),
+        unreadable=_unreadable(read.results),
     )
+
+
+def _unreadable(located: list[tuple[str, object]]) -> list[UnreadableLocation]:
+    return [UnreadableLocation(location=loc, message=p.reason) for loc, p in located if isinstance(p, Unreadable)]
 
 
 async def _get_group(sku: str, group: str, store: PositionStore, groups: dict[str, list[str]], response: Response,
@@ -83,16 +95,24 @@ async def _get_group(sku: str, group: str, store: PositionStore, groups: dict[st
     if stored is None:
         raise ApiError(404, "not_found", f"no position for {sku} in group {group}")
     now = now_ms()
-    summed = GroupAvailability.from_group(stored, now)
+    try:
+        if isinstance(stored, Unreadable):
+            raise stored
+        summed = GroupAvailability.from_group(stored, now)
+    except Unreadable as exc:
+        raise unreadable(f"{sku} in group {group}", exc, {"sku": sku, "group": group}) from None
+    located = [(loc, p) for loc, p in zip(members, positions) if p is not None]
     return SkuAvailability(
         sku=sku,
-        locations=[Availability.from_stored(p, now) for p in positions if p is not None],
-        total=Quantities(**{f: stored[f] for f in Quantities.model_fields}),
+        locations=[Availability.from_stored(p, now) for _, p in located if not isinstance(p, Unreadable)],
+        total=Quantities(**{f: stored[f] for f in FIELDS}),
         group=summed,
+        unreadable=_unreadable(located),
     )
 
 
-@router.post("/query", response_model=QueryResponse, summary="Up to 1000 keys in one request, in request order")
+@router.post("/query", response_model=QueryResponse, summary="Up to 1000 keys in one request, in request order",
+             responses=BODY_ERROR_RESPONSES)
 async def query(request: QueryRequest, store: StoreDep, response: Response,
                 generation: GenerationQuery = None) -> QueryResponse:
     pairs = [(i.sku, i.location) for i in request.items]
@@ -102,6 +122,9 @@ async def query(request: QueryRequest, store: StoreDep, response: Response,
     now = now_ms()
     # Validated in one call (the models' per-instance constructor calls were most of a batch's CPU).
     return QueryResponse.model_validate({"results": [
+        {"sku": sku, "location": loc, "found": False, "availability": None,
+         "error": {"code": "position_unreadable", "message": f"the stored position cannot be served: {s.reason}"}}
+        if isinstance(s, Unreadable) else
         {"sku": sku, "location": loc, "found": s is not None, "availability": None if s is None else fields_of(s, now)}
         for (sku, loc), s in zip(pairs, found)
     ]})

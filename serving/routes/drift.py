@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
 from serving.deps import StoreDep
 from serving.errors import ERROR_RESPONSES, ApiError
-from serving.models import ID_PATTERN, AlertList, DriftAlert, KeyAlerts
+from serving.models import ID_PATTERN, AlertList, DriftAlert, KeyAlerts, UnreadableAlert, parse_alert
 from serving.routes.availability import (
     GENERATION_HEADER,
     GenerationQuery,
@@ -16,6 +16,7 @@ from serving.routes.availability import (
     SkuPath,
 )
 from state.drift import SEVERITIES
+from state.projection import Unreadable
 
 router = APIRouter(prefix="/v1/drift", tags=["drift"], responses=ERROR_RESPONSES)
 
@@ -31,19 +32,22 @@ async def list_alerts(
 ) -> AlertList:
     floor = SEVERITIES.index(min_severity)
 
-    def accept(alert: dict[str, Any]) -> bool:
-        return SEVERITIES.index(alert["severity"]) >= floor and (kind is None or alert["kind"] == kind)
+    def accept(alert: DriftAlert) -> bool:
+        return SEVERITIES.index(alert.severity) >= floor and (kind is None or alert.kind == kind)
 
-    read = await store.recent_alerts(location, accept, limit, generation)
+    read, bad = await store.recent_alerts(location, parse_alert, accept, limit, generation)
     response.headers[GENERATION_HEADER] = read.generation
-    return AlertList(alerts=[DriftAlert.from_stored(a) for a in read.results])
+    return AlertList(alerts=read.results, unreadable=[UnreadableAlert(entry=m, message=u.reason) for m, u in bad])
 
 
 @router.get("/{sku}/{location}", response_model=KeyAlerts, summary="The latest DRIFT and OVERSOLD alert of one key")
 async def key_alerts(sku: SkuPath, location: LocationPath, store: StoreDep, response: Response,
                      generation: GenerationQuery = None) -> KeyAlerts:
-    read = await store.alerts_of_key(sku, location, generation)
+    read = await store.alerts_of_key(sku, location, parse_alert, generation)
     response.headers[GENERATION_HEADER] = read.generation
     if not read.results:
         raise ApiError(404, "not_found", f"no alert for {sku}@{location}")
-    return KeyAlerts(sku=sku, location=location, alerts=[DriftAlert.from_stored(a) for a in read.results])
+    return KeyAlerts(sku=sku, location=location,
+                     alerts=[a for _, a in read.results if not isinstance(a, Unreadable)],
+                     unreadable=[UnreadableAlert(entry=k, message=a.reason)
+                                 for k, a in read.results if isinstance(a, Unreadable)])
