@@ -51,7 +51,7 @@ class DriftLevels(BaseModel):
 
 
 class Settings(BaseSettings):
-    """All of atp-stream's settings; see the README for the table."""
+    """All of atp-stream's settings; see docs/configuration.md for the table."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True)
 
@@ -382,4 +382,4 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
                 problems.append(f"  {hint.removeprefix('Value error, ')}")
                 continue
             problems.append(f"  {env_name(field)}={err.get('input')!r}: {hint}")
-        raise ConfigError("invalid settings:\n" + "\n".join(problems) + "\nSee the README's settings table.") from None
+        raise ConfigError("invalid settings:\n" + "\n".join(problems) + "\nSee the settings table in docs/configuration.md.") from None

@@ -69,19 +69,33 @@ def out_of_range(outputs: list[Any]) -> str | None:
     return None
 
 
-def refused(event: Event, reason: str, message: str, error_class: str, step: str, topic: str | None) -> DeadLetter:
+def refused(event: Event, reason: str, message: str, error_class: str, step: str, topic: str | None,
+            effects: list[tuple[Callable[[Any], Any], Any]] | None = None) -> DeadLetter:
     """The dead letter of an event the fold refused (read from ``topic``; None for the far side of
-    a transfer, which is not an input event); counted like every dead letter."""
+    a transfer, which is not an input event); counted like every dead letter.
+
+    With ``effects`` the counting and the log line are added there instead of done now: the fold
+    applies them only when the batch or timer that refused the event is accepted (the same refusal
+    is made again when a key's journal is replayed, and must not count twice)."""
     src = event.src
     if src is None:
         src = SourceRecord(kafka_key(event.sku, event.location), repr(event), topic or "")
+    label = None
     if topic is not None:
         label = getattr(event, "event_type", None) or (
             "SNAPSHOT" if type(event) is InventorySnapshot else "SAFETY_STOCK_SET")
-        metrics.EVENTS.inc((topic, label, "dead_letter"))
-    metrics.DEAD_LETTER.labels(reason).inc()
-    log.warning("dead letter step=%s topic=%s partition=%s offset=%s key=%r event_id=%s reason=%s error=%s",
-                step, src.topic, src.partition, src.offset, src.key, event.event_id, reason, message)
+    line = (step, src.topic, src.partition, src.offset, src.key, event.event_id, reason, message)
+
+    def count(_: object = None) -> None:
+        if label is not None:
+            metrics.EVENTS.inc((topic, label, "dead_letter"))
+        metrics.DEAD_LETTER.labels(reason).inc()
+        log.warning("dead letter step=%s topic=%s partition=%s offset=%s key=%r event_id=%s reason=%s error=%s", *line)
+
+    if effects is None:
+        count()
+    else:
+        effects.append((count, None))
     return DeadLetter(src, reason, error_class, message, step)
 
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bytewax.connectors.kafka import KafkaError as SourceError
-from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage, KafkaSource, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSource, KafkaSourceMessage
 from bytewax.connectors.kafka import _KafkaSourcePartition  # bytewax is pinned (0.21.1); see LivePartition
 from bytewax.inputs import StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
@@ -18,6 +18,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from atp.config import Settings
 from atp.errors import StackError
 from dataflows.decode import DeadLetter
+from dataflows.kafka_sink import OutputSink, fit, size
 from dataflows.quarantine import CAREFUL
 from dataflows.progress import STOCK_PROGRESS
 from schemas import Encoder
@@ -224,9 +225,9 @@ def _consumer_config(settings: Settings) -> dict[str, str]:
 _CONSUMER_ONLY = ("fetch.wait.max.ms",)
 
 
-def sink(settings: Settings) -> KafkaSink:
+def sink(settings: Settings) -> OutputSink:
     """One producer per worker for every output topic (feed, alerts, bands, dead letters)."""
-    return KafkaSink(settings.brokers, topic=None, add_config=dict(PRODUCER_CONFIG))
+    return OutputSink(settings.brokers, topic=None, add_config=dict(PRODUCER_CONFIG))
 
 
 class RecordMessage:
@@ -251,7 +252,12 @@ class DeadLetterMessage:
 
     def __call__(self, dl: DeadLetter) -> KafkaSinkMessage[bytes | None, bytes | None]:
         m = dl.msg
-        headers = list(m.headers or []) + [
+        # A record near the size limit plus these headers would be over it: what does not fit is
+        # left out and named (the record is still in its topic, at the offset given here).
+        original = list(m.headers or [])
+        total = size(m.key, m.value, original)
+        key, value, original, dropped = fit(m.key, m.value, original)
+        headers = original + [
             ("atp.source.topic", str(m.topic).encode()),
             ("atp.source.partition", str(m.partition).encode()),
             ("atp.source.offset", str(m.offset).encode()),
@@ -260,7 +266,9 @@ class DeadLetterMessage:
             ("atp.error.message", dl.message.encode("utf-8", "replace")[:4000]),
             ("atp.error.step", dl.step.encode()),
         ]
-        return KafkaSinkMessage(m.key, m.value, topic=self._topic, headers=headers)
+        if dropped:
+            headers += [("atp.error.dropped", ",".join(dropped).encode()), ("atp.source.bytes", str(total).encode())]
+        return KafkaSinkMessage(key, value, topic=self._topic, headers=headers)
 
 
 def admin(settings: Settings) -> AdminClient:

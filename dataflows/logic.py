@@ -99,6 +99,13 @@ def _newest_event(ms: object) -> None:
         metrics.LAST_EVENT.set(ms / 1000)  # type: ignore[operator]
 
 
+def _assign(st: KeyState, other: KeyState | None) -> None:
+    """Make ``st`` (which callers hold) equal to ``other``, in place."""
+    assert other is not None
+    for name in KeyState.__slots__:
+        setattr(st, name, getattr(other, name))
+
+
 def _counted(fx: Effects, topic: str, event_type: str, applied: bool) -> None:
     fx.append((metrics.EVENTS.inc, (topic, event_type, "applied" if applied else "duplicate")))
 
@@ -323,7 +330,10 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
             why, reason, error_class = f"{type(exc).__name__}: {exc}", STEP_ERROR, type(exc).__name__
         if why is None:
             self._commit(fx)
-            self._journaled(None, moment)
+            if republish:  # what the re-publish set is not in the journal (it replays without it)
+                self._checkpoint()
+            else:
+                self._journaled(None, moment)
             return out, StatefulBatchLogic.RETAIN
         # Nothing was read that could be dead-lettered but the snapshots the timer reconciles: they
         # go, so the timer does not fail again every second. The key stays as it was.
@@ -334,8 +344,23 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
         # Counted once already, as applied, when they arrived: not again as input events.
         dead: list[Output] = [refused(snap, reason, why, error_class, FOLD_STEP, None) for _, snap in st.pending]
         st.pending = ()
+        if not dead:
+            self._put_off(st, int(moment[0] * 1000))
         self._checkpoint()
         return dead, StatefulBatchLogic.RETAIN
+
+    def _put_off(self, st: KeyState, now_ms: int) -> None:
+        """A timer failed with no snapshot to drop: what it was due for waits, so that it does not
+        fire (and fail) again at once. A lapsed reservation is tried again after the reconcile
+        timeout; a re-publish and an unconfirmed shortfall are given up (the key's next event
+        publishes it and starts the shortfall again). Counted in ``atp_timer_failures_total``."""
+        metrics.TIMER_FAILURES.labels(FOLD_STEP).inc()
+        if self._republish:
+            self._republish = False
+            REPUBLISH.written([self._key()])  # the keyspace does not wait for it
+        st.short_since = None
+        if st.next_expiry is not None and st.next_expiry <= now_ms:
+            st.next_expiry = now_ms + self._ctx.reconcile_timeout_ms
 
     def _key(self) -> str:
         st = self.state
@@ -372,7 +397,15 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
             if not (newest_change > snap.as_of_ms or self._past_is_in(arrival, snap.as_of_ms, now_ms, read_to)):
                 waiting.append((arrival, snap))
                 continue
+            mark = pack(st)
             result = drift.reconcile(st, snap, ctx.drift, ctx.lateness_ms, now_ms)
+            # Each field of a snapshot is in range, but its rebase can still take a figure out (an
+            # on-hand of -10^13 under open reservations): that snapshot is refused, alone.
+            why = out_of_range([position(st, ctx.safety.for_state(st), 0, ctx.formula), result.alert])
+            if why is not None:
+                _assign(st, unpack(mark))
+                out.append(refused(snap, OUT_OF_RANGE, why, "OutOfRange", FOLD_STEP, None, fx))
+                continue
             fx.append((_reconciled, (snap.source_system, result.outcome)))
             if result.drift is not None:
                 fx.append((metrics.DRIFT_UNITS.observe, abs(result.drift)))

@@ -9,6 +9,14 @@ EVENTS = HotCounter(
     "atp_events_total", "Input events by topic, type and outcome (applied|duplicate|dead_letter).",
     ["topic", "event_type", "outcome"],
 )
+PRODUCE_ERRORS = Counter(
+    "atp_produce_errors_total",
+    "Output messages the producer or the broker refused (too large, invalid) or did not deliver, by topic and error.",
+    ["topic", "error"],
+)
+TIMER_FAILURES = Counter(
+    "atp_timer_failures_total", "Timers of a key that raised with no record to dead-letter (see the log), by step.", ["step"]
+)
 DEAD_LETTER = Counter("atp_dead_letter_total", "Messages sent to the dead-letter topic, by reason.", ["reason"])
 EVENT_LAG = HotHistogram(
     "atp_event_lag_seconds", "Processing time minus occurred_at of the newest event in each published position.",

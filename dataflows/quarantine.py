@@ -269,8 +269,9 @@ class Ledger:
         _write_json(path, asdict(self))
 
 
-_INFRA = ("redis.exceptions.ConnectionError", "redis.exceptions.TimeoutError", "Redis unreachable",
-          "KafkaException", "RecoveryError")
+# Any error of Redis (unreachable, READONLY, OOM, MISCONF, auth: none comes from a record, see
+# dataflows.redis_sink), of Kafka or of the recovery store.
+_INFRA = ("redis.exceptions.", "Redis unreachable", "KafkaException", "RecoveryError")
 
 
 def is_infrastructure(exc: BaseException) -> bool:

@@ -74,10 +74,14 @@ class _RedisPartition(StatelessSinkPartition[Position | Alert | GroupPosition]):
                 break
             except redis.exceptions.NoScriptError:
                 self._load_scripts()  # Redis restarted: reload once
-            except (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, redis.exceptions.BusyLoadingError) as exc:
+            except redis.exceptions.RedisError as exc:
+                # Unreachable, loading, or refusing writes (READONLY after a failover, OOM at
+                # maxmemory, MISCONF after a failed save, an ACL change): an outage of Redis, waited
+                # for. What is written is bounded by the contract, so no record can cause these.
                 if time.monotonic() > deadline:
                     raise RuntimeError(
-                        f"Redis unreachable for {self._retry_for_s:.0f} s ({exc}); the dataflow stops and, "
+                        f"Redis unreachable or refusing writes for {self._retry_for_s:.0f} s "
+                        f"({type(exc).__name__}: {exc}); the dataflow stops and, "
                         "restarted with recovery, resumes from its last snapshot"
                     ) from exc
                 log.warning("redis write failed, retrying in %.2f s: %s", delay, exc)

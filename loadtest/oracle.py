@@ -1,13 +1,13 @@
 """An independent oracle: the expected position of every key, recomputed from the event log.
 
-Written from the contract in the README, not from ``state/`` (it imports nothing of it), and in a
+Written from the contract in docs/contract.md, not from ``state/`` (it imports nothing of it), and in a
 different style on purpose: it validates each record with its own rules, keeps every accepted
 event of a key in a list, and computes the position from that list only when asked. If it and the
 production fold ever disagree, one of them misreads the contract.
 
 Feed records in topic/partition/offset order (``feed``); read positions with ``positions``.
 
-The contract's ranges (README, docs/contract-limits.md) are checked here with their own code: an
+The contract's ranges (docs/contract.md, docs/contract-limits.md) are checked here with their own code: an
 event moving more than 10^12 units, a level beyond 10^13, a time before 2000 or more than the skew
 ahead of the clock is rejected; an event after which one of its key's figures would be beyond
 ±10^13 is rejected at that key (the key as if it never came). Not modelled: a location-wide
@@ -31,8 +31,8 @@ _TOPIC_OF_TYPE = {
 }
 
 
-_QTY = 1_000_000_000_000  # README: |units| one event moves
-_LEVEL = 10_000_000_000_000  # README: |a level an event sets| and |a key's figures|
+_QTY = 1_000_000_000_000  # docs/contract.md: |units| one event moves
+_LEVEL = 10_000_000_000_000  # docs/contract.md: |a level an event sets| and |a key's figures|
 _Y2000_MS = 946_684_800_000
 _SKEW_MS = 300_000
 _FIGURES = ("available_qty", "non_sellable", "on_hand", "reserved", "inbound", "safety_stock", "atp", "shortfall")
@@ -169,12 +169,12 @@ class Oracle:
 
     safety_by_location: dict[str, int] = field(default_factory=dict)
     safety_by_key: dict[str, int] = field(default_factory=dict)
-    formula: int = 1  # README: 1 promises AVAILABLE only, 2 also what is in transit to the location
-    lateness_ms: int = 15 * 60_000  # README: a stock change older than this takes effect at the window's edge
+    formula: int = 1  # docs/contract.md: 1 promises AVAILABLE only, 2 also what is in transit to the location
+    lateness_ms: int = 15 * 60_000  # docs/contract.md: a stock change older than this takes effect at the window's edge
     log: dict[str, list[tuple[str, dict[str, Any]]]] = field(default_factory=lambda: defaultdict(list))
-    # README: a location's default control reaches every key there; the newest occurred_at wins
+    # docs/contract.md: a location's default control reaches every key there; the newest occurred_at wins
     location_controls: dict[str, dict[str, dict[str, Any]]] = field(default_factory=lambda: defaultdict(dict))
-    # README: the dedup identity is (record type, event_id); the topic alias names the type here
+    # docs/contract.md: the dedup identity is (record type, event_id); the topic alias names the type here
     ids: dict[str, set[tuple[str, str]]] = field(default_factory=lambda: defaultdict(set))
     now_ms: int | None = None  # when the records are read (None: the wall clock at each feed)
     # Sums of |quantities| per key: while it is below the range no figure can leave it, and the
@@ -240,7 +240,7 @@ class Oracle:
         return {k: self._position(k, events) for k, events in self.log.items()}
 
     def _safety(self, key: str, location: str, item_controls: list[dict[str, Any]]) -> int:
-        """README: the most specific level wins, a control beats the file at its level, and a null
+        """docs/contract.md: the most specific level wins, a control beats the file at its level, and a null
         control clears its level."""
         def newest(controls: Any) -> Any:
             best = max(controls, key=lambda r: (r["occurred_at"], r["event_id"]), default=None)
@@ -312,7 +312,7 @@ class Oracle:
         safety = self._safety(key, location, [r for kind, r in events if kind == "controls"])
         available = stock["AVAILABLE"]
         atp = max(0, available + (inbound if self.formula == 2 else 0) - reserved - safety)
-        # README: demand is the units a RESERVE adds over its line's previous RESERVE, by event-time
+        # docs/contract.md: demand is the units a RESERVE adds over its line's previous RESERVE, by event-time
         # minute; rates read the last 5 and 60 minutes up to the key's newest event.
         stock_times = [r["occurred_at"] for kind, r in events if kind != "controls"]  # a control's time is its issue
         as_of = max(stock_times, default=0)

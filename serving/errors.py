@@ -83,6 +83,10 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(redis.exceptions.RedisError)
     async def _redis(_: Request, exc: redis.exceptions.RedisError) -> JSONResponse:
+        if isinstance(exc, redis.exceptions.ResponseError) and str(exc).startswith("WRONGTYPE"):
+            # Not an outage: a key the answer needs (a SKU's location set, the alert index) holds
+            # another Redis type. Retrying does not help; the keyspace needs a repair.
+            return JSONResponse(body("index_unreadable", INDEX_UNREADABLE), status_code=503)
         return JSONResponse(
             body("store_unavailable", f"the position store (Redis) is unavailable: {type(exc).__name__}"),
             status_code=503,
@@ -106,6 +110,9 @@ def allowed_methods(request: Request) -> list[str]:
 
 HTTP_CODES = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 MALFORMED = "the request body cannot be parsed (it is not UTF-8 JSON)"
+INDEX_UNREADABLE = ("a Redis key this answer needs (a SKU's location set or the alert index) holds the wrong "
+                    "type, from a bug or a hand edit: delete that key, or rebuild the keyspace with "
+                    "`atp replay` and `atp generation switch`")
 
 
 def _error(description: str, code: str) -> dict[str, Any]:
@@ -119,7 +126,8 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
     422: _error("Invalid request (invalid_request)", "invalid_request"),
     503: _error("Redis unavailable (store_unavailable), or the keyspace is being re-published "
                 "(rebuilding) or missing (keyspace_missing), or the one stored record the answer "
-                "needs cannot be served (position_unreadable)", "store_unavailable"),
+                "needs cannot be served (position_unreadable), or an index it needs holds the wrong "
+                "Redis type (index_unreadable)", "store_unavailable"),
 }
 # Routes that take a request body also answer these.
 BODY_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {

@@ -161,7 +161,9 @@ def current_name(raw: bytes | str | None) -> str:
     """The pointer's value as a generation name (no pointer: the default generation)."""
     if raw is None:
         return DEFAULT_GENERATION
-    return raw.decode() if isinstance(raw, bytes) else raw
+    # Bytes that are not UTF-8 (a hand edit) name a generation that does not exist: the readers
+    # then answer keyspace_missing instead of failing.
+    return raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
 
 
 FLOAT_FIELDS = ("demand_per_min_5m", "demand_per_min_60m", "stockout_eta_minutes")  # "" stores None

@@ -22,7 +22,7 @@ from tests.test_api import pos
 pytestmark = pytest.mark.integration
 
 GROUPS = {"EAST": ["DC-01", "DC-02"]}
-DOCUMENTED_503 = {"store_unavailable", "keyspace_missing", "rebuilding", "position_unreadable",
+DOCUMENTED_503 = {"store_unavailable", "keyspace_missing", "rebuilding", "position_unreadable", "index_unreadable",
                   "dataflow_stopped", "dataflow_crash_loop", "dataflow_stale"}
 YEAR_10000_MS = 253_402_300_800_000
 
@@ -365,3 +365,30 @@ def test_an_unexpected_error_is_still_the_json_error_body(client, monkeypatch):
     r = client.get("/readyz")
     assert r.status_code == 500 and r.headers["content-type"] == "application/json"
     assert r.json()["error"]["code"] == "internal_error"
+
+
+def test_a_generation_pointer_that_is_not_a_name_is_keyspace_missing_not_500(client, rclient, settings):
+    """The defect: a pointer holding bytes that are not UTF-8 made every read answer 500."""
+    from state.projection import Generations
+
+    pointer = Generations(settings.redis_key_prefix).pointer
+    for raw in (b"\xff\xfe", b"", b"no such generation"):
+        rclient.set(pointer, raw)
+        for path in ("/v1/availability/S/DC-01", "/v1/availability/S", "/v1/drift"):
+            body = check(r := client.get(path))
+            assert r.status_code == 503 and body["error"]["code"] == "keyspace_missing", (raw, path, body)
+    rclient.delete(pointer)
+    assert client.get("/v1/availability/S/DC-01").status_code == 404  # served again
+
+
+def test_an_index_of_the_wrong_type_is_index_unreadable_not_store_unavailable(client, rclient, settings):
+    """The defect: a SKU's location set or the alert index holding another Redis type answered 503
+    store_unavailable, which sends the operator after a Redis outage that is not there."""
+    ks = KeySpace(settings.redis_key_prefix)
+    rclient.set(ks.locations("S"), "not a set")
+    rclient.set(ks.alerts(), "not a sorted set")
+    for path in ("/v1/availability/S", "/v1/drift"):
+        body = check(r := client.get(path))
+        assert r.status_code == 503 and body["error"]["code"] == "index_unreadable", (path, body)
+        assert "atp generation" in body["error"]["message"] or "rebuild" in body["error"]["message"]
+    assert check(client.get("/v1/availability/T/DC-01")).get("error", {}).get("code") == "not_found"

@@ -1,0 +1,104 @@
+"""The Kafka producer side: one message that cannot be produced is that message's problem, not the flow's.
+
+Bytewax's ``KafkaSink`` lets a ``produce`` error escape, and that stops the dataflow; since the
+same batch is produced again after the restart, it stops it for good. Two things made that
+reachable by any producer: a dead letter is the original record plus its headers, so a record
+near the broker's size limit becomes a dead letter over the producer's ``message.max.bytes``
+(1,000,000 bytes by default); and nothing reported a message the broker refused after the call.
+
+Kafka Streams' ``default.production.exception.handler`` is the reference: a record error
+(too large, invalid) is logged, counted and skipped; anything else (the broker unreachable, a
+fatal producer error) still stops the flow, so that it restarts and produces the batch again.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
+from bytewax.outputs import StatelessSinkPartition
+from confluent_kafka import KafkaError, KafkaException, Producer
+from dataflows.metrics import PRODUCE_ERRORS
+
+log = logging.getLogger(__name__)
+
+# librdkafka's default message.max.bytes is 1,000,000 bytes: a dead letter is kept under this,
+# with room for the headers added to it.
+DEAD_LETTER_MAX_BYTES = 900_000
+
+# Errors of one message (it is skipped); every other error stops the flow.
+RECORD_ERRORS = frozenset({
+    KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.INVALID_MSG_SIZE, KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.INVALID_MSG, KafkaError.INVALID_RECORD, KafkaError._INVALID_ARG,
+})
+
+
+def size(key: bytes | None, value: bytes | None, headers: Iterable[tuple[str, bytes | None]]) -> int:
+    return len(key or b"") + len(value or b"") + sum(len(k) + len(v or b"") for k, v in headers)
+
+
+def fit(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes | None]],
+        limit: int = DEAD_LETTER_MAX_BYTES) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]], list[str]]:
+    """Key, value and headers of a dead letter within ``limit`` bytes: the value goes first, then
+    the original headers, then the key. Returns what was dropped (the record itself is still in
+    its topic, at the offset the dead letter names)."""
+    dropped: list[str] = []
+    if size(key, value, headers) > limit:
+        value = None
+        dropped.append("value")
+    if size(key, value, headers) > limit:
+        headers = []
+        dropped.append("headers")
+    if size(key, value, headers) > limit:
+        key = None
+        dropped.append("key")
+    return key, value, headers, dropped
+
+
+def _skip(topic: str, err: KafkaError, key: bytes | None) -> None:
+    PRODUCE_ERRORS.labels(topic, err.name()).inc()
+    log.error("output message to %s skipped: %s (%s) key=%r", topic, err.name(), err.str(), (key or b"")[:200])
+
+
+def _on_delivery(err: KafkaError | None, msg: Any) -> None:
+    if err is not None and err.code() in RECORD_ERRORS:
+        _skip(msg.topic(), err, msg.key())
+    elif err is not None:  # retried by librdkafka until message.timeout.ms: the flow goes on, but say so
+        PRODUCE_ERRORS.labels(msg.topic(), err.name()).inc()
+        log.error("output message to %s not delivered: %s (%s)", msg.topic(), err.name(), err.str())
+
+
+class _Partition(StatelessSinkPartition[KafkaSinkMessage[Any, Any]]):
+    def __init__(self, producer: Producer) -> None:
+        self._producer = producer
+
+    def write_batch(self, items: list[KafkaSinkMessage[Any, Any]]) -> None:
+        produce, poll = self._producer.produce, self._producer.poll
+        for msg in items:
+            try:
+                produce(msg.topic, value=msg.value, key=msg.key, headers=msg.headers, timestamp=msg.timestamp,
+                        on_delivery=_on_delivery)
+            except BufferError:  # the local queue is full: wait for room, then once more
+                self._producer.poll(1)
+                produce(msg.topic, value=msg.value, key=msg.key, headers=msg.headers, timestamp=msg.timestamp,
+                        on_delivery=_on_delivery)
+            except KafkaException as exc:
+                err = exc.args[0]
+                if err.code() not in RECORD_ERRORS:
+                    raise
+                _skip(msg.topic, err, msg.key)
+            poll(0)
+        self._producer.flush()
+
+    def close(self) -> None:
+        self._producer.flush()
+
+
+class OutputSink(KafkaSink):
+    """``KafkaSink`` (topic from each message) whose record errors are skipped, logged and counted."""
+
+    def build(self, _step_id: str, worker_index: int, worker_count: int) -> _Partition:  # type: ignore[override]
+        config = {"bootstrap.servers": ",".join(self._brokers), **self._add_config}
+        return _Partition(Producer(config))

@@ -1,0 +1,73 @@
+"""Redis refusing writes (a failover to a read-only replica, maxmemory, a failed RDB save, an ACL
+change) is an outage of Redis, not an error of a record.
+
+The defect: only connection errors and timeouts were retried; a ``READONLY`` or ``OOM`` answer
+escaped the sink, stopped the flow, and counted as a crash of the records being read, so after
+``ATP_CRASH_LOOP_RESTARTS`` such stops innocent records went to the dead-letter topic.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+
+import pytest
+import redis
+
+from atp.stack import free_port
+from dataflows.quarantine import is_infrastructure
+from dataflows.redis_sink import RedisPositionSink
+from state.position import Position
+from state.projection import KeySpace
+from tests.builders import T0
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL)
+    client = redis.Redis(port=port)
+    for _ in range(100):
+        try:
+            client.ping()
+            break
+        except redis.exceptions.ConnectionError:
+            time.sleep(0.05)
+    yield f"redis://127.0.0.1:{port}/0", client
+    client.close()
+    proc.terminate()
+    proc.wait(10)
+
+
+def position(version: int) -> Position:
+    return Position("SKU-1", "DC-01", 5, 5, 5, 0, 0, 0, 0, 0, version, T0, T0)
+
+
+def test_a_read_only_redis_is_waited_for_not_a_crash(own_redis):
+    url, client = own_redis
+    part = RedisPositionSink(url, KeySpace("t"), retry_for_s=30).build("redis", 0, 1)
+    part.write_batch([position(1)])
+    client.replicaof("127.0.0.1", free_port())  # a failover made this node a replica: READONLY
+    threading.Timer(1.0, client.replicaof, args=("NO", "ONE")).start()  # ...and it is promoted again
+    part.write_batch([position(2)])  # waits, then writes
+    assert client.hget(KeySpace("t").position("SKU-1", "DC-01"), "version") == b"2"
+
+
+def test_a_redis_that_keeps_refusing_stops_the_flow_as_infrastructure(own_redis):
+    url, client = own_redis
+    part = RedisPositionSink(url, KeySpace("t"), retry_for_s=1).build("redis", 0, 1)
+    client.config_set("maxmemory", 1)  # every write: OOM command not allowed
+    with pytest.raises(Exception) as err:
+        part.write_batch([position(1)])
+    assert is_infrastructure(err.value), err.value  # not counted as a crash of the records read
+
+
+@pytest.mark.parametrize("exc", [redis.exceptions.ReadOnlyError("READONLY"),
+                                 redis.exceptions.ResponseError("OOM command not allowed"),
+                                 redis.exceptions.AuthenticationError("invalid password")])
+def test_every_redis_error_is_infrastructure(exc):
+    assert is_infrastructure(exc)
