@@ -99,13 +99,6 @@ def _newest_event(ms: object) -> None:
         metrics.LAST_EVENT.set(ms / 1000)  # type: ignore[operator]
 
 
-def _assign(st: KeyState, other: KeyState | None) -> None:
-    """Make ``st`` (which callers hold) equal to ``other``, in place."""
-    assert other is not None
-    for name in KeyState.__slots__:
-        setattr(st, name, getattr(other, name))
-
-
 def _counted(fx: Effects, topic: str, event_type: str, applied: bool) -> None:
     fx.append((metrics.EVENTS.inc, (topic, event_type, "applied" if applied else "duplicate")))
 
@@ -397,13 +390,15 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
             if not (newest_change > snap.as_of_ms or self._past_is_in(arrival, snap.as_of_ms, now_ms, read_to)):
                 waiting.append((arrival, snap))
                 continue
-            mark = pack(st)
+            # What a rebase changes (drift.rebase): the version, one history entry, AVAILABLE. Kept
+            # as copies, not packed: a pack of a busy key costs ~100 us, these ~1 us.
+            undo = (st.version, st.history[:], st.buckets[:])
             result = drift.reconcile(st, snap, ctx.drift, ctx.lateness_ms, now_ms)
             # Each field of a snapshot is in range, but its rebase can still take a figure out (an
             # on-hand of -10^13 under open reservations): that snapshot is refused, alone.
             why = out_of_range([position(st, ctx.safety.for_state(st), 0, ctx.formula), result.alert])
             if why is not None:
-                _assign(st, unpack(mark))
+                st.version, st.history, st.buckets = undo
                 out.append(refused(snap, OUT_OF_RANGE, why, "OutOfRange", FOLD_STEP, None, fx))
                 continue
             fx.append((_reconciled, (snap.source_system, result.outcome)))

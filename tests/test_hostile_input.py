@@ -251,6 +251,14 @@ def test_a_refused_batch_goes_back_to_exactly_the_state_before_it():
     assert pickle.loads(pack(guarded_logic.state)) == pickle.loads(pack(good.state))
 
 
+def _values(st) -> dict:
+    import pickle
+
+    from state.packing import pack
+
+    return dict(zip(KeyState.__slots__, pickle.loads(pack(st))))
+
+
 def _timed_logic(progress: int = 0):
     from dataclasses import replace as copy_of
 
@@ -268,10 +276,12 @@ def test_a_snapshot_whose_rebase_would_leave_the_range_is_refused_and_later_even
     low[1]["source_system"] = "WMS"  # rebased, not only alerted
     lg.on_batch([parse(low)])
     clock[0] += 61  # past the reconcile timeout
+    before = _values(lg.state)
     out, _ = lg.on_notify()
     assert [type(o).__name__ for o in out] == ["DeadLetter"]
     assert out[0].reason == "out_of_range" and out[0].step == "atp_fold"
     assert lg.state.pending == () and lg.state.buckets[0] == 10  # not rebased, not waiting
+    assert _values(lg.state) == {**before, "pending": ()}  # every other field exactly as before
     out, _ = lg.on_batch([parse(wms("RECEIPT", qty=3))])
     [pos] = [o for o in out if type(o) is Position]
     assert (pos.available_qty, pos.reserved, pos.atp) == (13, 5, 8)
