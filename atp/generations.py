@@ -72,7 +72,8 @@ def now_ms() -> int:
 
 def read_meta(client: redis.Redis, ks: KeySpace) -> dict[str, str] | None:
     raw = client.hgetall(ks.meta)
-    return {k.decode(): v.decode() for k, v in raw.items()} if raw else None
+    # A hand edit can leave bytes that are not UTF-8: read as such, they name nothing that exists.
+    return {k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in raw.items()} if raw else None
 
 
 def write_meta(client: redis.Redis, ks: KeySpace, run_id: str, state: str, spec: Spec | None = None) -> None:
@@ -149,7 +150,12 @@ def switch(settings: Settings, client: redis.Redis, name: str, grace_s: float) -
 
 
 def retire_due(meta: dict[str, str] | None, at_ms: int | None = None) -> bool:
-    return bool(meta and meta.get("retire_at") and int(meta["retire_at"]) <= (at_ms or now_ms()))
+    """The generation's ``retire_at`` has passed; a value that is not a number retires nothing (as
+    the API reads it)."""
+    try:
+        return bool(meta and meta.get("retire_at") and int(meta["retire_at"]) <= (at_ms or now_ms()))
+    except ValueError:
+        return False
 
 
 def drop(settings: Settings, client: redis.Redis, name: str, force: bool = False) -> int:

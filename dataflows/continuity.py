@@ -216,6 +216,8 @@ class KeyspaceWatch(threading.Thread):
                 log.debug("keyspace check failed (the sink retries writes): %s", exc)
                 if self._board is not None:
                     self._board.forget()
+            except Exception:  # noqa: BLE001 - the heartbeat and the loss watch must outlive bad data
+                log.exception("keyspace check failed on what Redis holds; the watch goes on")
 
     @staticmethod
     def exchange(board: Board) -> list[int]:

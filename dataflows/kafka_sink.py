@@ -8,12 +8,14 @@ near the broker's size limit becomes a dead letter over the producer's ``message
 
 Kafka Streams' ``default.production.exception.handler`` is the reference: a record error
 (too large, invalid) is logged, counted and skipped; anything else (the broker unreachable, a
-fatal producer error) still stops the flow, so that it restarts and produces the batch again.
+fatal producer error, a message not delivered within ``message.timeout.ms``, a producer queue full
+for a minute) still stops the flow, so that it restarts and produces the batch again.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable
 from typing import Any
 
@@ -35,8 +37,13 @@ RECORD_ERRORS = frozenset({
 })
 
 
+HEADER_OVERHEAD = 10  # varint lengths and attributes of one record header on the wire, at most
+
+
 def size(key: bytes | None, value: bytes | None, headers: Iterable[tuple[str, bytes | None]]) -> int:
-    return len(key or b"") + len(value or b"") + sum(len(k) + len(v or b"") for k, v in headers)
+    """An upper bound of a record's size on the wire, without the batch framing."""
+    return len(key or b"") + len(value or b"") + sum(
+        len(k.encode()) + len(v or b"") + HEADER_OVERHEAD for k, v in headers)
 
 
 def fit(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes | None]],
@@ -62,35 +69,54 @@ def _skip(topic: str, err: KafkaError, key: bytes | None) -> None:
     log.error("output message to %s skipped: %s (%s) key=%r", topic, err.name(), err.str(), (key or b"")[:200])
 
 
-def _on_delivery(err: KafkaError | None, msg: Any) -> None:
-    if err is not None and err.code() in RECORD_ERRORS:
-        _skip(msg.topic(), err, msg.key())
-    elif err is not None:  # retried by librdkafka until message.timeout.ms: the flow goes on, but say so
-        PRODUCE_ERRORS.labels(msg.topic(), err.name()).inc()
-        log.error("output message to %s not delivered: %s (%s)", msg.topic(), err.name(), err.str())
+QUEUE_WAIT_S = 60.0  # how long a full producer queue is waited for before the flow stops
 
 
 class _Partition(StatelessSinkPartition[KafkaSinkMessage[Any, Any]]):
     def __init__(self, producer: Producer) -> None:
         self._producer = producer
+        self._undelivered: list[KafkaError] = []  # this batch's delivery errors that are not a record's
 
-    def write_batch(self, items: list[KafkaSinkMessage[Any, Any]]) -> None:
-        produce, poll = self._producer.produce, self._producer.poll
-        for msg in items:
+    def _on_delivery(self, err: KafkaError | None, msg: Any) -> None:
+        if err is None:
+            return
+        if err.code() in RECORD_ERRORS:
+            _skip(msg.topic(), err, msg.key())
+        else:  # not delivered (the broker away longer than message.timeout.ms): the batch fails below
+            PRODUCE_ERRORS.labels(msg.topic(), err.name()).inc()
+            self._undelivered.append(err)
+
+    def _produce(self, msg: KafkaSinkMessage[Any, Any]) -> None:
+        deadline = time.monotonic() + QUEUE_WAIT_S
+        while True:
             try:
-                produce(msg.topic, value=msg.value, key=msg.key, headers=msg.headers, timestamp=msg.timestamp,
-                        on_delivery=_on_delivery)
-            except BufferError:  # the local queue is full: wait for room, then once more
+                self._producer.produce(msg.topic, value=msg.value, key=msg.key, headers=msg.headers,
+                                       timestamp=msg.timestamp, on_delivery=self._on_delivery)
+                return
+            except BufferError:  # the local queue is full: wait for room
+                if time.monotonic() > deadline:
+                    raise KafkaException(KafkaError(KafkaError._QUEUE_FULL, f"the producer queue stayed full for "
+                                                    f"{QUEUE_WAIT_S:.0f} s: is the broker reachable?")) from None
                 self._producer.poll(1)
-                produce(msg.topic, value=msg.value, key=msg.key, headers=msg.headers, timestamp=msg.timestamp,
-                        on_delivery=_on_delivery)
             except KafkaException as exc:
                 err = exc.args[0]
                 if err.code() not in RECORD_ERRORS:
                     raise
                 _skip(msg.topic, err, msg.key)
+                return
+
+    def write_batch(self, items: list[KafkaSinkMessage[Any, Any]]) -> None:
+        self._undelivered.clear()
+        poll = self._producer.poll
+        for msg in items:
+            self._produce(msg)
             poll(0)
         self._producer.flush()
+        if self._undelivered:
+            # The epoch is not committed: after the restart the batch is produced again (at least once).
+            err = self._undelivered[0]
+            raise KafkaException(KafkaError(err.code(), f"{len(self._undelivered)} output message(s) not "
+                                                        f"delivered: {err.str()}"))
 
     def close(self) -> None:
         self._producer.flush()

@@ -40,7 +40,7 @@ from state.events import Event, InventorySnapshot, SafetyStockSet, TransferSent,
 from state.limits import MAX_FIGURE, MAX_QTY
 from state.fold import AVAILABLE, DUPLICATE, LATE, LATENESS_MS, KeyState, apply, expire
 from state.packing import pack, unpack
-from state.position import Position, position
+from state.position import FORMULAS, Position, position
 from state.safety import SafetyStock
 
 log = logging.getLogger(__name__)
@@ -233,9 +233,16 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
 
     def _exact_range_check(self, st: KeyState) -> None:
         ctx = self._ctx
-        why = out_of_range([position(st, ctx.safety.for_state(st), 0, ctx.formula)])
+        safety = ctx.safety.for_state(st)
+        why = out_of_range([position(st, safety, 0, ctx.formula)])
         if why is not None:
             raise OutOfRange(why)
+        # Reservations lapse on a timer, with no event to refuse: ATP must stay in range once they
+        # have (formula 2 adds inbound, so available + inbound is bounded too).
+        lapsed = FORMULAS[ctx.formula](st.buckets[AVAILABLE], st.inbound, 0, safety)
+        if lapsed > _FIGURE:
+            raise OutOfRange(f"{make_key(st.sku, st.location)}: atp={lapsed} once the reservations lapse "
+                             f"would leave the range ±{_FIGURE:.0e}")
 
     def _oversold_now(self, flag: object) -> None:
         if flag != self._oversold:
@@ -338,22 +345,30 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
         dead: list[Output] = [refused(snap, reason, why, error_class, FOLD_STEP, None) for _, snap in st.pending]
         st.pending = ()
         if not dead:
-            self._put_off(st, int(moment[0] * 1000))
+            dead = self._put_off(st, int(moment[0] * 1000), why)
         self._checkpoint()
         return dead, StatefulBatchLogic.RETAIN
 
-    def _put_off(self, st: KeyState, now_ms: int) -> None:
+    def _put_off(self, st: KeyState, now_ms: int, why: str) -> list[Output]:
         """A timer failed with no snapshot to drop: what it was due for waits, so that it does not
         fire (and fail) again at once. A lapsed reservation is tried again after the reconcile
-        timeout; a re-publish and an unconfirmed shortfall are given up (the key's next event
-        publishes it and starts the shortfall again). Counted in ``atp_timer_failures_total``."""
+        timeout (at least a second); an unconfirmed shortfall is given up (the key's next event
+        starts it again); a re-publish emits the key's position as it stands, without the timer's
+        changes. Logged, and counted in ``atp_timer_failures_total``."""
         metrics.TIMER_FAILURES.labels(FOLD_STEP).inc()
+        log.warning("timer of %s failed (%s); what it was due for is put off", self._key(), why)
+        out: list[Output] = []
         if self._republish:
             self._republish = False
-            REPUBLISH.written([self._key()])  # the keyspace does not wait for it
+            pos = position(st, self._ctx.safety.for_state(st), now_ms, self._ctx.formula)
+            if out_of_range([pos]) is None:
+                out.append(pos)  # the sink ticks the key off when it is written
+            else:
+                REPUBLISH.written([self._key()])  # nothing publishable: the keyspace does not wait for it
         st.short_since = None
         if st.next_expiry is not None and st.next_expiry <= now_ms:
-            st.next_expiry = now_ms + self._ctx.reconcile_timeout_ms
+            st.next_expiry = now_ms + max(self._ctx.reconcile_timeout_ms, 1000)
+        return out
 
     def _key(self) -> str:
         st = self.state

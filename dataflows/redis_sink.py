@@ -23,6 +23,22 @@ from state.projection import (ALERT_INDEX_SIZE, GUARDED_ALERT, GUARDED_WRITE, WR
 log = logging.getLogger(__name__)
 
 
+_OUTAGE_REPLIES = ("READONLY", "OOM", "MISCONF", "NOPERM", "NOAUTH", "LOADING", "MASTERDOWN", "CLUSTERDOWN",
+                   "TRYAGAIN", "BUSY")
+
+
+def _outage(exc: redis.exceptions.RedisError) -> bool:
+    """Redis unreachable, or refusing every write for now: waited for. Anything else (WRONGTYPE, a
+    script error on a corrupt key) will not pass by waiting."""
+    if isinstance(exc, (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+                        redis.exceptions.BusyLoadingError, redis.exceptions.ReadOnlyError,
+                        redis.exceptions.AuthenticationError, redis.exceptions.NoPermissionError,
+                        redis.exceptions.OutOfMemoryError)):
+        return True
+    text = str(exc)
+    return any(reply in text for reply in _OUTAGE_REPLIES)
+
+
 class RedisPositionSink(DynamicSink[Position | Alert | GroupPosition]):
     """Each worker writes its own positions (keys never overlap between workers)."""
 
@@ -75,6 +91,13 @@ class _RedisPartition(StatelessSinkPartition[Position | Alert | GroupPosition]):
             except redis.exceptions.NoScriptError:
                 self._load_scripts()  # Redis restarted: reload once
             except redis.exceptions.RedisError as exc:
+                if not _outage(exc):
+                    # Not an outage and not a record's: a key of this keyspace Redis cannot update (a
+                    # hand edit left another type there, or a version that is not a number).
+                    raise RuntimeError(
+                        f"Redis refused a write ({type(exc).__name__}: {exc}): a key of this keyspace is "
+                        "corrupt; delete it (its next change writes it again) or rebuild the keyspace with "
+                        "`atp replay` and `atp generation switch`") from exc
                 # Unreachable, loading, or refusing writes (READONLY after a failover, OOM at
                 # maxmemory, MISCONF after a failed save, an ACL change): an outage of Redis, waited
                 # for. What is written is bounded by the contract, so no record can cause these.

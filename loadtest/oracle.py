@@ -231,6 +231,9 @@ class Oracle:
             return None
         expected = self._position(key, self.log[key])
         bad = [f for f in _FIGURES if abs(getattr(expected, f)) > _LEVEL]
+        # docs/contract-limits.md: under formula 2 ATP stays in range once every reservation lapses.
+        if self.formula == 2 and expected.available_qty + expected.inbound - expected.safety_stock > _LEVEL:
+            bad.append("atp once the reservations lapse")
         if not bad:
             return None
         self.mass[key] -= size

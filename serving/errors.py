@@ -110,9 +110,9 @@ def allowed_methods(request: Request) -> list[str]:
 
 HTTP_CODES = {400: "malformed_body", 404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}
 MALFORMED = "the request body cannot be parsed (it is not UTF-8 JSON)"
-INDEX_UNREADABLE = ("a Redis key this answer needs (a SKU's location set or the alert index) holds the wrong "
-                    "type, from a bug or a hand edit: delete that key, or rebuild the keyspace with "
-                    "`atp replay` and `atp generation switch`")
+INDEX_UNREADABLE = ("a Redis key this answer needs (the generation pointer or meta, a SKU's location set, the "
+                    "alert index) holds the wrong type, from a bug or a hand edit: delete that key, or rebuild "
+                    "the keyspace with `atp replay` and `atp generation switch`")
 
 
 def _error(description: str, code: str) -> dict[str, Any]:

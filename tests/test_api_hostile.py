@@ -392,3 +392,20 @@ def test_an_index_of_the_wrong_type_is_index_unreadable_not_store_unavailable(cl
         assert r.status_code == 503 and body["error"]["code"] == "index_unreadable", (path, body)
         assert "atp generation" in body["error"]["message"] or "rebuild" in body["error"]["message"]
     assert check(client.get("/v1/availability/T/DC-01")).get("error", {}).get("code") == "not_found"
+
+
+def test_a_meta_the_api_tolerates_does_not_stop_the_dataflow_or_the_cli(rclient, settings):
+    """The defect: a meta value that is not UTF-8, or a retire_at that is not a number (both served
+    by the API), made the dataflow's start, its keyspace watch and `atp generation list` raise."""
+    from atp.generations import read_meta, retire_due
+    from dataflows.continuity import plan_start
+
+    ks = KeySpace(settings.redis_key_prefix)
+    write_meta(rclient, ks, "test-run", READY)
+    rclient.hset(ks.meta, mapping={"note": b"\xff", "retire_at": "soon"})
+    assert read_meta(rclient, ks)["note"] == "\ufffd"
+    assert retire_due({"retire_at": "soon"}) is False
+    from dataflows.recovery import RecoveryError
+
+    with pytest.raises(RecoveryError, match="no recovery store"):  # past the meta: the usual refusal, with what to do
+        plan_start(settings, rclient)

@@ -302,7 +302,31 @@ def test_a_snapshot_out_of_range_due_in_a_batch_is_refused_alone():
     assert (pos.available_qty, pos.reserved) == (13, 5)
 
 
-def test_a_timer_that_fails_with_nothing_to_drop_does_not_fire_again_at_once(monkeypatch):
+def test_under_formula_2_atp_stays_in_range_when_the_reservations_lapse():
+    """The defect: every event was in range, but under formula 2 (available + inbound - reserved)
+    the reservations lapsing on a timer took ATP to 1.8 x 10^13; the timer failed every minute and
+    every later event of the key was refused. Now the inbound that makes that possible is refused."""
+    from dataclasses import replace as copy_of
+
+    from state.events import TransferSent
+
+    q = MAX_QTY
+    lg, clock = _timed_logic()
+    lg._ctx = copy_of(lg._ctx, formula=2)
+    lg.on_batch([parse(wms("RECEIPT", qty=q)) for _ in range(9)])
+    reserves = [order("RESERVE", f"L{i}", q) for i in range(9)]
+    for r in reserves:
+        r[1]["expires_at"] = T0 + 10_000
+    lg.on_batch([parse(r) for r in reserves])
+    out, _ = lg.on_batch([TransferSent(f"t{i}", T0, "SKU-1", "DC-01", f"T{i}", q) for i in range(9)])
+    assert [o.reason for o in out if type(o).__name__ == "DeadLetter"] == ["out_of_range"] * 8
+    clock[0] = (T0 + 11_000) / 1000
+    out, _ = lg.on_notify()  # the reservations lapse
+    [pos] = [o for o in out if type(o) is Position]
+    assert (pos.reserved, pos.inbound, pos.atp) == (0, q, MAX_FIGURE)
+
+
+def test_a_timer_that_fails_with_nothing_to_drop_does_not_fire_again_at_once(monkeypatch, caplog):
     """The defect: a timer that raised with no snapshot waiting (a lapsed reservation, a
     re-publish) kept its due time in the past, so it fired and failed again every time."""
     lg, clock = _timed_logic()
@@ -321,6 +345,7 @@ def test_a_timer_that_fails_with_nothing_to_drop_does_not_fire_again_at_once(mon
     monkeypatch.setattr(logic, "expire", failing)
     out, _ = lg.on_notify()
     assert out == []  # nothing was read that could be a dead letter
+    assert any("timer of SKU-1@DC-01 failed" in r.getMessage() for r in caplog.records)
     due = lg.notify_at()
     assert due is None or due.timestamp() > clock[0]  # not due again now
     monkeypatch.undo()

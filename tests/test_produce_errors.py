@@ -63,3 +63,31 @@ def test_bytewax_s_own_sink_stops_on_the_same_message():
         assert exc.args[0].name() == "MSG_SIZE_TOO_LARGE"
     else:
         raise AssertionError("bytewax's KafkaSink no longer raises on a message over the limit")
+
+
+def test_a_record_of_many_small_headers_is_measured_as_on_the_wire():
+    """The defect: only header names and values were counted, so 180,000 empty headers (~1 MB on
+    the wire with their framing) looked like 180 KB, and the dead letter was refused whole."""
+    src = KafkaSourceMessage(b"SKU-1@DC-01", b"x" * 500_000, topic="wms.inventory.v1",
+                             headers=[("a", b"")] * 180_000, offset=7, partition=0)
+    msg = DeadLetterMessage("atp.dead-letter.v1")(DeadLetter(src, "bad_magic", "InvalidEvent", "not Avro"))
+    assert dict(msg.headers)["atp.error.dropped"] == b"value,headers" and msg.key == b"SKU-1@DC-01"
+    sink = OutputSink(NOWHERE, topic=None, add_config={"message.timeout.ms": "500"}).build("messages", 0, 1)
+    before = metrics.PRODUCE_ERRORS.labels("atp.dead-letter.v1", "MSG_SIZE_TOO_LARGE")._value.get()
+    try:
+        sink.write_batch([msg])  # queued, then timed out (no broker): not refused as too large
+    except KafkaException as exc:
+        assert exc.args[0].name() == "_MSG_TIMED_OUT"
+    assert metrics.PRODUCE_ERRORS.labels("atp.dead-letter.v1", "MSG_SIZE_TOO_LARGE")._value.get() == before
+
+
+def test_a_batch_that_is_not_delivered_fails_so_it_is_produced_again():
+    """The defect: a message not delivered in message.timeout.ms (the broker away) was only counted:
+    the batch returned, Bytewax committed the epoch, and the message was never produced again."""
+    sink = OutputSink(NOWHERE, topic=None, add_config={"message.timeout.ms": "500"}).build("messages", 0, 1)
+    try:
+        sink.write_batch([KafkaSinkMessage(b"k", b"v", topic="atp.availability.v1")])
+    except KafkaException as exc:
+        assert exc.args[0].name() == "_MSG_TIMED_OUT" and "not delivered" in exc.args[0].str()
+    else:
+        raise AssertionError("an undelivered batch returned normally")

@@ -71,3 +71,17 @@ def test_a_redis_that_keeps_refusing_stops_the_flow_as_infrastructure(own_redis)
                                  redis.exceptions.AuthenticationError("invalid password")])
 def test_every_redis_error_is_infrastructure(exc):
     assert is_infrastructure(exc)
+
+
+def test_a_corrupt_key_is_named_not_waited_for_as_an_outage(own_redis):
+    """Redis refusing one key (another type there) does not pass by waiting: the sink says which
+    repair is needed at once, and it is still not a crash of the records being read."""
+    url, client = own_redis
+    ks = KeySpace("t")
+    client.set(ks.position("SKU-1", "DC-01"), "not a hash")
+    part = RedisPositionSink(url, ks, retry_for_s=60).build("redis", 0, 1)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="corrupt; delete it") as err:
+        part.write_batch([position(1)])
+    assert time.monotonic() - started < 10  # not the 60 s an outage is waited for
+    assert is_infrastructure(err.value)
