@@ -19,7 +19,7 @@ from atp.errors import AtpError
 faulthandler.enable()
 
 app = typer.Typer(help="atp-stream: streaming available-to-promise.", no_args_is_help=True, add_completion=False)
-stack_app = typer.Typer(help="The embedded local stack (Kafka-protocol broker + Redis).", no_args_is_help=True)
+stack_app = typer.Typer(help="The local stack (a broker, tansu or Apache Kafka, and Redis).", no_args_is_help=True)
 topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
 dlq_app = typer.Typer(help="Dead letters: list, show, redrive, skip.", no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
@@ -29,11 +29,19 @@ app.add_typer(generation_app, name="generation")
 app.command()(replay)
 @stack_app.command("up")
 @friendly
-def stack_up() -> None:
+def stack_up(
+    broker: str = typer.Option(None, "--broker", help="tansu (embedded, default) or kafka (Apache Kafka, KRaft); "
+                                                     "default: ATP_STACK_BROKER."),
+) -> None:
     """Start the broker and Redis (if not running) and create the topics."""
+    from atp.errors import ConfigError
     from atp.stack import Stack
 
     s = settings()
+    if broker is not None:
+        if broker not in ("tansu", "kafka"):
+            raise ConfigError(f"--broker {broker!r}: use tansu or kafka")
+        s = s.model_copy(update={"stack_broker": broker})
     for name, what in Stack(s).up().items():
         console.print(f"{name:8} {what}")
     console.print(f"topics   ready ({s.topic_partitions} partitions each); state in {s.state_dir}/")
@@ -55,8 +63,11 @@ def stack_status() -> None:
     """Show which processes of this stack are running."""
     from atp.stack import Stack
 
-    for name, pid in Stack(settings()).status().items():
-        console.print(f"{name:8} {'running (pid ' + str(pid) + ')' if pid else 'stopped'}")
+    stack = Stack(settings())
+    kind = stack.broker_kind()
+    for name, pid in stack.status().items():
+        what = f"{kind}, " if name == "broker" and kind else ""
+        console.print(f"{name:8} {'running (' + what + 'pid ' + str(pid) + ')' if pid else 'stopped'}")
 
 
 @topics_app.command("create")
@@ -315,6 +326,9 @@ def chaos(
     poison: float = typer.Option(0.005, help="Share of events followed by a bad record."),
     workers: int = typer.Option(1, help="Bytewax workers."),
     snapshot_interval: float = typer.Option(2.0, help="Dataflow recovery snapshot interval, seconds."),
+    broker: str = typer.Option("tansu", help="The private stack's broker: tansu | kafka (needed for broker faults)."),
+    broker_kills: int = typer.Option(0, help="kill -9 of the broker, restarted on its log (kafka only)."),
+    pause_broker: bool = typer.Option(False, help="SIGSTOP/SIGCONT the broker for a pause (kafka only)."),
     report_dir: Path = typer.Option(None, help="Where to write chaos.json and chaos.md (default loadtest/reports)."),
 ) -> None:
     """Run the real dataflow and API under faults and compare every key with an independent oracle."""
@@ -332,13 +346,19 @@ def chaos(
 
     if redis_loss not in ("flush", "restart", "none"):
         raise typer.BadParameter("--redis-loss must be flush, restart or none")
+    if broker not in ("tansu", "kafka"):
+        raise typer.BadParameter("--broker must be tansu or kafka")
+    if (broker_kills or pause_broker) and broker != "kafka":
+        raise typer.BadParameter("--broker-kills and --pause-broker need --broker kafka (tansu loses its log)")
     settings()  # logging
     cfg = ChaosConfig(events=events, skus=skus, locations=locations, seed=seed, rate=rate, kills=kills,
                       kill_gap_s=pair(gap, "gap"), duplicates=duplicates, poison=poison, redis_loss=redis_loss,
                       pause_dataflow=pauses, pause_redis=pauses, pause_s=pair(pause, "pause"), workers=workers,
-                      snapshot_interval_s=snapshot_interval)
+                      snapshot_interval_s=snapshot_interval, broker=broker, broker_kills=broker_kills,
+                      pause_broker=pause_broker)
     report = run_chaos(cfg, log=lambda line: console.print(line, markup=False))
-    paths = chaos_report.write(report, report_dir or chaos_report.REPORT_DIR)
+    name = "chaos" if broker == "tansu" else f"chaos-{broker}"  # each broker's report beside the other's
+    paths = chaos_report.write(report, report_dir or chaos_report.REPORT_DIR, name)
     console.print(chaos_report.markdown(report))
     console.print(f"report: {paths[0]} and {paths[1]}")
     if not report["passed"]:

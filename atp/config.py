@@ -57,6 +57,12 @@ class Settings(BaseSettings):
 
     state_dir: Path = Field(Path(".atp"), description="Where the local stack and the dataflow keep files.")
     kafka_bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers, host:port[,host:port].")
+    stack_broker: Literal["tansu", "kafka"] = Field(
+        "tansu", description="The local stack's broker (`atp stack up`): tansu, embedded and in memory, or a real "
+                             "single-node Apache Kafka (KRaft; needs Java and Maven, or ATP_KAFKA_HOME).")
+    kafka_home: Path | None = Field(
+        None, description="An unpacked Apache Kafka distribution whose libs/ the kafka stack broker runs; unset: "
+                          "the jars deploy/kafka/pom.xml pins, fetched once with Maven into the state dir.")
     redis_url: str = Field("redis://127.0.0.1:16379/0", description="Redis URL for positions.")
     redis_cluster: bool = Field(False, description="ATP_REDIS_URL names one node of a Redis Cluster (db 0).")
     redis_key_prefix: str = Field("atp", pattern=r"^[A-Za-z0-9_.-]{1,32}$")

@@ -1,4 +1,4 @@
-"""The embedded local stack: a Kafka-protocol broker (tansu) and redis-server as child processes.
+"""The local stack: a broker (tansu, embedded; or Apache Kafka, ``atp.kafka_broker``) and redis-server as child processes.
 
 Everything lives under the state dir: ``pids/<name>.json`` and ``logs/<name>.log``. ``down`` stops
 only processes recorded there, and only if they still run the program that was started.
@@ -142,11 +142,13 @@ class Stack:
         (self.pid_dir / f"{name}.json").write_text(json.dumps(record))
         return proc.pid
 
-    def stop(self, name: str, timeout_s: float = 10.0) -> bool:
+    def stop(self, name: str, timeout_s: float | None = None) -> bool:
         pid = self.pid(name)
         if pid is None:
             return False
         _signal(pid, signal.SIGTERM)  # `atp run` and `atp serve` both shut down cleanly on it
+        if timeout_s is None:  # Kafka's controlled shutdown takes a few seconds more than the others'
+            timeout_s = 30.0 if name == "broker" else 10.0
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline and _alive(pid):
             time.sleep(0.05)
@@ -180,12 +182,16 @@ class Stack:
         for name, ep, env in (("broker", broker, "ATP_KAFKA_BOOTSTRAP"), ("redis", rds, "ATP_REDIS_URL")):
             if self.pid(name) is None and not port_free(ep):
                 raise StackError(f"port {ep.port} on {ep.host} is already in use; stop what holds it or set {env}")
+        kind = s.stack_broker
         if self.pid("broker") is None:
-            self._forget_old_log()
-            url = f"tcp://{broker}"
-            self.start("broker", [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-                                  "--storage-engine", "memory://tansu/"])
-            started["broker"] = f"started on {broker}"
+            if kind == "kafka":
+                started["broker"] = self._start_kafka(broker)
+            else:
+                self._forget_old_log()
+                url = f"tcp://{broker}"
+                self.start("broker", [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
+                                      "--storage-engine", "memory://tansu/"])
+                started["broker"] = f"tansu started on {broker}"
         else:
             started["broker"] = f"already running on {broker}"
         if self.pid("redis") is None:
@@ -196,11 +202,25 @@ class Stack:
             started["redis"] = f"started on {rds}"
         else:
             started["redis"] = f"already running on {rds}"
-        self.wait_ready("broker", lambda: _kafka_ready(s.kafka_bootstrap), 30)
+        self.wait_ready("broker", lambda: _kafka_ready(s.kafka_bootstrap), 90 if kind == "kafka" else 30)
         self.wait_ready("redis", lambda: _redis_ready(s.redis_url), 30)
         if create_topics:
             kafka_io.create_topics(s)
         return started
+
+    def _start_kafka(self, broker: Endpoint) -> str:
+        """A single-node KRaft Apache Kafka whose log survives restarts (``atp.kafka_broker``)."""
+        from atp import kafka_broker
+
+        s = self.settings
+        jars = kafka_broker.libs(s)
+        controller = kafka_broker.controller_port(s, free_port())
+        props = kafka_broker.configure(s, broker.host, broker.port, controller)
+        formatted = kafka_broker.format_once(s, jars, props)
+        if formatted:  # a new log, as for a fresh tansu: state derived from an old one is void
+            self._forget_old_log()
+        self.start("broker", kafka_broker.argv(jars, props))
+        return f"kafka started on {broker} ({'new log' if formatted else 'log kept'} in {props.parent / 'data'})"
 
     def _forget_old_log(self) -> None:
         """A new in-memory broker starts with empty topics: state derived from the old log is void.
@@ -223,6 +243,13 @@ class Stack:
 
     def status(self) -> dict[str, int | None]:
         return {name: self.pid(name) for name in reversed(STOP_ORDER)}
+
+    def broker_kind(self) -> str | None:
+        """``kafka`` or ``tansu``: what the running broker is (None: not running)."""
+        rec = self._record("broker")
+        if rec is None or self.pid("broker") is None:
+            return None
+        return "kafka" if "kafka.Kafka" in rec.get("argv", []) else "tansu"  # type: ignore[operator]
 
 
 def _kafka_ready(bootstrap: str) -> bool:

@@ -61,3 +61,57 @@ def read_topics(bootstrap: str, topics: list[str], timeout_s: float = 30.0,
                 yield Message(m.topic(), m.partition(), m.offset(), m.key(), m.value(), headers, m.timestamp()[1])
     finally:
         consumer.close()
+
+
+def offsets_at(bootstrap: str, ends: dict[tuple[str, int], int], at_ms: int,
+               timeout_s: float = 10.0) -> dict[tuple[str, int], int] | None:
+    """Per partition, the first offset whose log timestamp is at or after ``at_ms`` (the end when
+    none is), from the broker's time index (``offsets_for_times``). Each answer is checked against
+    the log (the record there is at or after ``at_ms``, the one before it is not); None when one
+    does not hold, for a broker that answers the request wrongly."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "atp-topicread", "enable.auto.commit": False,
+                         "enable.partition.eof": True})
+    try:
+        asked = [TopicPartition(t, p, at_ms) for (t, p) in ends]
+        found = {(tp.topic, tp.partition): min(tp.offset if tp.offset >= 0 else ends[(tp.topic, tp.partition)],
+                                               ends[(tp.topic, tp.partition)])
+                 for tp in consumer.offsets_for_times(asked, timeout=timeout_s)}
+        # The records to look at: the answer's and the one before it, read in one pass.
+        wanted = {where: {at for at in (off - 1, off) if 0 <= at < ends[where]} for where, off in found.items()}
+        seen = _timestamps(consumer, {w: min(ats) for w, ats in wanted.items() if ats}, wanted, timeout_s)
+        for where, off in found.items():
+            for at in wanted[where]:
+                ts = seen.get((where, at))
+                if ts is None:
+                    if at < off:  # deleted by retention: nothing before the answer to check
+                        continue
+                    return None
+                if (ts >= at_ms) != (at == off):
+                    return None
+        return found
+    finally:
+        consumer.close()
+
+
+def _timestamps(consumer: Consumer, starts: dict[tuple[str, int], int], wanted: dict[tuple[str, int], set[int]],
+                timeout_s: float) -> dict[tuple[tuple[str, int], int], int]:
+    """The log timestamps of the ``wanted`` offsets, reading each partition from its start."""
+    out: dict[tuple[tuple[str, int], int], int] = {}
+    if not starts:
+        return out
+    consumer.assign([TopicPartition(t, p, off) for (t, p), off in starts.items()])
+    open_parts = set(starts)
+    deadline = time.monotonic() + timeout_s
+    while open_parts and time.monotonic() < deadline:
+        for m in consumer.consume(1000, 0.2):
+            where = (m.topic(), m.partition())
+            err = m.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    open_parts.discard(where)
+                continue
+            if m.offset() in wanted.get(where, ()):
+                out[(where, m.offset())] = int(m.timestamp()[1])
+            if m.offset() >= max(wanted.get(where, {-1})):
+                open_parts.discard(where)
+    return out

@@ -17,7 +17,7 @@ import redis
 
 from atp.config import Settings
 from atp.generations import PIT, REPLAY, GenerationError, Spec, current, drop, for_generation, now_ms, read_meta
-from atp.topicread import read_topics
+from atp.topicread import offsets_at, read_topics
 from dataflows import kafka_io, metrics
 from dataflows.recovery import RecoveryStore
 from state.projection import READY
@@ -103,11 +103,16 @@ def _check_retention(settings: Settings, starts: dict[str, int], allow_truncated
 def _cut_offsets(settings: Settings, until_ms: int) -> dict[str, int]:
     """Per input partition, the first offset whose log timestamp is at or after ``until_ms``.
 
-    A scan of the timestamps rather than ``offsets_for_times``: it is exact on every broker (the
-    embedded one answers that request wrongly), and reads at raw-consume speed.
+    From the broker's time index (``offsets_for_times``), checked against the log; where the broker
+    answers that request wrongly (the embedded tansu answers 0), a scan of the timestamps, which is
+    exact on every broker and reads at raw-consume speed.
     """
-    ends: dict[str, int] = {}
     now = targets(settings)
+    indexed = offsets_at(settings.kafka_bootstrap, now, until_ms)
+    if indexed is not None:
+        return {part_name(tp): off for tp, off in indexed.items()}
+    log.info("the broker's offsets_for_times answer does not match its log: finding the cut by a scan")
+    ends: dict[str, int] = {}
     for m in read_topics(settings.kafka_bootstrap, list(settings.input_topics), ends=now):
         name = part_name((m.topic, m.partition))
         if name not in ends and m.timestamp_ms >= until_ms:

@@ -22,6 +22,7 @@ from atp.errors import StackError
 from atp.redisconn import connect, connect_url
 from atp.generations import Spec, current, drop, write_meta
 from atp import gctune, memtrim
+from dataflows import topic_config
 from dataflows import kafka_io, metrics
 from dataflows.cluster import PEER_TIMEOUT_S, Board
 from dataflows.continuity import CRASH_LOOP, RUNNING, STOPPED as FLOW_STOPPED, KeyspaceWatch, StartPlan, beat, \
@@ -181,6 +182,7 @@ def run(settings: Settings, replay: Replay | None = None) -> str:
     if replay is not None and settings.processes > 1:
         raise StackError("a replay runs as one process: unset ATP_CLUSTER_ADDRESSES and ATP_PROCESS_ID for it")
     partitions = kafka_io.check_kafka(settings)
+    topic_config.check(settings)
     check_redis(settings.redis_url, cluster=settings.redis_cluster)
     if settings.metrics_port:
         try:

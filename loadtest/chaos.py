@@ -55,6 +55,9 @@ class ChaosConfig:
     snapshot_interval_s: float = 2.0
     workers: int = 1
     settle_timeout_s: float = 300.0
+    broker: str = "tansu"  # tansu | kafka (ATP_STACK_BROKER): broker faults need kafka, whose log survives them
+    broker_kills: int = 0  # kill -9 of the broker, restarted on its kept log
+    pause_broker: bool = False  # SIGSTOP/SIGCONT of the broker for pause_s
 
     def schedule(self) -> list[tuple[float, str, float]]:
         """(start second, fault, duration) in a seeded order, one fault at a time."""
@@ -66,6 +69,10 @@ class ChaosConfig:
             kinds.append("pause_dataflow")
         if self.pause_redis:
             kinds.append("pause_redis")
+        if self.broker_kills or self.pause_broker:
+            if self.broker != "kafka":
+                raise ValueError("broker faults need the kafka broker: the embedded tansu loses its log with it")
+            kinds += ["kill_broker"] * self.broker_kills + (["pause_broker"] if self.pause_broker else [])
         rng.shuffle(kinds)
         out, t = [], 0.0
         for kind in kinds:
@@ -166,6 +173,7 @@ class ChaosRun:
             {}, state_dir=work_dir / "state", kafka_bootstrap=f"127.0.0.1:{free_port()}",
             redis_url=f"redis://127.0.0.1:{free_port()}/0", api_port=free_port(), metrics_port=free_port(),
             snapshot_interval_s=cfg.snapshot_interval_s, workers=cfg.workers, redis_key_prefix="chaos",
+            stack_broker=cfg.broker,
         )
         self.settings = settings
         stack = Stack(settings)
@@ -279,13 +287,35 @@ class ChaosRun:
                 time.sleep(0.1)
             rec.recovery_s = round(time.monotonic() - lost, 2)
             self.log(f"{kind} at {rec.at_s:.0f}s: keyspace re-published and ready after {rec.recovery_s:.1f} s")
+        elif kind == "kill_broker":
+            pid = self.stack.pid("broker")
+            rec.offsets_before = sampler.consumed
+            down = time.monotonic()
+            if pid is not None:
+                os.killpg(pid, signal.SIGKILL)
+                while self.stack.pid("broker") is not None:
+                    time.sleep(0.05)
+            time.sleep(1.0)
+            self.stack.up(create_topics=False)  # the same log: nothing formatted, nothing forgotten
+            while sampler.consumed <= rec.offsets_before and time.monotonic() - down < 180:
+                self._supervise(flow)
+                time.sleep(0.1)
+            rec.recovery_s = round(time.monotonic() - down, 2)
+            self.log(f"kill -9 of the broker at {rec.at_s:.0f}s: restarted on its log, the dataflow reading "
+                     f"again after {rec.recovery_s:.1f} s")
         else:
-            pid = flow.p.pid if kind == "pause_dataflow" and flow.p else self.stack.pid("redis")
+            if kind == "pause_dataflow":
+                pid = flow.p.pid if flow.p else None
+            else:
+                pid = self.stack.pid("broker" if kind == "pause_broker" else "redis")
             if pid is None:
                 return
             os.kill(pid, signal.SIGSTOP)
             self.log(f"{kind} at {rec.at_s:.0f}s for {dur:.0f} s")
-            time.sleep(dur)
+            deadline = time.monotonic() + dur
+            while time.monotonic() < deadline:  # the others go on: the dataflow is still supervised
+                self._supervise(flow)
+                time.sleep(0.1)
             os.kill(pid, signal.SIGCONT)
 
     def _settle(self, settings: Settings, records: list[Outgoing], mixed: Counter[str], flow: Child,

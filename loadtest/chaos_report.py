@@ -26,7 +26,7 @@ def markdown(r: dict[str, Any]) -> str:
         f"{r['started_at']}, {r['duration_s']:.0f} s, {r['machine']['cpus']} CPUs, Python {r['machine']['python']}. "
         f"Seed {cfg['seed']}: {cfg['events']:,} events over {cfg['skus']:,} SKUs x {cfg['locations']} locations, "
         f"offered at {r['offered_rate']:,.0f} records/s, {cfg['workers']} worker(s), snapshots every "
-        f"{cfg['snapshot_interval_s']} s.",
+        f"{cfg['snapshot_interval_s']} s. Broker: {cfg.get('broker', 'tansu')}.",
         "",
         "Reproduce: `atp chaos " + " ".join(_flags(cfg)) + "`",
         "",
@@ -67,7 +67,8 @@ def markdown(r: dict[str, Any]) -> str:
     lines += [
         "",
         "Recovered after: for a kill, from the kill to the restarted dataflow consuming past the offsets the",
-        "killed one had reached; for a Redis loss, from the loss to the keyspace being marked ready again",
+        "killed one had reached; for a kill of the broker, from the kill to the dataflow reading again from",
+        "the restarted broker; for a Redis loss, from the loss to the keyspace being marked ready again",
         "(the API answers 503 in between). Replayed counts are lower bounds: the offsets before a kill are",
         "sampled every 0.25 s.",
         "",
@@ -90,5 +91,6 @@ def _flags(cfg: dict[str, Any]) -> list[str]:
         f"--seed {cfg['seed']}", f"--rate {cfg['rate']:g}", f"--kills {cfg['kills']}", f"--gap {gap[0]:g},{gap[1]:g}",
         f"--redis-loss {cfg['redis_loss']}", "--pauses" if pauses else "--no-pauses", f"--pause {pause[0]:g},{pause[1]:g}",
         f"--duplicates {cfg['duplicates']:g}", f"--poison {cfg['poison']:g}", f"--workers {cfg['workers']}",
-        f"--snapshot-interval {cfg['snapshot_interval_s']:g}",
+        f"--snapshot-interval {cfg['snapshot_interval_s']:g}", f"--broker {cfg.get('broker', 'tansu')}",
+        f"--broker-kills {cfg.get('broker_kills', 0)}", "--pause-broker" if cfg.get("pause_broker") else "--no-pause-broker",
     ]

@@ -9,6 +9,7 @@ import pytest
 
 from loadtest import chaos_report
 from loadtest.chaos import ChaosConfig, run_chaos
+from tests.conftest import BROKER
 
 pytestmark = pytest.mark.integration
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.integration
 def test_chaos_run_loses_nothing_and_counts_nothing_twice(tmp_path):
     cfg = ChaosConfig(events=20_000, skus=200, locations=10, seed=5, kills=2, kill_gap_s=(3.0, 6.0),
                       redis_loss="flush", pause_dataflow=False, pause_redis=False, snapshot_interval_s=1.0,
-                      settle_timeout_s=120.0)
+                      settle_timeout_s=120.0, broker=BROKER)
     lines: list[str] = []
     report = run_chaos(cfg, tmp_path / "work", log=lines.append)
     js, md = chaos_report.write(report, tmp_path / "reports")
@@ -39,3 +40,22 @@ def test_chaos_run_loses_nothing_and_counts_nothing_twice(tmp_path):
     assert responses.get("200", 0) > 100
     assert any(k.startswith("503") for k in responses), responses
     assert report["passed"]
+
+
+@pytest.mark.skipif(BROKER != "kafka", reason="broker faults need a broker whose log survives them: the Kafka tier")
+def test_kill_9_and_a_pause_of_the_broker_lose_nothing(tmp_path):
+    """Faults only a real broker can have: kill -9 of Kafka (restarted on its log) twice and a
+    SIGSTOP of it, with a dataflow kill among them; the same checks, all 0."""
+    cfg = ChaosConfig(events=20_000, skus=200, locations=10, seed=7, kills=1, kill_gap_s=(3.0, 6.0),
+                      redis_loss="none", pause_dataflow=False, pause_redis=False, pause_s=(10.0, 12.0),
+                      snapshot_interval_s=1.0, settle_timeout_s=180.0, broker="kafka", broker_kills=2,
+                      pause_broker=True)
+    lines: list[str] = []
+    report = run_chaos(cfg, tmp_path / "work", log=lines.append)
+    print("\n".join(lines))
+    e = report["events"]
+    assert e["distinct_valid_events"] == 20_000 and e["processed_plus_dead_lettered_equals_produced"]
+    assert e["duplicates_absorbed"] == e["duplicates_produced"] and e["dead_lettered"] == e["poison_produced"]
+    assert report["checks"] == dict.fromkeys(report["checks"], 0), (report["examples"], report["unplanned_exits"])
+    assert sorted(f["kind"] for f in report["faults"]) == ["kill", "kill_broker", "kill_broker", "pause_broker"]
+    assert all(f["recovery_s"] is not None for f in report["faults"] if f["kind"].startswith("kill"))

@@ -39,6 +39,11 @@ def test_services_are_wired_to_each_other():
 def test_kafka_is_the_official_image_in_kraft_mode():
     kafka = SERVICES["kafka"]
     assert kafka["image"].startswith("apache/kafka:")
+    # The version the Kafka test tier runs (deploy/kafka/pom.xml), to the minor version at least.
+    from atp.kafka_broker import pom_version
+
+    image_version = kafka["image"].split(":", 1)[1]
+    assert image_version.split(".")[:2] == pom_version().split(".")[:2], (image_version, pom_version())
     env = kafka["environment"]
     assert "controller" in env["KAFKA_PROCESS_ROLES"] and "broker" in env["KAFKA_PROCESS_ROLES"]
     assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"  # topics come from `atp topics create`
