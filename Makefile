@@ -37,18 +37,18 @@ test: bootstrap
 
 # The integration tests again, on a real Apache Kafka (single-node KRaft, run from the jars that
 # deploy/kafka/pom.xml pins; Maven fetches them once). Without Java or Maven the tier is skipped
-# with one line, unless ATP_REQUIRE_KAFKA=1 (.ci/run sets it): then they are installed with
+# with one line, unless KAFKA_TIER=required (.ci/run sets it): then they are installed with
 # apt-get, and a tier that cannot run fails the build.
 test-kafka: bootstrap
 	@if ! { command -v java && command -v mvn; } >/dev/null 2>&1; then \
-	  if [ -z "$$ATP_REQUIRE_KAFKA" ]; then \
+	  if [ "$$KAFKA_TIER" != required ]; then \
 	    echo "skipping the Kafka tier: it needs Java 17 and Maven (apt-get install openjdk-17-jre-headless maven)"; exit 0; \
 	  fi; \
-	  echo "the Kafka tier is required (ATP_REQUIRE_KAFKA): installing Java and Maven with apt-get"; \
+	  echo "the Kafka tier is required (KAFKA_TIER=required): installing Java and Maven with apt-get"; \
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null || exit 1; \
 	fi; \
-	ATP_TEST_BROKER=kafka $(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
+	TEST_BROKER=kafka $(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
 
 # The load test (wrk from the OS packages, installed when missing) and the peers benchmark (Quix
 # Streams in its own environment, .venv-peers). Reports go to loadtest/reports/.

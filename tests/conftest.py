@@ -23,9 +23,9 @@ from loadtest.child import Child
 # The broker the integration tests run against: tansu (embedded, the default) or kafka (a real
 # Apache Kafka, started by `atp.stack` from the pom's jars; `make test` runs the marked tests again
 # on it).
-BROKER = os.environ.get("ATP_TEST_BROKER", "tansu")
+BROKER = os.environ.get("TEST_BROKER", "tansu")
 if BROKER not in ("tansu", "kafka"):
-    raise pytest.UsageError(f"ATP_TEST_BROKER={BROKER!r}: use tansu or kafka")
+    raise pytest.UsageError(f"TEST_BROKER={BROKER!r}: use tansu or kafka")
 
 
 @pytest.fixture(scope="session")
