@@ -32,6 +32,8 @@ app.command()(replay)
 def stack_up(
     broker: str = typer.Option(None, "--broker", help="tansu (embedded, default) or kafka (Apache Kafka, KRaft); "
                                                      "default: ATP_STACK_BROKER."),
+    sasl: bool = typer.Option(False, "--sasl", help="kafka: clients connect with SASL_SSL (SCRAM) over a "
+                                                    "certificate made here (ATP_STACK_KAFKA_SASL)."),
 ) -> None:
     """Start the broker and Redis (if not running) and create the topics."""
     from atp.errors import ConfigError
@@ -42,8 +44,10 @@ def stack_up(
         if broker not in ("tansu", "kafka"):
             raise ConfigError(f"--broker {broker!r}: use tansu or kafka")
         s = s.model_copy(update={"stack_broker": broker})
+    if sasl:
+        s = s.model_copy(update={"stack_kafka_sasl": True})
     for name, what in Stack(s).up().items():
-        console.print(f"{name:8} {what}")
+        console.print(f"{name:8} {what}", markup=False, soft_wrap=True)
     console.print(f"topics   ready ({s.topic_partitions} partitions each); state in {s.state_dir}/")
 
 
@@ -381,6 +385,7 @@ def loadtest(
     step_s: float = typer.Option(60.0, help="Seconds each --find-max step is held."),
     api_s: float = typer.Option(15.0, help="Seconds of each wrk run against the API; 0 skips the API."),
     api_rate: float = typer.Option(5_000.0, help="The fixed rate of the single-key latency run, requests/s."),
+    broker: str = typer.Option("tansu", help="The private stack's broker: tansu | kafka (report loadtest-kafka.*)."),
     report_dir: Path = typer.Option(None, help="Where to write loadtest.{json,md,png} (default loadtest/reports)."),
 ) -> None:
     """Peak-season traffic through the real dataflow and API: freshness, lag, max rate, API load."""
@@ -398,11 +403,14 @@ def loadtest(
     settings()  # logging
     cfg = LoadConfig(profile=profile, skus=skus, locations=locations, seed=seed, workers=workers, api_workers=api_workers,
                      find_max=find_max,
-                     step_rates=step_rates, step_s=step_s, api_s=api_s, api_rate=api_rate)
+                     step_rates=step_rates, step_s=step_s, api_s=api_s, api_rate=api_rate, broker=broker)
+    if broker not in ("tansu", "kafka"):
+        raise typer.BadParameter("--broker must be tansu or kafka")
     report = run_loadtest(cfg, log=lambda line: console.print(line, markup=False))
     out = report_dir or REPORT_DIR
-    console.print(write_report(out, "loadtest", report, loadreport.markdown), markup=False)
-    loadreport.plot(report, out / "loadtest.png")
+    name = "loadtest" if broker == "tansu" else f"loadtest-{broker}"
+    console.print(write_report(out, name, report, loadreport.markdown), markup=False)
+    loadreport.plot(report, out / f"{name}.png")
 
 
 @app.command()

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -35,6 +35,7 @@ from state.projection import (
 )
 
 ENV_PREFIX = "ATP_"
+SECRET_FIELDS = frozenset({"kafka_sasl_password", "kafka_config"})  # never echoed in an error
 
 Action = Literal["alert", "rebase"]
 
@@ -60,9 +61,27 @@ class Settings(BaseSettings):
     stack_broker: Literal["tansu", "kafka"] = Field(
         "tansu", description="The local stack's broker (`atp stack up`): tansu, embedded and in memory, or a real "
                              "single-node Apache Kafka (KRaft; needs Java and Maven, or ATP_KAFKA_HOME).")
+    stack_kafka_sasl: bool = Field(
+        False, description="The kafka stack broker listens with SASL_SSL (SCRAM-SHA-512 user `atp`, a certificate "
+                           "made at first start) instead of PLAINTEXT; `atp stack up` prints the client settings.")
     kafka_home: Path | None = Field(
         None, description="An unpacked Apache Kafka distribution whose libs/ the kafka stack broker runs; unset: "
                           "the jars deploy/kafka/pom.xml pins, fetched once with Maven into the state dir.")
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT", description="How every Kafka client connects (librdkafka security.protocol).")
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"] | None = Field(
+        None, description="SASL mechanism, with ATP_KAFKA_SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT).")
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = Field(None, description="Never printed; or ATP_KAFKA_SASL_PASSWORD_FILE.")
+    kafka_sasl_password_file: Path | None = Field(None, description="A file holding the SASL password (a Docker secret).")
+    kafka_ssl_ca_file: Path | None = Field(None, description="CA certificate(s) (PEM) that signed the brokers' certificates.")
+    kafka_ssl_cert_file: Path | None = Field(None, description="Client certificate (PEM), for brokers that ask for one.")
+    kafka_ssl_key_file: Path | None = Field(None, description="Client private key (PEM).")
+    kafka_config: dict[str, str] = Field(
+        default_factory=dict, description="Any other librdkafka property for every Kafka client, as a JSON/TOML table.")
+    kafka_config_file: Path | None = Field(
+        None, description="A librdkafka properties file (key=value lines) for every Kafka client; ATP_KAFKA_CONFIG "
+                          "and the settings above win over it.")
     redis_url: str = Field("redis://127.0.0.1:16379/0", description="Redis URL for positions.")
     redis_cluster: bool = Field(False, description="ATP_REDIS_URL names one node of a Redis Cluster (db 0).")
     redis_key_prefix: str = Field("atp", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
@@ -187,6 +206,14 @@ class Settings(BaseSettings):
                     raise ValueError(f"{location!r} is not a location id")
         return v
 
+    @field_validator("kafka_config", mode="before")
+    @classmethod
+    def _kafka_config(cls, v: Any) -> Any:
+        v = _table(v, '{"socket.keepalive.enable": "true"}')
+        if isinstance(v, dict):  # librdkafka takes strings; TOML may give numbers and booleans
+            return {str(k): str(x).lower() if isinstance(x, bool) else str(x) for k, x in v.items()}
+        return v
+
     @field_validator("location_groups", mode="before")
     @classmethod
     def _location_groups(cls, v: Any) -> Any:
@@ -215,6 +242,13 @@ class Settings(BaseSettings):
         if not v.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError("must start with redis://, rediss:// or unix://")
         return v
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> "Settings":
+        from atp.kafka_client import check_security
+
+        check_security(self)
+        return self
 
     @model_validator(mode="after")
     def _cluster_url(self) -> "Settings":
@@ -358,7 +392,8 @@ def env_name(field: str) -> str:
 def child_environ(settings: Settings, base: Mapping[str, str]) -> dict[str, str]:
     """``base`` without its ATP_* variables, plus ``settings`` as ATP_* variables: for child processes."""
     env = {k: v for k, v in base.items() if not k.startswith(ENV_PREFIX)}
-    env.update({env_name(k): json.dumps(v) if isinstance(v, (dict, list)) else str(v)
+    env.update({env_name(k): json.dumps(v) if isinstance(v, (dict, list)) else
+                v.get_secret_value() if isinstance(v, SecretStr) else str(v)
                 for k, v in settings.model_dump(exclude_none=True).items()})
     return env
 
@@ -387,5 +422,6 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             if not field:  # a rule over several settings: its message names them
                 problems.append(f"  {hint.removeprefix('Value error, ')}")
                 continue
-            problems.append(f"  {env_name(field)}={err.get('input')!r}: {hint}")
+            shown = "(hidden)" if field in SECRET_FIELDS else repr(err.get("input"))
+            problems.append(f"  {env_name(field)}={shown}: {hint}")
         raise ConfigError("invalid settings:\n" + "\n".join(problems) + "\nSee the settings table in docs/configuration.md.") from None

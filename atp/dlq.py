@@ -19,6 +19,7 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 
 from atp.config import Settings
 from atp.errors import AtpError
+from atp.kafka_client import client_config, metadata
 from atp.jsonl import normalise
 from atp.producer import RECORD_OF_ALIAS, EventProducer
 from atp.topicread import read_topics
@@ -77,7 +78,8 @@ def skip(settings: Settings, text: str) -> tuple[bool, str]:
 def read_dead_letters(settings: Settings) -> dict[str, DeadLetterEntry]:
     """Every dead letter, keyed by source coordinates, oldest first."""
     out: dict[str, DeadLetterEntry] = {}
-    for m in read_topics(settings.kafka_bootstrap, [settings.topic_dead_letter]):
+    metadata(settings)  # a clear error first, when the broker cannot be reached or refuses the credentials
+    for m in read_topics(client_config(settings), [settings.topic_dead_letter]):
         h = m.headers
         source = f"{h.get('atp.source.topic')}:{h.get('atp.source.partition')}:{h.get('atp.source.offset')}"
         if source in out:
@@ -95,7 +97,7 @@ def summary(entries: Iterable[DeadLetterEntry]) -> Counter[tuple[str, str]]:
 
 def already_redriven(settings: Settings) -> set[str]:
     """Sources that a redrive already re-published (read from the input topics)."""
-    return {m.headers[REDRIVE_HEADER] for m in read_topics(settings.kafka_bootstrap, list(settings.input_topics))
+    return {m.headers[REDRIVE_HEADER] for m in read_topics(client_config(settings), list(settings.input_topics))
             if REDRIVE_HEADER in m.headers}
 
 

@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import base64
 import re
+import secrets
 import shutil
 import subprocess
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from atp.config import Settings
@@ -86,20 +88,92 @@ def _cluster_id() -> str:
     return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
 
 
-def configure(settings: Settings, host: str, port: int, controller_port: int) -> Path:
-    """Write ``server.properties`` (single node, broker and controller) and the log config."""
+SCRAM_USER = "atp"
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+
+
+@dataclass(frozen=True)
+class Secured:
+    """The SASL_SSL broker's material, under ``ATP_STATE_DIR/kafka/tls`` (made once, kept)."""
+
+    keystore: Path  # PKCS12, the broker's key and self-signed certificate (SAN 127.0.0.1, localhost)
+    ca_file: Path  # that certificate in PEM: what clients trust (ATP_KAFKA_SSL_CA_FILE)
+    password_file: Path  # the SCRAM password of user `atp` (ATP_KAFKA_SASL_PASSWORD_FILE), mode 0600
+    store_password: str
+
+    def client_settings(self) -> dict[str, str]:
+        return {"ATP_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "ATP_KAFKA_SASL_MECHANISM": SCRAM_MECHANISM,
+                "ATP_KAFKA_SASL_USERNAME": SCRAM_USER, "ATP_KAFKA_SASL_PASSWORD_FILE": str(self.password_file),
+                "ATP_KAFKA_SSL_CA_FILE": str(self.ca_file)}
+
+
+def _secret_file(path: Path) -> str:
+    if not path.exists():
+        path.write_text(secrets.token_urlsafe(24))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def secure_material(settings: Settings) -> Secured:
+    """The broker's TLS certificate and the SCRAM password, made on first use with keytool (Java)."""
+    tls = (settings.state_dir / "kafka" / "tls").resolve()
+    tls.mkdir(parents=True, exist_ok=True)
+    tls.chmod(0o700)
+    store_password = _secret_file(tls / "keystore-password")
+    password_file = tls / "password"
+    _secret_file(password_file)
+    keystore, ca = tls / "broker.p12", tls / "ca.pem"
+    keytool = shutil.which("keytool")
+    if keytool is None:
+        raise StackError(f"making the broker's certificate needs keytool (Java): {INSTALL}")
+    if not keystore.exists():
+        for argv in (
+            ["-genkeypair", "-alias", "broker", "-keyalg", "RSA", "-keysize", "2048", "-validity", "3650",
+             "-dname", "CN=localhost", "-ext", "SAN=ip:127.0.0.1,dns:localhost"],
+            ["-exportcert", "-alias", "broker", "-rfc", "-file", str(ca)],
+        ):
+            proc = subprocess.run([keytool, *argv, "-keystore", str(keystore), "-storetype", "PKCS12",
+                                   "-storepass", store_password], capture_output=True, text=True)
+            if proc.returncode != 0:
+                keystore.unlink(missing_ok=True)
+                raise StackError(f"keytool could not make the broker's certificate: {proc.stderr.strip()[-500:]}")
+    return Secured(keystore, ca, password_file, store_password)
+
+
+def configure(settings: Settings, host: str, port: int, controller_port: int, internal_port: int | None = None,
+              secured: Secured | None = None) -> Path:
+    """Write ``server.properties`` (single node, broker and controller) and the log config. Secured:
+    clients connect with SASL_SSL on ``port``; the broker talks to itself, and the stack creates
+    the SCRAM user and the topics, on a PLAINTEXT listener bound to 127.0.0.1 ``internal_port``."""
     home = settings.state_dir / "kafka"
     data = (home / "data").resolve()
     home.mkdir(parents=True, exist_ok=True)
+    if secured is None:
+        listeners = {"listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://127.0.0.1:{controller_port}",
+                     "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+                     "inter.broker.listener.name": "PLAINTEXT",
+                     "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"}
+    else:
+        assert internal_port is not None
+        listeners = {
+            "listeners": f"SASL_SSL://{host}:{port},INTERNAL://127.0.0.1:{internal_port},"
+                         f"CONTROLLER://127.0.0.1:{controller_port}",
+            "advertised.listeners": f"SASL_SSL://{host}:{port},INTERNAL://127.0.0.1:{internal_port}",
+            "inter.broker.listener.name": "INTERNAL",
+            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+            f"listener.name.sasl_ssl.{SCRAM_MECHANISM.lower()}.sasl.jaas.config":
+                "org.apache.kafka.common.security.scram.ScramLoginModule required;",
+            "ssl.keystore.location": str(secured.keystore),
+            "ssl.keystore.type": "PKCS12",
+            "ssl.keystore.password": secured.store_password,
+        }
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
-        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        **listeners,
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "log.dirs": str(data),
         # One node: every internal topic has one replica.
         "offsets.topic.replication.factor": "1",
@@ -112,18 +186,39 @@ def configure(settings: Settings, host: str, port: int, controller_port: int) ->
     }
     path = home / "server.properties"
     path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
+    path.chmod(0o600)  # it holds the keystore password
     (home / "log4j2.properties").write_text(LOG4J)
     return path
 
 
 def controller_port(settings: Settings, default: int) -> int:
     """The controller port of an existing configuration (kept across restarts), else ``default``."""
+    return _kept_port(settings, r"^controller\.quorum\.voters=1@[^:]+:(\d+)$", default)
+
+
+def internal_port(settings: Settings, default: int) -> int:
+    """The secured broker's internal PLAINTEXT port (kept across restarts), else ``default``."""
+    return _kept_port(settings, r"INTERNAL://127\.0\.0\.1:(\d+)", default)
+
+
+def _kept_port(settings: Settings, pattern: str, default: int) -> int:
     path = settings.state_dir / "kafka" / "server.properties"
     if path.exists():
-        found = re.search(r"^controller\.quorum\.voters=1@[^:]+:(\d+)$", path.read_text(), re.M)
+        found = re.search(pattern, path.read_text(), re.M)
         if found:
             return int(found.group(1))
     return default
+
+
+def create_user(bootstrap: str, password_file: Path) -> None:
+    """The SCRAM user clients log in as (idempotent: an upsert), through the internal listener."""
+    from confluent_kafka.admin import AdminClient, ScramCredentialInfo, ScramMechanism, UserScramCredentialUpsertion
+
+    info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, 8192)
+    upsert = UserScramCredentialUpsertion(SCRAM_USER, info, password_file.read_text().strip().encode())
+    client = AdminClient({"bootstrap.servers": bootstrap})
+    for fut in client.alter_user_scram_credentials([upsert], request_timeout=15).values():
+        fut.result(timeout=20)
 
 
 def format_once(settings: Settings, jars: Path, properties: Path) -> bool:

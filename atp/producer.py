@@ -7,6 +7,7 @@ from typing import Any
 from confluent_kafka import KafkaError, Producer
 
 from atp.config import Settings
+from atp.kafka_client import client_config
 from schemas import Encoder, default_store
 from schemas.codec import registry_client
 from state.events import kafka_key
@@ -22,8 +23,7 @@ class EventProducer:
         registry = registry_client(settings.schema_registry_url) if settings.schema_registry_url else None
         self._encoder = Encoder(default_store(), registry)
         self._topics = {alias: settings.topic_alias(alias) for alias in RECORD_OF_ALIAS}
-        conf = {"bootstrap.servers": settings.kafka_bootstrap, "linger.ms": "5", "queue.buffering.max.messages": "500000"}
-        conf.update(config)
+        conf = client_config(settings, {"linger.ms": "5", "queue.buffering.max.messages": "500000", **config})
         self._producer = Producer(conf)
         self.sent = 0
         self.failed = 0

@@ -16,11 +16,13 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 from pathlib import Path
 from urllib.parse import urlparse
 
 from atp.config import Settings
 from atp.errors import StackError
+from atp.kafka_client import client_config
 from atp.generations import local_dirs
 
 log = logging.getLogger(__name__)
@@ -202,10 +204,25 @@ class Stack:
             started["redis"] = f"started on {rds}"
         else:
             started["redis"] = f"already running on {rds}"
-        self.wait_ready("broker", lambda: _kafka_ready(s.kafka_bootstrap), 90 if kind == "kafka" else 30)
+        # The stack's own calls (readiness, the SCRAM user, topics) go through the secured broker's
+        # internal PLAINTEXT listener on 127.0.0.1: they need no client credentials.
+        admin_settings = s
+        if kind == "kafka" and s.stack_kafka_sasl:
+            from atp import kafka_broker
+
+            internal = f"127.0.0.1:{kafka_broker.internal_port(s, 0)}"
+            admin_settings = s.model_copy(update={
+                "kafka_bootstrap": internal, "kafka_security_protocol": "PLAINTEXT", "kafka_sasl_mechanism": None,
+                "kafka_sasl_username": None, "kafka_sasl_password": None, "kafka_sasl_password_file": None,
+                "kafka_ssl_ca_file": None, "kafka_ssl_cert_file": None, "kafka_ssl_key_file": None})
+        self.wait_ready("broker", lambda: _kafka_ready(client_config(admin_settings)), 90 if kind == "kafka" else 30)
+        if admin_settings is not s:
+            secured = kafka_broker.secure_material(s)
+            kafka_broker.create_user(admin_settings.kafka_bootstrap, secured.password_file)
+            started["clients"] = " ".join(f"{k}={v}" for k, v in secured.client_settings().items())
         self.wait_ready("redis", lambda: _redis_ready(s.redis_url), 30)
         if create_topics:
-            kafka_io.create_topics(s)
+            kafka_io.create_topics(admin_settings)
         return started
 
     def _start_kafka(self, broker: Endpoint) -> str:
@@ -215,12 +232,19 @@ class Stack:
         s = self.settings
         jars = kafka_broker.libs(s)
         controller = kafka_broker.controller_port(s, free_port())
-        props = kafka_broker.configure(s, broker.host, broker.port, controller)
+        if s.stack_kafka_sasl:
+            secured = kafka_broker.secure_material(s)
+            internal = kafka_broker.internal_port(s, free_port())
+            props = kafka_broker.configure(s, broker.host, broker.port, controller, internal, secured)
+        else:
+            props = kafka_broker.configure(s, broker.host, broker.port, controller)
         formatted = kafka_broker.format_once(s, jars, props)
         if formatted:  # a new log, as for a fresh tansu: state derived from an old one is void
             self._forget_old_log()
         self.start("broker", kafka_broker.argv(jars, props))
-        return f"kafka started on {broker} ({'new log' if formatted else 'log kept'} in {props.parent / 'data'})"
+        listener = "SASL_SSL (SCRAM-SHA-512)" if s.stack_kafka_sasl else "PLAINTEXT"
+        return (f"kafka started on {broker}, {listener} ({'new log' if formatted else 'log kept'} in "
+                f"{props.parent / 'data'})")
 
     def _forget_old_log(self) -> None:
         """A new in-memory broker starts with empty topics: state derived from the old log is void.
@@ -252,13 +276,13 @@ class Stack:
         return "kafka" if "kafka.Kafka" in rec.get("argv", []) else "tansu"  # type: ignore[operator]
 
 
-def _kafka_ready(bootstrap: str) -> bool:
+def _kafka_ready(conf: dict[str, Any]) -> bool:
     from confluent_kafka import KafkaException
     from confluent_kafka.admin import AdminClient
 
     try:
         # log_level 0: connection-refused noise while the broker starts is expected here.
-        AdminClient({"bootstrap.servers": bootstrap, "log_level": 0}).list_topics(timeout=1)
+        AdminClient({**conf, "log_level": 0}).list_topics(timeout=1)
         return True
     except KafkaException:
         return False

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
@@ -20,13 +21,19 @@ class Message:
     timestamp_ms: int = 0  # the log timestamp (CreateTime or LogAppendTime, as the topic is set)
 
 
-def read_topics(bootstrap: str, topics: list[str], timeout_s: float = 30.0,
+def _conf(client: Mapping[str, Any] | str, extra: dict[str, Any]) -> dict[str, Any]:
+    """A client configuration (``atp.kafka_client.client_config``), or bare bootstrap servers."""
+    base = {"bootstrap.servers": client} if isinstance(client, str) else dict(client)
+    return {**base, **extra}
+
+
+def read_topics(client: Mapping[str, Any] | str, topics: list[str], timeout_s: float = 30.0,
                 ends: dict[tuple[str, int], int] | None = None) -> Iterator[Message]:
     """Every message of ``topics`` from the beginning to each partition's end, or to ``ends`` (the
     first offset not to read: a log that keeps growing has no end to wait for). One consumer, all
     partitions assigned; partitions interleave, offsets within one stay in order."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "atp-topicread", "enable.auto.commit": False,
-                         "enable.partition.eof": True, "fetch.max.bytes": 52428800})
+    consumer = Consumer(_conf(client, {"group.id": "atp-topicread", "enable.auto.commit": False,
+                                       "enable.partition.eof": True, "fetch.max.bytes": 52428800}))
     try:
         md = consumer.list_topics(timeout=timeout_s)
         parts = [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in sorted(md.topics[t].partitions)]
@@ -63,14 +70,14 @@ def read_topics(bootstrap: str, topics: list[str], timeout_s: float = 30.0,
         consumer.close()
 
 
-def offsets_at(bootstrap: str, ends: dict[tuple[str, int], int], at_ms: int,
+def offsets_at(client: Mapping[str, Any] | str, ends: dict[tuple[str, int], int], at_ms: int,
                timeout_s: float = 10.0) -> dict[tuple[str, int], int] | None:
     """Per partition, the first offset whose log timestamp is at or after ``at_ms`` (the end when
     none is), from the broker's time index (``offsets_for_times``). Each answer is checked against
     the log (the record there is at or after ``at_ms``, the one before it is not); None when one
     does not hold, for a broker that answers the request wrongly."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": "atp-topicread", "enable.auto.commit": False,
-                         "enable.partition.eof": True})
+    consumer = Consumer(_conf(client, {"group.id": "atp-topicread", "enable.auto.commit": False,
+                                       "enable.partition.eof": True}))
     try:
         asked = [TopicPartition(t, p, at_ms) for (t, p) in ends]
         found = {(tp.topic, tp.partition): min(tp.offset if tp.offset >= 0 else ends[(tp.topic, tp.partition)],

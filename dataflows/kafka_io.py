@@ -16,6 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from atp.config import Settings
+from atp.kafka_client import client_config, metadata, security_config
 from atp.errors import StackError
 from dataflows.decode import DeadLetter
 from dataflows.kafka_sink import OutputSink, fit, size
@@ -219,7 +220,7 @@ def source(settings: Settings, tail: bool = True, bounds: Bounds | None = None,
 
 
 def _consumer_config(settings: Settings) -> dict[str, str]:
-    return {"fetch.wait.max.ms": str(settings.kafka_fetch_wait_ms)}
+    return {**security_config(settings), "fetch.wait.max.ms": str(settings.kafka_fetch_wait_ms)}
 
 
 _CONSUMER_ONLY = ("fetch.wait.max.ms",)
@@ -227,7 +228,7 @@ _CONSUMER_ONLY = ("fetch.wait.max.ms",)
 
 def sink(settings: Settings) -> OutputSink:
     """One producer per worker for every output topic (feed, alerts, bands, dead letters)."""
-    return OutputSink(settings.brokers, topic=None, add_config=dict(PRODUCER_CONFIG))
+    return OutputSink(settings.brokers, topic=None, add_config={**security_config(settings), **PRODUCER_CONFIG})
 
 
 class RecordMessage:
@@ -272,7 +273,7 @@ class DeadLetterMessage:
 
 
 def admin(settings: Settings) -> AdminClient:
-    return AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    return AdminClient(client_config(settings))
 
 
 def topic_specs(settings: Settings) -> list[NewTopic]:
@@ -311,8 +312,8 @@ def end_offsets(settings: Settings, timeout_s: float = 10.0) -> dict[str, int]:
     The reported high watermark is read past to the partition's end (some brokers report it one
     producer batch short), so the result is exact for what was in the log when this ran.
     """
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "atp-end-offsets",
-                         "enable.auto.commit": False, "enable.partition.eof": True})
+    consumer = Consumer(client_config(settings, {"group.id": "atp-end-offsets", "enable.auto.commit": False,
+                                                 "enable.partition.eof": True}))
     try:
         md = consumer.list_topics(timeout=timeout_s)
         parts = [TopicPartition(t, i) for t in settings.input_topics for i in md.topics[t].partitions]
@@ -339,8 +340,7 @@ def end_offsets(settings: Settings, timeout_s: float = 10.0) -> dict[str, int]:
 
 def low_offsets(settings: Settings, timeout_s: float = 10.0) -> dict[tuple[str, int], int]:
     """The earliest retained offset of every input partition (above 0: retention deleted the start)."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": "atp-low-offsets",
-                         "enable.auto.commit": False})
+    consumer = Consumer(client_config(settings, {"group.id": "atp-low-offsets", "enable.auto.commit": False}))
     try:
         md = consumer.list_topics(timeout=timeout_s)
         return {(t, i): consumer.get_watermark_offsets(TopicPartition(t, i), timeout=timeout_s)[0]
@@ -351,13 +351,7 @@ def low_offsets(settings: Settings, timeout_s: float = 10.0) -> dict[tuple[str, 
 
 def check_kafka(settings: Settings, timeout_s: float = 10.0) -> dict[str, Any]:
     """Fail fast (instead of hanging) when the broker is unreachable or an input topic is missing."""
-    try:
-        md = admin(settings).list_topics(timeout=timeout_s)
-    except KafkaException as exc:
-        raise StackError(
-            f"cannot reach Kafka at {settings.kafka_bootstrap} within {timeout_s:.0f} s ({exc.args[0].str()}); "
-            "start the local stack with `atp stack up` or set ATP_KAFKA_BOOTSTRAP"
-        ) from None
+    md: Any = metadata(settings, timeout_s)
     missing = [t for t in settings.all_topics if t not in md.topics]
     if missing:
         raise StackError(f"topics missing on {settings.kafka_bootstrap}: {', '.join(missing)}; run `atp topics create`")

@@ -17,6 +17,7 @@ import redis
 
 from atp.config import Settings
 from atp.generations import PIT, REPLAY, GenerationError, Spec, current, drop, for_generation, now_ms, read_meta
+from atp.kafka_client import client_config
 from atp.topicread import offsets_at, read_topics
 from dataflows import kafka_io, metrics
 from dataflows.recovery import RecoveryStore
@@ -108,12 +109,12 @@ def _cut_offsets(settings: Settings, until_ms: int) -> dict[str, int]:
     exact on every broker and reads at raw-consume speed.
     """
     now = targets(settings)
-    indexed = offsets_at(settings.kafka_bootstrap, now, until_ms)
+    indexed = offsets_at(client_config(settings), now, until_ms)
     if indexed is not None:
         return {part_name(tp): off for tp, off in indexed.items()}
     log.info("the broker's offsets_for_times answer does not match its log: finding the cut by a scan")
     ends: dict[str, int] = {}
-    for m in read_topics(settings.kafka_bootstrap, list(settings.input_topics), ends=now):
+    for m in read_topics(client_config(settings), list(settings.input_topics), ends=now):
         name = part_name((m.topic, m.partition))
         if name not in ends and m.timestamp_ms >= until_ms:
             ends[name] = m.offset

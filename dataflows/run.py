@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from atp import redact
 import logging
 import os
 import signal
@@ -43,7 +44,8 @@ def check_redis(url: str, timeout_s: float = 5.0, cluster: bool = False) -> None
         connect_url(url, cluster, socket_connect_timeout=timeout_s, socket_timeout=timeout_s).ping()
     except redis.exceptions.RedisError as exc:
         raise StackError(
-            f"cannot reach Redis at {url} ({exc}); start the local stack with `atp stack up` or set ATP_REDIS_URL"
+            f"cannot reach Redis at {redact.url(url)} ({redact.text(str(exc))}); start the local stack with "
+            "`atp stack up` or set ATP_REDIS_URL"
         ) from None
 
 
@@ -286,7 +288,7 @@ def _run_once(settings: Settings, plan: StartPlan, client: redis.Redis, replay: 
     watch.start()
     log.info(
         "dataflow starting generation=%s run=%s brokers=%s redis=%s process=%d/%d workers=%d recovery=%s "
-        "republish=%s replay=%s", settings.generation, plan.run_id, settings.kafka_bootstrap, settings.redis_url,
+        "republish=%s replay=%s", settings.generation, plan.run_id, settings.kafka_bootstrap, redact.url(settings.redis_url),
         settings.process_id or 0, settings.processes, settings.workers, settings.recovery, plan.republish,
         replay is not None,
     )

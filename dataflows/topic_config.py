@@ -19,6 +19,7 @@ from confluent_kafka.admin import AdminClient, ConfigResource
 
 from atp.config import Settings
 from atp.errors import StackError
+from atp.kafka_client import client_config
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ class Finding:
 
 def describe(settings: Settings, topics: list[str], timeout_s: float = 10.0) -> dict[str, dict[str, str]] | None:
     """Each topic's settings, or None when the broker does not describe them."""
-    client = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+    client = AdminClient(client_config(settings))
     futures = client.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, t) for t in topics],
                                       request_timeout=timeout_s)
     out: dict[str, dict[str, str]] = {}

@@ -9,6 +9,7 @@ in Redis and over HTTP. The report says what went in, what came out and what eac
 
 from __future__ import annotations
 
+from atp import redact
 import os
 import random
 import signal
@@ -194,7 +195,7 @@ class ChaosRun:
         poller = Poller(f"http://{settings.api_host}:{settings.api_port}", sim_probe)
         producer = EventProducer(settings)
         try:
-            self.log(f"stack: broker {settings.kafka_bootstrap}, redis {settings.redis_url}")
+            self.log(f"stack: broker {settings.kafka_bootstrap}, redis {redact.url(settings.redis_url)}")
             stack.up(create_topics=True)
             flow.start()
             api.start()

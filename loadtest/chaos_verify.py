@@ -67,7 +67,7 @@ def read_truth(settings: Settings, until_ms: int | None = None, formula: int = 1
     invalid: set[Source] = set()
     n = 0
     order = {t: i for i, t in enumerate(settings.input_topics)}
-    log = sorted(read_topics(settings.kafka_bootstrap, list(settings.input_topics)),
+    log = sorted(read_topics(client_config(settings), list(settings.input_topics)),
                  key=lambda m: (order[m.topic], m.partition, m.offset))  # topic/partition/offset order
     for m in log:
         if until_ms is not None and ((m.topic, m.partition) in closed or m.timestamp_ms >= until_ms):

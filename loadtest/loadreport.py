@@ -66,7 +66,7 @@ def build_report(cfg: "LoadConfig", phases: list["Phase"], api: list[dict[str, A
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
         "config": {"profile": p.__dict__, "skus": cfg.skus, "locations": cfg.locations, "seed": cfg.seed,
                    "workers": cfg.workers, "api_workers": cfg.api_workers, "probe_interval_s": cfg.probe_interval_s, "probe_keys": cfg.probe_keys,
-                   "step_s": cfg.step_s if cfg.find_max else None},
+                   "step_s": cfg.step_s if cfg.find_max else None, "broker": cfg.broker},
         "phases": rows,
         "freshness_ms": {"redis": {"samples": len(samples["redis"]), **percentiles([s.latency_ms for s in samples["redis"]])},
                          "http": {"samples": len(samples["http"]), **percentiles([s.latency_ms for s in samples["http"]])}},
@@ -88,7 +88,8 @@ def reproduce(cfg: LoadConfig) -> str:
                 if cfg.find_max else "")
     return (f"atp loadtest --base-rate {p.base_rate:g} --peak-factor {p.peak_factor:g} --phases {phases} "
             f"--skus {cfg.skus} --locations {cfg.locations} --seed {cfg.seed} --workers {cfg.workers} "
-            f"--api-workers {cfg.api_workers} --api-s {cfg.api_s:g} --api-rate {cfg.api_rate:g}{find_max}")
+            f"--api-workers {cfg.api_workers} --api-s {cfg.api_s:g} --api-rate {cfg.api_rate:g} "
+            f"--broker {cfg.broker}{find_max}")
 
 
 def _targets(r: dict[str, Any]) -> list[dict[str, Any]]:
@@ -142,7 +143,7 @@ def markdown(r: dict[str, Any]) -> str:
     return f"""# Load test: peak season
 
 Finished {r['finished_at']}, {r['machine']['cpus']} CPUs, Python {r['machine']['python']}. Everything on this one
-machine: the embedded broker, Redis, the dataflow ({c['workers']} worker, recovery on), the API
+machine: the {'embedded broker (tansu)' if c.get('broker', 'tansu') == 'tansu' else 'Apache Kafka broker (single-node KRaft)'}, Redis, the dataflow ({c['workers']} worker, recovery on), the API
 ({c['api_workers']} processes), the
 generator, the probe watchers and wrk. Input: the simulator's event mix over {c['skus']:,} SKUs (Zipf) ×
 {c['locations']} locations, seed {c['seed']}. Profile: {p['base_rate']:,.0f} ev/s for {p['warmup_s']:.0f} s, ramp
@@ -179,7 +180,7 @@ Max sustainable rate (lag bounded for a whole step): {_max_line(r)}
 |---|---|---|
 {targets}
 
-![rate, lag, freshness and API latency](loadtest.png)
+![rate, lag, freshness and API latency]({'loadtest' if c.get('broker', 'tansu') == 'tansu' else 'loadtest-' + c['broker']}.png)
 
 Reproduce: `{r['reproduce']}`
 """

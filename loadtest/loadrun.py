@@ -18,6 +18,7 @@ Everything is stopped afterwards, whatever happens; the numbers go to the report
 
 from __future__ import annotations
 
+from atp import redact
 import os
 import sys
 import tempfile
@@ -59,6 +60,7 @@ class LoadConfig:
     api_s: float = 15.0  # per wrk phase; 0 skips the API phases
     api_rate: float = 5_000.0
     drain_timeout_s: float = 120.0
+    broker: str = "tansu"  # the private stack's broker (ATP_STACK_BROKER): tansu | kafka
 
 
 @dataclass
@@ -81,7 +83,7 @@ def live(cfg: LoadConfig, work_dir: Path, log: Log) -> Iterator[tuple[Settings, 
     settings = load_settings({}, state_dir=work_dir / "state", kafka_bootstrap=f"127.0.0.1:{free_port()}",
                              redis_url=f"redis://127.0.0.1:{free_port()}/0", api_port=free_port(),
                              metrics_port=free_port(), workers=cfg.workers, api_workers=cfg.api_workers,
-                             redis_key_prefix="load")
+                             redis_key_prefix="load", stack_broker=cfg.broker)
     stack = Stack(settings)
     try:
         stack.up(create_topics=True)
@@ -90,7 +92,7 @@ def live(cfg: LoadConfig, work_dir: Path, log: Log) -> Iterator[tuple[Settings, 
         stack.start("api", [sys.executable, "-m", "atp", "serve"], env)
         wait_http(f"http://{settings.metrics_host}:{settings.metrics_port}/metrics", 60, "the dataflow", stack, "dataflow")
         wait_http(f"http://{settings.api_host}:{settings.api_port}/healthz", 30, "the API", stack, "api")
-        log(f"stack up: broker {settings.kafka_bootstrap}, redis {settings.redis_url}, "
+        log(f"stack up: broker {settings.kafka_bootstrap}, redis {redact.url(settings.redis_url)}, "
             f"API :{settings.api_port}, dataflow metrics :{settings.metrics_port}")
         yield settings, stack
     finally:

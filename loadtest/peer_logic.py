@@ -17,6 +17,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
 
 from atp import gctune, memtrim
 from atp.config import Settings, load_settings
+from atp.kafka_client import client_config
 from atp.procinfo import own_peak_rss_mib
 from schemas import Decoder, default_store
 from schemas import DecodeError
@@ -85,8 +86,8 @@ class AtpLogic:
 def read_input(settings: Settings, ends: dict[str, int], group: str, batch: int = 10_000) -> Iterator[Message]:
     """Every input record up to ``ends`` (``{index}-{topic}`` -> end offset), read from the beginning
     with ``assign()``; the consumer is closed when the last partition reaches its end."""
-    consumer = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": group,
-                         "enable.auto.commit": False, "fetch.max.bytes": 52428800})
+    consumer = Consumer(client_config(settings, {"group.id": group, "enable.auto.commit": False,
+                                                 "fetch.max.bytes": 52428800}))
     parts = {}
     for name, end in ends.items():
         index, topic = name.split("-", 1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from atp import redact
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -32,7 +33,8 @@ def create_app(settings: Settings, fast_path: bool = True, max_body_bytes: int =
         try:
             await client.ping()
         except aioredis.RedisError as exc:  # serve anyway: /readyz and 503s tell clients
-            log.warning("redis not reachable at start url=%s error=%s", settings.redis_url, exc)
+            log.warning("redis not reachable at start url=%s error=%s", redact.url(settings.redis_url),
+                        redact.text(str(exc)))
         gctune.tune(freeze=True)  # the app, its models and modules are made: keep the collector off them
         yield
         await client.aclose()

@@ -1,0 +1,67 @@
+"""One place builds every Kafka client's configuration, and no secret is ever printed."""
+
+from __future__ import annotations
+
+import pytest
+
+from atp import redact
+from atp.config import child_environ, load_settings
+from atp.errors import ConfigError
+from atp.kafka_client import client_config, security_config
+
+SECRET = "s3cr3t-Pa55"
+SCRAM = {"ATP_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "ATP_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+         "ATP_KAFKA_SASL_USERNAME": "atp"}
+
+
+def test_sasl_over_tls_reaches_the_client_config_and_nothing_prints_the_password(tmp_path):
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    s = load_settings({**SCRAM, "ATP_KAFKA_SASL_PASSWORD": SECRET, "ATP_KAFKA_SSL_CA_FILE": str(ca)})
+    conf = client_config(s, {"group.id": "g"})
+    assert conf == {"bootstrap.servers": s.kafka_bootstrap, "security.protocol": "SASL_SSL",
+                    "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "atp", "sasl.password": SECRET,
+                    "ssl.ca.location": str(ca), "group.id": "g"}
+    assert SECRET not in repr(s) and SECRET not in str(s)
+    assert child_environ(s, {})["ATP_KAFKA_SASL_PASSWORD"] == SECRET  # children get the value itself
+
+
+def test_the_password_can_come_from_a_file_and_later_sources_win(tmp_path):
+    secret_file = tmp_path / "password"
+    secret_file.write_text(SECRET + "\n")
+    props = tmp_path / "client.properties"
+    props.write_text("# tuning\nsocket.keepalive.enable=true\nclient.id=from-file\n")
+    s = load_settings({**SCRAM, "ATP_KAFKA_SASL_PASSWORD_FILE": str(secret_file),
+                       "ATP_KAFKA_CONFIG_FILE": str(props), "ATP_KAFKA_CONFIG": '{"client.id": "from-table"}'})
+    conf = security_config(s)
+    assert conf["sasl.password"] == SECRET and conf["client.id"] == "from-table"
+    assert conf["socket.keepalive.enable"] == "true"
+
+
+@pytest.mark.parametrize("env, says", [
+    ({"ATP_KAFKA_SECURITY_PROTOCOL": "SASL_SSL"}, "needs ATP_KAFKA_SASL_MECHANISM"),
+    ({"ATP_KAFKA_SASL_MECHANISM": "PLAIN"}, "need ATP_KAFKA_SECURITY_PROTOCOL=SASL_SSL"),
+    ({**SCRAM}, "needs ATP_KAFKA_SASL_USERNAME and ATP_KAFKA_SASL_PASSWORD"),
+    ({**SCRAM, "ATP_KAFKA_SASL_PASSWORD": SECRET, "ATP_KAFKA_SASL_PASSWORD_FILE": "/etc/hostname"}, "not both"),
+    ({"ATP_KAFKA_SSL_CA_FILE": "/nonexistent/ca.pem"}, "no such file"),
+    ({"ATP_KAFKA_CONFIG": '{"sasl.password": "x"}'}, "use the ATP_KAFKA_* settings"),
+    ({"ATP_KAFKA_CONFIG": '{"bootstrap.servers": "x:1"}'}, "use the ATP_KAFKA_* settings"),
+])
+def test_a_security_configuration_that_cannot_work_fails_fast_with_what_to_do(env, says):
+    with pytest.raises(ConfigError, match=says.replace("*", r"\*")):
+        load_settings(env)
+
+
+def test_an_invalid_secret_setting_is_not_echoed_in_the_error():
+    with pytest.raises(ConfigError) as err:
+        load_settings({"ATP_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "ATP_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+                       "ATP_KAFKA_SASL_USERNAME": "atp", "ATP_KAFKA_CONFIG": f"not a table {SECRET}"})
+    assert SECRET not in str(err.value) and "(hidden)" in str(err.value)
+
+
+def test_urls_and_messages_lose_their_passwords():
+    assert redact.url(f"redis://:{SECRET}@10.0.0.5:6379/0") == "redis://:***@10.0.0.5:6379/0"
+    assert redact.url(f"rediss://atp:{SECRET}@cache.internal/1") == "rediss://atp:***@cache.internal/1"
+    assert redact.url("redis://127.0.0.1:16379/0") == "redis://127.0.0.1:16379/0"
+    assert SECRET not in redact.text(f"Error 111 connecting to redis://u:{SECRET}@h:1. Refused.")
+    assert redact.text(f"auth {SECRET} failed", (SECRET,)) == "auth *** failed"
