@@ -31,7 +31,7 @@ redis-server:
 demo: bootstrap
 	$(BIN)/atp demo
 
-test: bootstrap
+test: bootstrap lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	@$(MAKE) --no-print-directory test-kafka
 
@@ -49,6 +49,9 @@ test-kafka: bootstrap
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq openjdk-17-jre-headless maven >/dev/null || exit 1; \
 	fi; \
 	TEST_BROKER=kafka $(BIN)/python -m pytest -m integration $(PYTEST_ARGS)
+
+lint: bootstrap
+	$(BIN)/ruff check .
 
 # The load test (wrk from the OS packages, installed when missing) and the peers benchmark (Quix
 # Streams in its own environment, .venv-peers). Reports go to loadtest/reports/.

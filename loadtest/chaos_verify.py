@@ -11,6 +11,7 @@ import httpx
 import redis
 
 from atp.config import Settings
+from atp.kafka_client import client_config
 from atp.dlq import read_dead_letters
 from atp.producer import RECORD_OF_ALIAS
 from loadtest.logread import AvroReader, read_topics

@@ -14,7 +14,6 @@ from dataflows import logic
 from dataflows.decode import TimeRules
 from dataflows.flow import FlowDeps, FlowIO, build_flow, deps_from_settings
 from dataflows.guard import guarded
-from state import events as ev
 from state import limits
 from state.errors import InvalidEvent
 from state.fold import APPLIED, KeyState, apply
