@@ -18,10 +18,11 @@ from atp.errors import AtpError
 # thread on stderr instead of a bare exit code.
 faulthandler.enable()
 
-app = typer.Typer(help="atp-stream: streaming available-to-promise.", no_args_is_help=True, add_completion=False)
-stack_app = typer.Typer(help="The local stack (a broker, tansu or Apache Kafka, and Redis).", no_args_is_help=True)
-topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True)
-dlq_app = typer.Typer(help="Dead letters: list, show, redrive, skip.", no_args_is_help=True)
+app = typer.Typer(help="atp-stream: streaming available-to-promise.", no_args_is_help=True, add_completion=False,
+                  pretty_exceptions_show_locals=False)  # a local may hold a secret
+stack_app = typer.Typer(help="The local stack (a broker, tansu or Apache Kafka, and Redis).", no_args_is_help=True, pretty_exceptions_show_locals=False)
+topics_app = typer.Typer(help="Kafka topics.", no_args_is_help=True, pretty_exceptions_show_locals=False)
+dlq_app = typer.Typer(help="Dead letters: list, show, redrive, skip.", no_args_is_help=True, pretty_exceptions_show_locals=False)
 app.add_typer(stack_app, name="stack")
 app.add_typer(topics_app, name="topics")
 app.add_typer(dlq_app, name="dlq")
@@ -45,6 +46,8 @@ def stack_up(
             raise ConfigError(f"--broker {broker!r}: use tansu or kafka")
         s = s.model_copy(update={"stack_broker": broker})
     if sasl:
+        if s.stack_broker != "kafka":
+            raise ConfigError("--sasl needs the kafka broker: add --broker kafka (the embedded tansu has no SASL)")
         s = s.model_copy(update={"stack_kafka_sasl": True})
     for name, what in Stack(s).up().items():
         console.print(f"{name:8} {what}", markup=False, soft_wrap=True)

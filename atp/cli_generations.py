@@ -25,7 +25,8 @@ if TYPE_CHECKING:  # the commands import their heavy modules when they run
     from atp.config import Settings
     from atp.verify import Diff
 
-generation_app = typer.Typer(help="Keyspace generations: list, verify, switch, drop.", no_args_is_help=True)
+generation_app = typer.Typer(help="Keyspace generations: list, verify, switch, drop.", no_args_is_help=True,
+                             pretty_exceptions_show_locals=False)
 
 
 def _name(value: str) -> str:

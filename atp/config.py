@@ -22,6 +22,7 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from atp import redact
 from atp.errors import ConfigError
 from state.drift import DriftPolicy, Level, Thresholds
 from state.events import ID_RE
@@ -78,7 +79,9 @@ class Settings(BaseSettings):
     kafka_ssl_cert_file: Path | None = Field(None, description="Client certificate (PEM), for brokers that ask for one.")
     kafka_ssl_key_file: Path | None = Field(None, description="Client private key (PEM).")
     kafka_config: dict[str, str] = Field(
-        default_factory=dict, description="Any other librdkafka property for every Kafka client, as a JSON/TOML table.")
+        # repr=False: it may hold secrets (ssl.key.password, an OAUTHBEARER client secret).
+        default_factory=dict, repr=False,
+        description="Any other librdkafka property for every Kafka client, as a JSON/TOML table.")
     kafka_config_file: Path | None = Field(
         None, description="A librdkafka properties file (key=value lines) for every Kafka client; ATP_KAFKA_CONFIG "
                           "and the settings above win over it.")
@@ -210,9 +213,24 @@ class Settings(BaseSettings):
     @classmethod
     def _kafka_config(cls, v: Any) -> Any:
         v = _table(v, '{"socket.keepalive.enable": "true"}')
-        if isinstance(v, dict):  # librdkafka takes strings; TOML may give numbers and booleans
-            return {str(k): str(x).lower() if isinstance(x, bool) else str(x) for k, x in v.items()}
-        return v
+        if not isinstance(v, dict):
+            return v
+        flat: dict[str, str] = {}
+
+        def walk(prefix: str, table: dict[str, Any]) -> None:
+            for k, x in table.items():
+                key = f"{prefix}{k}"
+                if isinstance(x, dict):  # TOML's dotted keys (socket.keepalive.enable = true) nest
+                    walk(f"{key}.", x)
+                elif isinstance(x, bool):  # librdkafka takes strings; TOML gives booleans and numbers
+                    flat[key] = str(x).lower()
+                elif isinstance(x, (str, int, float)):
+                    flat[key] = str(x)
+                else:
+                    raise ValueError(f"{key}: a librdkafka property takes a string, number or boolean")
+
+        walk("", v)
+        return flat
 
     @field_validator("location_groups", mode="before")
     @classmethod
@@ -422,6 +440,11 @@ def load_settings(environ: Mapping[str, str] | None = None, **overrides: Any) ->
             if not field:  # a rule over several settings: its message names them
                 problems.append(f"  {hint.removeprefix('Value error, ')}")
                 continue
-            shown = "(hidden)" if field in SECRET_FIELDS else repr(err.get("input"))
+            if err["type"] == "extra_forbidden" or field in SECRET_FIELDS:
+                shown = "(hidden)"  # an unknown name may be a misspelt secret
+            elif isinstance(err.get("input"), str) and "://" in err["input"]:
+                shown = repr(redact.url(err["input"]))
+            else:
+                shown = repr(err.get("input"))
             problems.append(f"  {env_name(field)}={shown}: {hint}")
         raise ConfigError("invalid settings:\n" + "\n".join(problems) + "\nSee the settings table in docs/configuration.md.") from None

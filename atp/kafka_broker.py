@@ -221,6 +221,13 @@ def create_user(bootstrap: str, password_file: Path) -> None:
         fut.result(timeout=20)
 
 
+def cluster_id(settings: Settings) -> str:
+    """The cluster id the log was formatted with (``meta.properties``)."""
+    meta = settings.state_dir / "kafka" / "data" / "meta.properties"
+    found = re.search(r"^cluster\.id=(\S+)$", meta.read_text(), re.M) if meta.exists() else None
+    return found.group(1) if found else "unformatted"
+
+
 def format_once(settings: Settings, jars: Path, properties: Path) -> bool:
     """Format the log directory on first start; returns whether it did."""
     data = settings.state_dir / "kafka" / "data"

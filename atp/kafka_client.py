@@ -23,8 +23,9 @@ if TYPE_CHECKING:  # the settings validator calls check_security: a module-level
     from atp.config import Settings
 
 # The properties the settings own: in ATP_KAFKA_CONFIG or the file they would be ambiguous.
-OWNED = ("bootstrap.servers", "security.protocol", "sasl.mechanism", "sasl.mechanisms", "sasl.username",
-         "sasl.password", "ssl.ca.location", "ssl.certificate.location", "ssl.key.location")
+OWNED = ("bootstrap.servers", "metadata.broker.list", "security.protocol", "sasl.mechanism", "sasl.mechanisms",
+         "sasl.username", "sasl.password", "ssl.ca.location", "ssl.ca.pem", "ssl.certificate.location",
+         "ssl.certificate.pem", "ssl.key.location", "ssl.key.pem")
 
 
 def _properties(path: Path) -> dict[str, str]:
@@ -57,8 +58,15 @@ def check_security(settings: Settings) -> None:
     if sasl and s.kafka_sasl_mechanism is None:
         raise ValueError(f"ATP_KAFKA_SECURITY_PROTOCOL={s.kafka_security_protocol} needs ATP_KAFKA_SASL_MECHANISM "
                          "(PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER)")
-    if not sasl and (s.kafka_sasl_mechanism or s.kafka_sasl_username):
+    if not sasl and (s.kafka_sasl_mechanism or s.kafka_sasl_username or s.kafka_sasl_password is not None
+                     or s.kafka_sasl_password_file is not None):
         raise ValueError("ATP_KAFKA_SASL_* settings need ATP_KAFKA_SECURITY_PROTOCOL=SASL_SSL (or SASL_PLAINTEXT)")
+    if s.stack_kafka_sasl and s.stack_broker != "kafka":
+        raise ValueError("ATP_STACK_KAFKA_SASL needs ATP_STACK_BROKER=kafka (the embedded tansu has no SASL)")
+    tls = s.kafka_security_protocol in ("SSL", "SASL_SSL")
+    if not tls and (s.kafka_ssl_ca_file or s.kafka_ssl_cert_file or s.kafka_ssl_key_file):
+        raise ValueError(f"ATP_KAFKA_SSL_* settings with ATP_KAFKA_SECURITY_PROTOCOL={s.kafka_security_protocol} "
+                         "would be ignored (no TLS): set it to SSL or SASL_SSL")
     if sasl and s.kafka_sasl_mechanism != "OAUTHBEARER" and (
             s.kafka_sasl_username is None or (s.kafka_sasl_password is None and s.kafka_sasl_password_file is None)):
         raise ValueError(f"SASL {s.kafka_sasl_mechanism} needs ATP_KAFKA_SASL_USERNAME and ATP_KAFKA_SASL_PASSWORD "
@@ -68,6 +76,8 @@ def check_security(settings: Settings) -> None:
         path = getattr(s, name)
         if path is not None and not Path(path).is_file():
             raise ValueError(f"ATP_{name.upper()}={path}: no such file")
+    if s.kafka_sasl_password_file is not None and not Path(s.kafka_sasl_password_file).read_text().strip():
+        raise ValueError(f"ATP_KAFKA_SASL_PASSWORD_FILE={s.kafka_sasl_password_file} is empty")
     if (s.kafka_ssl_cert_file is None) != (s.kafka_ssl_key_file is None):
         raise ValueError("a client certificate needs both ATP_KAFKA_SSL_CERT_FILE and ATP_KAFKA_SSL_KEY_FILE")
     extra = dict(_properties(s.kafka_config_file)) if s.kafka_config_file is not None else {}
@@ -118,7 +128,11 @@ def metadata(settings: Settings, timeout_s: float = 10.0) -> object:
 
     seen: list[KafkaError] = []
     conf = client_config(settings, {"error_cb": seen.append, "log_level": 0})
-    client = AdminClient(conf)
+    try:
+        client = AdminClient(conf)
+    except KafkaException as exc:  # a property librdkafka refuses (ATP_KAFKA_CONFIG)
+        raise StackError(f"the Kafka client configuration is refused: {exc.args[0].str()}; check ATP_KAFKA_CONFIG "
+                         "and ATP_KAFKA_CONFIG_FILE") from None
     try:
         return client.list_topics(timeout=timeout_s)
     except KafkaException as exc:

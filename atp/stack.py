@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -126,7 +127,11 @@ class Stack:
         except OSError:
             return False
         # Substring match: redis-server rewrites its process title ("redis-server host:port").
-        return os.fsencode(str(rec["exe"])) in b" ".join(cmdline[:3])
+        if os.fsencode(str(rec["exe"])) not in b" ".join(cmdline[:3]):
+            return False
+        # A JVM is any Java program: the broker's also names its main class and its configuration.
+        argv = [str(a) for a in rec.get("argv", [])]  # type: ignore[union-attr]
+        return all(os.fsencode(a) in cmdline for a in argv if a == "kafka.Kafka" or a.endswith("server.properties"))
 
     def start(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> int:
         if (pid := self.pid(name)) is not None:
@@ -185,11 +190,24 @@ class Stack:
             if self.pid(name) is None and not port_free(ep):
                 raise StackError(f"port {ep.port} on {ep.host} is already in use; stop what holds it or set {env}")
         kind = s.stack_broker
+        running = self.broker_kind()
+        if running is not None and running != kind:
+            raise StackError(f"a {running} broker of this stack is running and ATP_STACK_BROKER={kind}: stop the "
+                             "stack first (`atp stack down`), or use the broker that runs")
+        if running == "kafka":
+            from atp import kafka_broker
+
+            secured = kafka_broker.internal_port(s, 0) != 0
+            if secured != s.stack_kafka_sasl:
+                raise StackError(f"the running kafka broker listens with {'SASL_SSL' if secured else 'PLAINTEXT'} and "
+                                 f"ATP_STACK_KAFKA_SASL={str(s.stack_kafka_sasl).lower()}: stop the stack first "
+                                 "(`atp stack down`), or match the setting")
         if self.pid("broker") is None:
             if kind == "kafka":
                 started["broker"] = self._start_kafka(broker)
             else:
                 self._forget_old_log()
+                self._record_log(f"tansu:{uuid.uuid4().hex}")  # in memory: a new log at every start
                 url = f"tcp://{broker}"
                 self.start("broker", [tansu_binary(), "broker", "--listener-url", url, "--advertised-listener-url", url,
                                       "--storage-engine", "memory://tansu/"])
@@ -239,12 +257,28 @@ class Stack:
         else:
             props = kafka_broker.configure(s, broker.host, broker.port, controller)
         formatted = kafka_broker.format_once(s, jars, props)
-        if formatted:  # a new log, as for a fresh tansu: state derived from an old one is void
+        log_id = f"kafka:{kafka_broker.cluster_id(s)}"
+        recorded = self._recorded_log()
+        # A new log, or another one than the state dir's recovery and Redis were derived from (a
+        # tansu run in between): that state is void, as for a fresh tansu.
+        if formatted or (recorded is not None and recorded != log_id):
             self._forget_old_log()
+        self._record_log(log_id)
         self.start("broker", kafka_broker.argv(jars, props))
         listener = "SASL_SSL (SCRAM-SHA-512)" if s.stack_kafka_sasl else "PLAINTEXT"
         return (f"kafka started on {broker}, {listener} ({'new log' if formatted else 'log kept'} in "
                 f"{props.parent / 'data'})")
+
+    def _recorded_log(self) -> str | None:
+        """Which broker log the state dir's recovery store and Redis keyspace were derived from."""
+        try:
+            return (self.settings.state_dir / "broker-log").read_text().strip()
+        except OSError:
+            return None
+
+    def _record_log(self, log_id: str) -> None:
+        self.settings.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.settings.state_dir / "broker-log").write_text(log_id + "\n")
 
     def _forget_old_log(self) -> None:
         """A new in-memory broker starts with empty topics: state derived from the old log is void.

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 def check_redis(url: str, timeout_s: float = 5.0, cluster: bool = False) -> None:
     try:
         connect_url(url, cluster, socket_connect_timeout=timeout_s, socket_timeout=timeout_s).ping()
-    except redis.exceptions.RedisError as exc:
+    except (redis.exceptions.RedisError, ValueError) as exc:  # ValueError: a URL redis-py cannot parse
         raise StackError(
             f"cannot reach Redis at {redact.url(url)} ({redact.text(str(exc))}); start the local stack with "
             "`atp stack up` or set ATP_REDIS_URL"

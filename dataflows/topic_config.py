@@ -52,6 +52,14 @@ def describe(settings: Settings, topics: list[str], timeout_s: float = 10.0) -> 
     return out
 
 
+def _number(value: str | None) -> int:
+    """A described size or time (-1: unlimited); a value that is not a whole number is not judged."""
+    try:
+        return int(float(value)) if value is not None else -1
+    except ValueError:
+        return -1
+
+
 def findings(settings: Settings, configs: dict[str, dict[str, str]]) -> list[Finding]:
     found: list[Finding] = []
     for topic in settings.input_topics:
@@ -62,13 +70,13 @@ def findings(settings: Settings, configs: dict[str, dict[str, str]]) -> list[Fin
                 "of a key, and positions are folded from all of them. Set cleanup.policy=delete and "
                 f"retention.ms=-1 (kafka-configs --alter --entity-type topics --entity-name {topic} "
                 "--add-config cleanup.policy=delete,retention.ms=-1)")))
-        retention = int(c.get("retention.ms", "-1"))
+        retention = _number(c.get("retention.ms"))
         if retention >= 0:
             found.append(Finding(topic, False, (
                 f"input topic {topic} deletes records after {retention / DAY_MS:.1f} days (retention.ms={retention}): "
                 "a replay from the beginning will refuse once they are gone (keep retention.ms=-1, as "
                 "`atp topics create` does, or replay with --allow-truncated)")))
-        if int(c.get("retention.bytes", "-1")) >= 0:
+        if _number(c.get("retention.bytes")) >= 0:
             found.append(Finding(topic, False, (
                 f"input topic {topic} deletes records beyond retention.bytes={c['retention.bytes']} per partition: "
                 "a replay from the beginning will refuse once they are gone")))

@@ -23,6 +23,8 @@ from quixstreams.models import TopicConfig
 from quixstreams.sinks import BatchingSink, SinkBatch
 from quixstreams.state.rocksdb import RocksDBOptions
 
+from atp.kafka_client import security_config
+
 from loadtest.peer_logic import AtpLogic, load_ends, report, start_process
 from state.projection import hash_fields
 
@@ -59,8 +61,9 @@ def main() -> None:
         broker_address=settings.kafka_bootstrap, consumer_group=f"peer-quix-{int(time.time())}",
         auto_offset_reset="earliest", state_dir=sys.argv[2], loglevel="WARNING",
         rocksdb_options=RocksDBOptions(dumps=pickle.dumps, loads=pickle.loads),
-        consumer_extra_config={"session.timeout.ms": 6000, "max.poll.interval.ms": 30000,
+        consumer_extra_config={**security_config(settings), "session.timeout.ms": 6000, "max.poll.interval.ms": 30000,
                                "fetch.wait.max.ms": settings.kafka_fetch_wait_ms},
+        producer_extra_config=security_config(settings),
     )
     config = TopicConfig(num_partitions=partitions, replication_factor=1)
     sdf = None

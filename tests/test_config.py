@@ -29,7 +29,7 @@ def test_environment_and_config_file(tmp_path):
         ({"ATP_API_PORT": "http"}, "ATP_API_PORT='http'"),
         ({"ATP_KAFKA_BOOTSTRAP": "localhost"}, "is not host:port"),
         ({"ATP_REDIS_URL": "localhost:6379"}, "must start with redis://"),
-        ({"ATP_WORKRES": "2"}, "ATP_WORKRES='2': unknown setting"),
+        ({"ATP_WORKRES": "2"}, "ATP_WORKRES=(hidden): unknown setting"),
         ({"ATP_CONFIG": "/nonexistent/atp.toml"}, "ATP_CONFIG=/nonexistent/atp.toml"),
         ({"ATP_PROCESS_ID": "1"}, "cluster mode needs both ATP_CLUSTER_ADDRESSES"),
         ({"ATP_CLUSTER_ADDRESSES": "a:1;b:2", "ATP_PROCESS_ID": "2"}, "lists 2 processes (ids 0 to 1)"),
