@@ -23,7 +23,10 @@ class EventProducer:
         registry = registry_client(settings.schema_registry_url) if settings.schema_registry_url else None
         self._encoder = Encoder(default_store(), registry)
         self._topics = {alias: settings.topic_alias(alias) for alias in RECORD_OF_ALIAS}
-        conf = client_config(settings, {"linger.ms": "5", "queue.buffering.max.messages": "500000", **config})
+        # Idempotent: a retry after a broker outage neither duplicates a record nor reorders a
+        # partition (a key's events stay in their order, which the fold's snapshot rule relies on).
+        conf = client_config(settings, {"linger.ms": "5", "queue.buffering.max.messages": "500000",
+                                        "enable.idempotence": "true", **config})
         self._producer = Producer(conf)
         self.sent = 0
         self.failed = 0

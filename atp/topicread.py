@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 from dataclasses import dataclass
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
 
 @dataclass(frozen=True)
@@ -80,9 +80,13 @@ def offsets_at(client: Mapping[str, Any] | str, ends: dict[tuple[str, int], int]
                                        "enable.partition.eof": True}))
     try:
         asked = [TopicPartition(t, p, at_ms) for (t, p) in ends]
+        try:
+            answered = consumer.offsets_for_times(asked, timeout=timeout_s)
+        except KafkaException:  # not answered in time, or not at all: the caller scans instead
+            return None
         found = {(tp.topic, tp.partition): min(tp.offset if tp.offset >= 0 else ends[(tp.topic, tp.partition)],
                                                ends[(tp.topic, tp.partition)])
-                 for tp in consumer.offsets_for_times(asked, timeout=timeout_s)}
+                 for tp in answered}
         # The records to look at: the answer's and the one before it, read in one pass.
         wanted = {where: {at for at in (off - 1, off) if 0 <= at < ends[where]} for where, off in found.items()}
         seen = _timestamps(consumer, {w: min(ats) for w, ats in wanted.items() if ats}, wanted, timeout_s)

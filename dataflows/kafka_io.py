@@ -57,6 +57,10 @@ class InputMessage:
         self.partition: int = m.partition()
 
 
+IDLE_CONFIRM_S = 0.5  # how often an idle wms partition's end is confirmed with the broker
+IDLE_DISTRUST_S = 30.0  # after the broker was away, how long the end of a partition is not taken as idle
+
+
 class LivePartition(_KafkaSourcePartition):  # type: ignore[misc]
     """Bytewax's partition of the live source, emitting ``InputMessage``s. Everything else (the
     consumer, its offsets and snapshots, errors as data) is Bytewax's; ``next_batch`` is its own
@@ -69,6 +73,8 @@ class LivePartition(_KafkaSourcePartition):  # type: ignore[misc]
     _tail = False
     _progress: Any = None  # a StockProgress (at_end, reading) for the wms partitions
     _at_end = False  # the last thing ``progress`` was told
+    _confirmed = 0.0  # monotonic time the broker last confirmed the end of an idle partition
+    _distrust_until = 0.0  # after the broker was away: the end of the log is not taken as idle before this
 
     def next_batch(self) -> list[Any]:
         if self._eof:
@@ -76,6 +82,7 @@ class LivePartition(_KafkaSourcePartition):  # type: ignore[misc]
         batch: list[Any] = []
         last_offset = None
         end_at = -1  # len(batch) when the consumer last reported the end of the partition
+        lost = False  # the consumer reported an error (the broker away, for one)
         # Careful mode (crash loop, dataflows/quarantine.py): one record at a time, noted before it is emitted.
         for msg in CAREFUL.consume(self._consumer) if CAREFUL.on else self._consumer.consume(self._batch_size, 0.001):
             error = msg.error()
@@ -88,6 +95,7 @@ class LivePartition(_KafkaSourcePartition):  # type: ignore[misc]
                     break
                 if self._raise_on_errors:
                     raise RuntimeError(f"error consuming from Kafka topic `{self._topic!r}`: {error}")
+                lost = True
                 batch.append(SourceError(error, KafkaSourceMessage(msg.key(), msg.value(), msg.topic(),
                                                                     msg.headers() or [], msg.latency(), msg.offset(),
                                                                     msg.partition(), msg.timestamp())))
@@ -97,14 +105,44 @@ class LivePartition(_KafkaSourcePartition):  # type: ignore[misc]
         if last_offset is not None:
             self._offset = last_offset + 1  # resume from the next message
         if self._progress is not None:
-            if end_at == len(batch):  # nothing read after the end: idle
+            now = time.monotonic()
+            if lost:  # the consumer lost the broker: see _confirm_idle
+                self._distrust_until = now + IDLE_DISTRUST_S
+            if end_at == len(batch) and now < self._distrust_until:
+                pass  # at the end, but records held in producers during the outage may still come
+            elif end_at == len(batch):  # nothing read after the end: idle
+                self._confirmed = now
                 if not self._at_end:
                     self._at_end = True
                     self._progress.at_end(self._part_idx)
             elif batch and self._at_end:  # read again: before the decode step sees the records
                 self._at_end = False
                 self._progress.reading(self._part_idx)
+            elif self._at_end and time.monotonic() - self._confirmed > IDLE_CONFIRM_S:
+                self._confirm_idle()
         return batch
+
+    def _confirm_idle(self) -> None:
+        """An idle partition stays idle only while the broker confirms it. Nothing read can also
+        mean the broker is away (killed, paused, unreachable): records written before the outage may
+        not have been fetched, and a snapshot must not be compared before they are. So, every
+        ``IDLE_CONFIRM_S``, ask the broker for the partition's end; not answered, or past what was
+        read, the partition is read from again (it holds back the progress) until its next end."""
+        self._confirmed = time.monotonic()
+        tp = TopicPartition(self._topic, self._part_idx)
+        try:
+            _, high = self._consumer.get_watermark_offsets(tp, timeout=IDLE_CONFIRM_S, cached=False)
+            read_to = self._consumer.position([tp])[0].offset  # the next offset to fetch (at the end: the end)
+        except KafkaException:
+            high = read_to = None
+        if high is None or read_to is None:
+            # The broker is away. Records its producers could not deliver meanwhile arrive after it
+            # is back, in any order across topics: the end of this partition proves nothing for a
+            # while after that (a snapshot then waits for its key's own changes, or its timeout).
+            self._distrust_until = time.monotonic() + IDLE_DISTRUST_S
+        if high is None or read_to is None or (read_to >= 0 and high > read_to):
+            self._at_end = False
+            self._progress.reading(self._part_idx)
 
 
 class InputSource(KafkaSource):
@@ -303,6 +341,15 @@ def create_topics(settings: Settings, timeout_s: float = 15.0) -> dict[str, str]
                 result[topic] = "exists"
             else:
                 raise StackError(f"cannot create topic {topic}: {exc.args[0].str()}") from exc
+    # A created topic is usable once each partition has a leader: until then a real broker answers
+    # NOT_LEADER_FOR_PARTITION (a command run right after `atp topics create` would fail on it).
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        md = client.list_topics(timeout=timeout_s)
+        if all(t in md.topics and md.topics[t].partitions and not md.topics[t].error
+               and all(p.leader >= 0 for p in md.topics[t].partitions.values()) for t in result):
+            break
+        time.sleep(0.1)
     return result
 
 
