@@ -89,6 +89,15 @@ def check_security(settings: Settings) -> None:
                          "ATP_KAFKA_SSL_*)")
 
 
+def without_security(settings: Settings, bootstrap: str) -> Settings:
+    """``settings`` for a PLAINTEXT listener at ``bootstrap`` (the local stack's internal one)."""
+    cleared = {name: None for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password",
+                                       "kafka_sasl_password_file", "kafka_ssl_ca_file", "kafka_ssl_cert_file",
+                                       "kafka_ssl_key_file")}
+    return settings.model_copy(update={"kafka_bootstrap": bootstrap, "kafka_security_protocol": "PLAINTEXT",
+                                       **cleared})
+
+
 def security_config(settings: Settings) -> dict[str, str]:
     """Everything but the bootstrap servers (what Bytewax's connectors take as ``add_config``)."""
     s = settings

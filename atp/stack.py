@@ -23,7 +23,7 @@ from urllib.parse import urlparse
 
 from atp.config import Settings
 from atp.errors import StackError
-from atp.kafka_client import client_config
+from atp.kafka_client import client_config, without_security
 from atp.generations import local_dirs
 
 log = logging.getLogger(__name__)
@@ -228,11 +228,7 @@ class Stack:
         if kind == "kafka" and s.stack_kafka_sasl:
             from atp import kafka_broker
 
-            internal = f"127.0.0.1:{kafka_broker.internal_port(s, 0)}"
-            admin_settings = s.model_copy(update={
-                "kafka_bootstrap": internal, "kafka_security_protocol": "PLAINTEXT", "kafka_sasl_mechanism": None,
-                "kafka_sasl_username": None, "kafka_sasl_password": None, "kafka_sasl_password_file": None,
-                "kafka_ssl_ca_file": None, "kafka_ssl_cert_file": None, "kafka_ssl_key_file": None})
+            admin_settings = without_security(s, f"127.0.0.1:{kafka_broker.internal_port(s, 0)}")
         self.wait_ready("broker", lambda: _kafka_ready(client_config(admin_settings)), 90 if kind == "kafka" else 30)
         if admin_settings is not s:
             secured = kafka_broker.secure_material(s)

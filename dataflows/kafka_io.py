@@ -118,7 +118,7 @@ class LivePartition(_KafkaSourcePartition):  # type: ignore[misc]
             elif batch and self._at_end:  # read again: before the decode step sees the records
                 self._at_end = False
                 self._progress.reading(self._part_idx)
-            elif self._at_end and time.monotonic() - self._confirmed > IDLE_CONFIRM_S:
+            elif self._at_end and now - self._confirmed > IDLE_CONFIRM_S:
                 self._confirm_idle()
         return batch
 

@@ -87,14 +87,16 @@ class _Partition(StatelessSinkPartition[KafkaSinkMessage[Any, Any]]):
             self._undelivered.append(err)
 
     def _produce(self, msg: KafkaSinkMessage[Any, Any]) -> None:
-        deadline = time.monotonic() + QUEUE_WAIT_S
+        deadline = None  # set at the first full queue: no clock read per message
         while True:
             try:
                 self._producer.produce(msg.topic, value=msg.value, key=msg.key, headers=msg.headers,
                                        timestamp=msg.timestamp, on_delivery=self._on_delivery)
                 return
             except BufferError:  # the local queue is full: wait for room
-                if time.monotonic() > deadline:
+                if deadline is None:
+                    deadline = time.monotonic() + QUEUE_WAIT_S
+                elif time.monotonic() > deadline:
                     raise KafkaException(KafkaError(KafkaError._QUEUE_FULL, f"the producer queue stayed full for "
                                                     f"{QUEUE_WAIT_S:.0f} s: is the broker reachable?")) from None
                 self._producer.poll(1)

@@ -15,11 +15,11 @@ import logging
 from dataclasses import dataclass
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka.admin import ConfigResource
 
 from atp.config import Settings
 from atp.errors import StackError
-from atp.kafka_client import client_config
+from dataflows.kafka_io import admin
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class Finding:
 
 def describe(settings: Settings, topics: list[str], timeout_s: float = 10.0) -> dict[str, dict[str, str]] | None:
     """Each topic's settings, or None when the broker does not describe them."""
-    client = AdminClient(client_config(settings))
+    client = admin(settings)
     futures = client.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, t) for t in topics],
                                       request_timeout=timeout_s)
     out: dict[str, dict[str, str]] = {}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ from atp.config import Settings, child_environ, load_settings
 from atp.demo import events_processed
 from atp.stack import Stack, free_port
 from dataflows.kafka_io import admin, create_topics
-from loadtest.child import Child
+from loadtest.child import ROOT, Child
 
 
 
@@ -72,6 +74,12 @@ def rclient(stack_settings: Settings) -> Iterator[redis.Redis]:
 
 def env_of(s: Settings) -> dict[str, str]:
     return child_environ(s, os.environ)
+
+
+def run_atp(s: Settings, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """``atp ARGS`` in a child process with ``s`` as its settings; its output captured."""
+    return subprocess.run([sys.executable, "-m", "atp", *args], cwd=ROOT, env=env_of(s),
+                          capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 
 import pytest
@@ -13,15 +11,10 @@ from atp import dlq
 from atp.producer import EventProducer
 from state.projection import KeySpace
 from tests.builders import wms
-from loadtest.child import ROOT
-from tests.conftest import env_of, wait_until
+from tests.conftest import run_atp, wait_until
 
 pytestmark = pytest.mark.integration
 
-
-def atp(settings, *args):
-    return subprocess.run([sys.executable, "-m", "atp", *args], cwd=ROOT, env=env_of(settings),
-                          capture_output=True, text=True, timeout=120)
 
 
 def test_list_show_and_redrive_a_fixed_record_once(settings, start, rclient, tmp_path):
@@ -39,27 +32,27 @@ def test_list_show_and_redrive_a_fixed_record_once(settings, start, rclient, tmp
     assert set(by_reason) == {"invalid_quantity", "bad_magic"}
     bad_source = by_reason["invalid_quantity"].source
 
-    listed = atp(settings, "dlq", "list")
+    listed = run_atp(settings, "dlq", "list")
     assert listed.returncode == 0, listed.stderr
     assert "2 dead letters" in listed.stdout and bad_source in listed.stdout
-    shown = atp(settings, "dlq", "show", bad_source)
+    shown = run_atp(settings, "dlq", "show", bad_source)
     assert shown.returncode == 0 and "RECEIPT needs qty > 0, got -5" in shown.stdout
-    assert atp(settings, "dlq", "show", "nope").returncode == 2
+    assert run_atp(settings, "dlq", "show", "nope").returncode == 2
 
     fixes = tmp_path / "fixes.jsonl"
     fixed = {k: v for k, v in bad.items() if v is not None} | {"qty": 5}
     fixes.write_text(json.dumps({"source": bad_source, "event": fixed}) + "\n")
-    dry = atp(settings, "dlq", "redrive", "--fix", str(fixes), "--dry-run")
+    dry = run_atp(settings, "dlq", "redrive", "--fix", str(fixes), "--dry-run")
     assert "would redrive 1" in dry.stdout, dry.stdout + dry.stderr
-    everything = atp(settings, "dlq", "redrive", "--fix", str(fixes))  # the fix, plus all still-invalid ones
+    everything = run_atp(settings, "dlq", "redrive", "--fix", str(fixes))  # the fix, plus all still-invalid ones
     assert everything.returncode == 0, everything.stderr
     assert "redrove 1" in everything.stdout
-    everything = atp(settings, "dlq", "redrive")
+    everything = run_atp(settings, "dlq", "redrive")
     assert "redrove 0; 1 still invalid, 1 already redriven" in everything.stdout, everything.stdout
 
     key = KeySpace(settings.redis_key_prefix).position("SKU-1", "DC-01")
     wait_until(lambda: rclient.hget(key, "available_qty") == b"15", 60, "the redriven receipt", flow)
-    again = atp(settings, "dlq", "redrive", "--fix", str(fixes))
+    again = run_atp(settings, "dlq", "redrive", "--fix", str(fixes))
     assert "redrove 0" in again.stdout and "already redriven" in again.stdout
     time.sleep(2)
     assert rclient.hget(key, "available_qty") == b"15" and rclient.hget(key, "version") == b"2"

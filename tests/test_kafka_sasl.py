@@ -4,20 +4,18 @@ password and an untrusted certificate fail with what to check, and no password i
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
-import sys
 
 import pytest
 import redis
 
-from atp.config import child_environ, load_settings
+from atp.config import load_settings
 from atp.producer import EventProducer
 from atp.stack import Stack, free_port
-from loadtest.child import ROOT, Child
+from loadtest.child import Child
 from state.projection import READY
 from tests.builders import wms
-from tests.conftest import BROKER, processed, wait_until
+from tests.conftest import run_atp, BROKER, processed, wait_until
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(BROKER != "kafka", reason="needs a real Apache Kafka: the Kafka tier runs it")]
@@ -40,10 +38,6 @@ def secured(tmp_path_factory):
     stack.down()
 
 
-def atp(settings, *args, timeout=120):
-    return subprocess.run([sys.executable, "-m", "atp", *args], cwd=ROOT, env=child_environ(settings, {}),
-                          capture_output=True, text=True, timeout=timeout)
-
 
 def test_produce_run_dlq_and_replay_over_sasl_ssl(secured, tmp_path):
     s, env = secured
@@ -59,11 +53,11 @@ def test_produce_run_dlq_and_replay_over_sasl_ssl(secured, tmp_path):
         r = redis.Redis.from_url(s.redis_url)
         pos = wait_until(lambda: r.hgetall(s.keyspace.position("SKU-1", "DC-01")) or None, 30, "the position", flow)
         assert pos[b"available_qty"] == b"10"
-        listed = atp(s, "dlq", "list")
+        listed = run_atp(s, "dlq", "list")
         assert listed.returncode == 0 and "bad_magic" in listed.stdout, listed.stdout + listed.stderr
     finally:
         flow.stop()
-    replay = atp(s, "replay", "over-tls", "--metrics-port", "0")
+    replay = run_atp(s, "replay", "over-tls", "--metrics-port", "0")
     assert replay.returncode == 0, replay.stdout + replay.stderr
     assert r.hget(s.generations.keyspace("over-tls").meta, "state") == READY.encode()
     for out in (flow.log.read_text(), listed.stdout + listed.stderr, replay.stdout + replay.stderr):
@@ -75,9 +69,9 @@ def test_a_wrong_password_or_an_untrusted_certificate_says_what_to_check(secured
     wrong = tmp_path / "wrong"
     wrong.write_text("not-the-password")
     for args in (["run"], ["dlq", "list"]):
-        out = atp(s.model_copy(update={"kafka_sasl_password_file": wrong}), *args)
+        out = run_atp(s.model_copy(update={"kafka_sasl_password_file": wrong}), *args)
         assert out.returncode != 0 and "refused the credentials of user 'atp' (SCRAM-SHA-512)" in out.stderr, out.stderr
         assert "not-the-password" not in out.stdout + out.stderr
     system_cas = s.model_copy(update={"kafka_ssl_ca_file": "/etc/ssl/certs/ca-certificates.crt"})
-    out = atp(system_cas, "run")
+    out = run_atp(system_cas, "run")
     assert out.returncode != 0 and "TLS handshake" in out.stderr and "ATP_KAFKA_SSL_CA_FILE" in out.stderr

@@ -3,16 +3,12 @@ passwords for Redis and Kafka, never show them in any output."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import pytest
 import redis
 
-from atp.config import child_environ
 from atp.stack import free_port
-from loadtest.child import ROOT
-from tests.conftest import get_json, wait_until
+from tests.conftest import run_atp, get_json, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -20,14 +16,10 @@ REDIS_PASSWORD = "rEd1s-Pa55-7731"
 KAFKA_PASSWORD = "kAfKa-Pa55-4410"
 
 
-def run(settings, *args, timeout=60):
-    return subprocess.run([sys.executable, "-m", "atp", *args], cwd=ROOT, env=child_environ(settings, {}),
-                          capture_output=True, text=True, timeout=timeout)
-
 
 def test_a_redis_password_is_not_printed_when_redis_cannot_be_reached(settings):
     s = settings.model_copy(update={"redis_url": f"redis://:{REDIS_PASSWORD}@127.0.0.1:{free_port()}/0"})
-    out = run(s, "run")
+    out = run_atp(s, "run")
     assert out.returncode != 0 and "cannot reach Redis at redis://:***@127.0.0.1" in out.stderr + out.stdout
     assert REDIS_PASSWORD not in out.stdout + out.stderr
 
@@ -37,7 +29,7 @@ def test_a_kafka_password_is_not_printed_when_the_broker_cannot_be_reached(setti
         "kafka_bootstrap": f"127.0.0.1:{free_port()}", "kafka_security_protocol": "SASL_PLAINTEXT",
         "kafka_sasl_mechanism": "SCRAM-SHA-256", "kafka_sasl_username": "atp", "kafka_sasl_password": KAFKA_PASSWORD})
     for args in (["run"], ["dlq", "list"], ["topics", "create"]):
-        out = run(s, *args)
+        out = run_atp(s, *args)
         assert out.returncode != 0, args
         assert KAFKA_PASSWORD not in out.stdout + out.stderr, args
 
