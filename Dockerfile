@@ -3,12 +3,15 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 ATP_STATE_DIR=/data
 WORKDIR /app
 COPY pyproject.toml README.md ./
-COPY atp ./atp
-COPY schemas ./schemas
+# The product only: the fault and load suites (loadtest/) stay out of the image.
+COPY core ./core
 COPY state ./state
+COPY schemas ./schemas
+COPY projection ./projection
 COPY dataflows ./dataflows
 COPY serving ./serving
-COPY loadtest ./loadtest
+COPY sandbox ./sandbox
+COPY atp ./atp
 RUN pip install --no-cache-dir . && useradd --create-home atp && mkdir -p /data && chown atp /data
 USER atp
 VOLUME ["/data"]

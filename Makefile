@@ -65,7 +65,7 @@ loadtest: bootstrap
 peers: bootstrap
 	test -x .venv-peers/bin/python || $(PYTHON) -m venv .venv-peers
 	.venv-peers/bin/python -m pip install --quiet -e '.[dev,peers]'
-	.venv-peers/bin/python -m loadtest.peers --events 100000
+	.venv-peers/bin/python -m loadtest.bench.peers --events 100000
 
 down:
 	-$(BIN)/atp stack down

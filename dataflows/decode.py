@@ -8,33 +8,26 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
-from bytewax.connectors.kafka import KafkaError, KafkaSourceMessage
+from bytewax.connectors.kafka import KafkaError
 
 from dataflows import metrics
-from dataflows.progress import STOCK_PROGRESS, StockProgress
-from dataflows.quarantine import SKIP, SkipList
+from dataflows.kafka.progress import STOCK_PROGRESS, StockProgress
+from dataflows.skiplist import SKIP, SkipList
 from schemas import Decoder, DecodeError
 from state import events as ev
 from state import limits
 from state.errors import InvalidEvent
+from dataflows.kafka import DeadLetter
+
 
 if TYPE_CHECKING:
-    from dataflows.kafka_io import InputMessage
+    pass
+
 
 log = logging.getLogger(__name__)
 
+
 _KNOWN_TYPES = ev.WAREHOUSE_TYPES | ev.ORDER_TYPES
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """A message the flow cannot use, with why; it goes to the dead-letter topic unchanged."""
-
-    msg: InputMessage | KafkaSourceMessage[bytes | None, bytes | None]  # the latter from `atp dlq` re-drives
-    reason: str
-    error_class: str
-    message: str
-    step: str = "decode"  # the step that refused it (atp.error.step)
 
 
 Routed = Union[tuple[str, ev.Event], DeadLetter]
@@ -55,7 +48,7 @@ class DecodeStep:
     def __init__(self, decoder: Decoder, topics: Mapping[str, str], progress: StockProgress = STOCK_PROGRESS,
                  times: TimeRules = TimeRules(), skip: SkipList = SKIP) -> None:
         self._decoder = decoder
-        self._skip = skip  # records to dead-letter unread (dataflows/quarantine.py); empty in normal runs
+        self._skip = skip  # records to dead-letter unread (dataflows/skiplist.py, dataflows/runtime/crashguard.py); empty in normal runs
         self._times = times
         # topic -> (record full-name suffix, parser)
         self._topics = {t: ("." + rec, ev.PARSERS[rec]) for t, rec in topics.items()}

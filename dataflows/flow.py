@@ -11,24 +11,27 @@ from bytewax.dataflow import Dataflow
 from bytewax.inputs import Source
 from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 
-from atp.config import Settings
-from dataflows import kafka_io
+from core.config import Settings
+from dataflows.kafka import output as kafka_output
+from dataflows.kafka import source as kafka_source
 from dataflows.controls import LocationDirectory, is_location_control, skus_by_location
 from dataflows.decode import DecodeStep, TimeRules, is_dead_letter
 from dataflows.groups import GroupLogic, ToGroups
 from dataflows.guard import guarded
-from dataflows.kafka_io import Bounds
+from dataflows.kafka import Bounds
 from dataflows.location_demand import DemandMetrics, location_demand
 from dataflows.logic import FoldContext, PositionLogic
-from dataflows.progress import STOCK_PROGRESS, no_progress
+from dataflows.kafka.progress import STOCK_PROGRESS, no_progress
 from dataflows.redis_sink import RedisPositionSink
 from schemas import Decoder, Encoder, default_store
 from schemas.codec import registry_client
 from state import events as ev
-from state.drift import Alert
+from core.config import DriftLevels
+from state.drift import Alert, DriftPolicy, Level, Thresholds
 from state.groups import GroupPosition, Groups
 from state.position import Position
 from state.safety import SafetyStock
+from projection.keys import keyspace_of
 
 FLOW_ID = "atp"
 
@@ -47,10 +50,10 @@ class FlowIO:
 class FlowDeps:
     decode: DecodeStep
     fold: FoldContext
-    availability: kafka_io.RecordMessage
-    alert: kafka_io.RecordMessage
-    band: kafka_io.RecordMessage
-    dead_letter: kafka_io.DeadLetterMessage
+    availability: kafka_output.RecordMessage
+    alert: kafka_output.RecordMessage
+    band: kafka_output.RecordMessage
+    dead_letter: kafka_output.DeadLetterMessage
     demand_lateness: timedelta = timedelta(seconds=60)
     controls_topic: str = "atp.controls.v1"  # for the event counters
     to_groups: ToGroups = field(default_factory=lambda: ToGroups(Groups({})))
@@ -116,15 +119,15 @@ def deps_from_settings(settings: Settings, formula: int | None = None) -> FlowDe
         fold=FoldContext(
             settings.dedup_window_ms, SafetyStock.from_file(settings.safety_stock_file), topic_of,
             formula=formula or settings.formula_version or 1, lateness_ms=settings.lateness_ms,
-            drift=settings.drift_policy, reconcile_delay_ms=int(settings.reconcile_delay_s * 1000),
+            drift=drift_policy(settings), reconcile_delay_ms=int(settings.reconcile_delay_s * 1000),
             reconcile_timeout_ms=int(settings.reconcile_timeout_s * 1000),
             out_of_order_ms=int(settings.wms_out_of_order_s * 1000),
             low_stock_atp=settings.low_stock_atp,
             stock_progress=STOCK_PROGRESS.get if settings.workers_total == 1 else no_progress),
-        availability=kafka_io.RecordMessage(encoder, "AvailabilityChanged", settings.topic_availability),
-        alert=kafka_io.RecordMessage(encoder, "DriftAlert", settings.topic_drift_alerts),
-        band=kafka_io.RecordMessage(encoder, "AvailabilityThreshold", settings.topic_thresholds),
-        dead_letter=kafka_io.DeadLetterMessage(settings.topic_dead_letter),
+        availability=kafka_output.RecordMessage(encoder, "AvailabilityChanged", settings.topic_availability),
+        alert=kafka_output.RecordMessage(encoder, "DriftAlert", settings.topic_drift_alerts),
+        band=kafka_output.RecordMessage(encoder, "AvailabilityThreshold", settings.topic_thresholds),
+        dead_letter=kafka_output.DeadLetterMessage(settings.topic_dead_letter),
         demand_lateness=timedelta(seconds=settings.demand_lateness_s),
         controls_topic=settings.topic_controls,
         to_groups=ToGroups(Groups.of(settings.location_groups)),
@@ -147,16 +150,34 @@ class _DiscardPartition(StatelessSinkPartition[Any]):
 def production_flow(settings: Settings, formula: int | None = None, replay: Bounds | None = None) -> Dataflow:
     """The live flow; a replay reads its bounds, ends there and writes Redis only."""
     io = FlowIO(
-        source=kafka_io.source(settings, bounds=replay),
-        positions=RedisPositionSink(settings.redis_url, settings.keyspace, settings.redis_retry_s,
+        source=kafka_source.source(settings, bounds=replay),
+        positions=RedisPositionSink(settings.redis_url, keyspace_of(settings), settings.redis_retry_s,
                                     cluster=settings.redis_cluster),
-        messages=_Discard() if replay is not None else kafka_io.sink(settings),
+        messages=_Discard() if replay is not None else kafka_output.sink(settings),
     )
     return build_flow(io, deps_from_settings(settings, formula))
 
 
 def main_flow() -> Dataflow:
     """Zero-argument entry for ``python -m bytewax.run "dataflows.flow:main_flow()"``."""
-    from atp.config import load_settings
+    from core.config import load_settings
 
     return production_flow(load_settings())
+
+
+def drift_policy(settings: Settings) -> DriftPolicy:
+    """The drift thresholds and actions of the settings: a location's own levels, else the global ones."""
+
+    def levels(o: DriftLevels) -> Thresholds:
+        def pick(name: str) -> Any:
+            own = getattr(o, name)
+            return getattr(settings, f"drift_{name}") if own is None else own
+
+        return Thresholds(Level(pick("warning_units"), pick("warning_pct")),
+                          Level(pick("critical_units"), pick("critical_pct")))
+
+    return DriftPolicy(
+        default=levels(DriftLevels()),
+        locations={loc: levels(o) for loc, o in settings.drift_locations.items()},
+        actions={"ERP": settings.drift_action_erp, "WMS": settings.drift_action_wms},
+    )

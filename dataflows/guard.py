@@ -18,7 +18,7 @@ from operator import attrgetter
 from typing import Any, Generic, TypeVar
 
 from dataflows import metrics
-from dataflows.decode import DeadLetter
+from dataflows.kafka import DeadLetter
 from state.drift import Alert
 from state.events import Event, InventorySnapshot, kafka_key
 from state.limits import ALERT_FIGURES, JS_MAX, MAX_FIGURE, POSITION_FIGURES

@@ -11,7 +11,7 @@ the key as it was. The metrics of a batch are counted once it is accepted (``Eff
 refused batch counts nothing twice.
 
 The state before a batch is found again without copying it on every batch (a copy, ``pack``, cost
-about 9 % of the flow's CPU in ``python -m loadtest.flowbench``): a key keeps the bytes it was
+about 9 % of the flow's CPU in ``python -m loadtest.bench.flowbench``): a key keeps the bytes it was
 last packed to and a journal of the batches and timers applied since, with the clock and read
 progress each one used; going back is unpacking those bytes and applying the journal again,
 which gives the same state. The journal is cut (the state packed) every ``JOURNAL_MAX`` entries
@@ -24,34 +24,29 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Union
+from datetime import datetime
+from typing import Any
 
 from bytewax.operators import StatefulBatchLogic
 
 from dataflows import metrics
-from dataflows.decode import DeadLetter
 from dataflows.guard import OUT_OF_RANGE, STEP_ERROR, OutOfRange, out_of_range, refused
-from dataflows.progress import STOCK_PROGRESS
+from dataflows.kafka.progress import STOCK_PROGRESS
+from dataflows.effects import (FOLD_STEP, NEWEST_EVENT_MS, Effects, Moment, Output, count_band, count_event, count_late, note_newest_event)
 from dataflows.republish import REPUBLISH
+from dataflows.timers import Timers
 from state import drift
 from state.bands import BandChange, band_of
 from state.events import Event, InventorySnapshot, SafetyStockSet, TransferSent, make_key
 from state.limits import MAX_FIGURE, MAX_QTY
-from state.fold import AVAILABLE, DUPLICATE, LATE, LATENESS_MS, KeyState, apply, expire
+from state.fold import AVAILABLE, DUPLICATE, LATE, LATENESS_MS, KeyState, apply
 from state.packing import pack, unpack
-from state.position import FORMULAS, Position, position
+from state.position import FORMULAS, position
 from state.safety import SafetyStock
 
 log = logging.getLogger(__name__)
 _QTY, _FIGURE = MAX_QTY, MAX_FIGURE
 
-Output = Union[Position, drift.Alert, BandChange, DeadLetter]
-FOLD_STEP = "atp_fold"
-# The metric updates of a batch, applied once the batch is accepted: (function, its one argument).
-Effects = list[tuple[Callable[[object], object], object]]
-# What a batch or a timer read of the world: [wall clock (s), wms read progress (ms) once asked for].
-Moment = list
 JOURNAL_MAX = 1024  # journal items (events, and 3 per batch) kept before the state is packed anyway
 
 
@@ -70,45 +65,15 @@ class FoldContext:
     reconcile_timeout_ms: int = 60_000  # and at most this long, when the wms topic does not get there
     out_of_order_ms: int = 1000  # how far event times may step back within a wms partition
     low_stock_atp: int = 10
-    stock_progress: Callable[[], int] = field(default=STOCK_PROGRESS.get)  # see dataflows.progress
+    stock_progress: Callable[[], int] = field(default=STOCK_PROGRESS.get)  # see dataflows.kafka.progress
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-_newest_event_ms = [0]  # process-wide, for the last-event gauge
-
-
-def _late(topic: object) -> None:
-    metrics.LATE_EVENTS.labels(topic).inc()
-
-
-def _reconciled(labels: object) -> None:
-    metrics.RECONCILIATIONS.labels(*labels).inc()  # type: ignore[misc]
-
-
-def _alerted(labels: object) -> None:
-    metrics.ALERTS.labels(*labels).inc()  # type: ignore[misc]
-
-
-def _band(band: object) -> None:
-    metrics.BAND_CHANGES.labels(band).inc()
-
-
-def _newest_event(ms: object) -> None:
-    if ms > _newest_event_ms[0]:  # type: ignore[operator]
-        _newest_event_ms[0] = ms  # type: ignore[assignment]
-        metrics.LAST_EVENT.set(ms / 1000)  # type: ignore[operator]
-
-
-def _counted(fx: Effects, topic: str, event_type: str, applied: bool) -> None:
-    fx.append((metrics.EVENTS.inc, (topic, event_type, "applied" if applied else "duplicate")))
-
-
-class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
+class PositionLogic(Timers, StatefulBatchLogic[Event, Output, bytes]):
     """Applies each batch of a key's events and emits the new position once if anything changed.
 
     Between epochs a key's state is kept as its snapshot's bytes: Bytewax asks for a snapshot of
     every key touched in an epoch, so the bytes are made anyway (``state.packing``), and a key at
-    rest then costs its ~225 bytes instead of ~1.4 KB of objects (``python -m loadtest.memory``).
+    rest then costs its ~225 bytes instead of ~1.4 KB of objects (``python -m loadtest.bench.memory``).
     The next event of the key unpacks it (about 2 us, once per key and epoch).
     """
 
@@ -276,16 +241,16 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
                 continue  # the far side of a transfer is not an input event
             topic = ctx.topic_of[type(event)]
             if type(event) is InventorySnapshot:
-                _counted(fx, topic, "SNAPSHOT", outcome != DUPLICATE)
+                count_event(fx, topic, "SNAPSHOT", outcome != DUPLICATE)
                 if outcome != DUPLICATE:
                     st.pending += ((now_ms, event),)
             elif type(event) is SafetyStockSet:
                 if not event.location_wide:  # a location's copies are counted once, by its directory
-                    _counted(fx, topic, "SAFETY_STOCK_SET", outcome != DUPLICATE)
+                    count_event(fx, topic, "SAFETY_STOCK_SET", outcome != DUPLICATE)
             else:
-                _counted(fx, topic, event.event_type, outcome != DUPLICATE)  # type: ignore[union-attr]
+                count_event(fx, topic, event.event_type, outcome != DUPLICATE)  # type: ignore[union-attr]
             if outcome == LATE:
-                fx.append((_late, topic))
+                fx.append((count_late, topic))
         out: list[Output] = []
         if st.pending or st.next_expiry is not None:
             self._due(st, now_ms, out, fx, moment)
@@ -294,135 +259,6 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
         if st.short_since is not None:
             self._confirm_short(st, now_ms, out, fx, moment)
         return out
-
-    def notify_at(self) -> datetime | None:
-        if self._republish:
-            return _EPOCH  # any past time: "now"
-        st = self.state
-        if st is None:
-            return self._notify  # packed (None for a key that never had state)
-        waits = [a for a, _ in st.pending]
-        if st.short_since is not None:
-            waits.append(st.short_since[0])
-        due = None
-        if waits:
-            ctx = self._ctx
-            now_ms = int(ctx.clock() * 1000)
-            # The next check of each wait: at its delay, then every delay (at least a second) until its timeout.
-            delay, timeout = ctx.reconcile_delay_ms, ctx.reconcile_timeout_ms
-            again = now_ms + max(delay, 1000)
-            due = min(a + delay if now_ms < a + delay else min(a + timeout, again) for a in waits)
-        if st.next_expiry is not None and (due is None or st.next_expiry < due):
-            due = st.next_expiry
-        return None if due is None else datetime.fromtimestamp(due / 1000, timezone.utc)
-
-    def on_notify(self) -> tuple[list[Output], bool]:
-        self._live()
-        republish = self._republish
-        moment: Moment = [self._ctx.clock(), None]
-        fx: Effects = []
-        reason, error_class = OUT_OF_RANGE, "OutOfRange"
-        try:
-            out = self._notified(fx, moment)
-            why = out_of_range(out)
-        except Exception as exc:  # noqa: BLE001 - the key's waiting snapshots are dropped, below
-            log.exception("step %s failed on a timer of %s", FOLD_STEP, self._key())
-            why, reason, error_class = f"{type(exc).__name__}: {exc}", STEP_ERROR, type(exc).__name__
-        if why is None:
-            self._commit(fx)
-            if republish:  # what the re-publish set is not in the journal (it replays without it)
-                self._checkpoint()
-            else:
-                self._journaled(None, moment)
-            return out, StatefulBatchLogic.RETAIN
-        # Nothing was read that could be dead-lettered but the snapshots the timer reconciles: they
-        # go, so the timer does not fail again every second. The key stays as it was.
-        self._rewind()
-        self._republish = republish
-        st = self.state
-        assert st is not None
-        # Counted once already, as applied, when they arrived: not again as input events.
-        dead: list[Output] = [refused(snap, reason, why, error_class, FOLD_STEP, None) for _, snap in st.pending]
-        st.pending = ()
-        if not dead:
-            dead = self._put_off(st, int(moment[0] * 1000), why)
-        self._checkpoint()
-        return dead, StatefulBatchLogic.RETAIN
-
-    def _put_off(self, st: KeyState, now_ms: int, why: str) -> list[Output]:
-        """A timer failed with no snapshot to drop: what it was due for waits, so that it does not
-        fire (and fail) again at once. A lapsed reservation is tried again after the reconcile
-        timeout (at least a second); an unconfirmed shortfall is given up (the key's next event
-        starts it again); a re-publish emits the key's position as it stands, without the timer's
-        changes. Logged, and counted in ``atp_timer_failures_total``."""
-        metrics.TIMER_FAILURES.labels(FOLD_STEP).inc()
-        log.warning("timer of %s failed (%s); what it was due for is put off", self._key(), why)
-        out: list[Output] = []
-        if self._republish:
-            self._republish = False
-            pos = position(st, self._ctx.safety.for_state(st), now_ms, self._ctx.formula)
-            if out_of_range([pos]) is None:
-                out.append(pos)  # the sink ticks the key off when it is written
-            else:
-                REPUBLISH.written([self._key()])  # nothing publishable: the keyspace does not wait for it
-        st.short_since = None
-        if st.next_expiry is not None and st.next_expiry <= now_ms:
-            st.next_expiry = now_ms + max(self._ctx.reconcile_timeout_ms, 1000)
-        return out
-
-    def _key(self) -> str:
-        st = self.state
-        return make_key(st.sku, st.location) if st is not None else "?"
-
-    def _notified(self, fx: Effects, moment: Moment) -> list[Output]:
-        st = self.state
-        assert st is not None
-        before = st.version
-        out: list[Output] = []
-        now = moment[0]
-        now_ms = int(now * 1000)
-        self._due(st, now_ms, out, fx, moment)
-        if self._republish or st.version != before:
-            self._republish = False
-            self._publish(out, now, fx)
-        if st.short_since is not None:
-            self._confirm_short(st, now_ms, out, fx, moment)
-        return out
-
-    def _due(self, st: KeyState, now_ms: int, out: list[Output], fx: Effects, moment: Moment) -> None:
-        """Expire lapsed reservations and reconcile the snapshots that are due."""
-        released = expire(st, now_ms)
-        if released:
-            fx.append((metrics.RESERVATIONS_EXPIRED.inc, len(released)))
-        if not st.pending:
-            return
-        ctx = self._ctx
-        newest_change = st.history[-1][0] if st.history else 0
-        read_to = self._progress(moment)
-        waiting = []
-        for arrival, snap in st.pending:
-            # The snapshot's past is in when the key's own stock changes run past its as_of.
-            if not (newest_change > snap.as_of_ms or self._past_is_in(arrival, snap.as_of_ms, now_ms, read_to)):
-                waiting.append((arrival, snap))
-                continue
-            # What a rebase changes (drift.rebase): the version, one history entry, AVAILABLE. Kept
-            # as copies, not packed: a pack of a busy key costs ~100 us, these ~1 us.
-            undo = (st.version, st.history[:], st.buckets[:])
-            result = drift.reconcile(st, snap, ctx.drift, ctx.lateness_ms, now_ms)
-            # Each field of a snapshot is in range, but its rebase can still take a figure out (an
-            # on-hand of -10^13 under open reservations): that snapshot is refused, alone.
-            why = out_of_range([position(st, ctx.safety.for_state(st), 0, ctx.formula), result.alert])
-            if why is not None:
-                st.version, st.history, st.buckets = undo
-                out.append(refused(snap, OUT_OF_RANGE, why, "OutOfRange", FOLD_STEP, None, fx))
-                continue
-            fx.append((_reconciled, (snap.source_system, result.outcome)))
-            if result.drift is not None:
-                fx.append((metrics.DRIFT_UNITS.observe, abs(result.drift)))
-            if result.alert is not None:
-                fx.append((_alerted, ("DRIFT", result.alert.severity, snap.source_system)))
-                out.append(result.alert)
-        st.pending = tuple(waiting)
 
     def _publish(self, out: list[Output], now: float, fx: Effects, event_driven: bool = False) -> None:
         """The key's position, plus an oversold alert and a band change when those happened."""
@@ -433,8 +269,8 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
         out.append(pos)
         if event_driven:
             fx.append((metrics.EVENT_LAG.observe, max(0.0, now - st.max_event_ms / 1000)))
-        if st.max_event_ms > _newest_event_ms[0]:
-            fx.append((_newest_event, st.max_event_ms))
+        if st.max_event_ms > NEWEST_EVENT_MS[0]:
+            fx.append((note_newest_event, st.max_event_ms))
         if pos.oversold != self._oversold:
             fx.append((self._oversold_now, pos.oversold))
         if pos.shortfall <= 0:
@@ -444,37 +280,8 @@ class PositionLogic(StatefulBatchLogic[Event, Output, bytes]):
         band = band_of(pos.atp, ctx.low_stock_atp)
         if band != st.band:
             out.append(BandChange(st.sku, st.location, st.band, band, pos.atp, pos.version, pos.as_of, pos.updated_at))
-            fx.append((_band, band))
+            fx.append((count_band, band))
             st.band = band
-
-    def _past_is_in(self, arrival_ms: int, as_of_ms: int, now_ms: int, read_to: int) -> bool:
-        """Whether the stock changes before ``as_of_ms`` have been read: every wms partition of
-        the dataflow has passed it by the out-of-orderness bound (after a short wait), or at the
-        latest the timeout ran out.
-
-        A partition's event times are not in order: writers' clocks differ, and a hot key's
-        events can be stamped ahead of the others'. Reading a partition past ``as_of`` therefore
-        does not mean everything before ``as_of`` was read; reading it ``out_of_order_ms`` past
-        does (a bounded-out-of-orderness watermark)."""
-        ctx = self._ctx
-        waited = now_ms - arrival_ms
-        return waited >= ctx.reconcile_timeout_ms or (
-            waited >= ctx.reconcile_delay_ms and read_to >= as_of_ms + ctx.out_of_order_ms)
-
-    def _confirm_short(self, st: KeyState, now_ms: int, out: list[Output], fx: Effects, moment: Moment) -> None:
-        """Alert a shortfall once its past is in. Topics are read at their own paces, so a
-        reservation can be read before the receipt that covered it: a shortfall that exists only
-        in the reading order closes before it is confirmed and never raises an alert."""
-        since, event_ms = st.short_since  # type: ignore[misc]
-        if not (st.stock_ms >= event_ms or self._past_is_in(since, event_ms, now_ms, self._progress(moment))):
-            return
-        st.short_since = None
-        st.short = True
-        ctx = self._ctx
-        pos = position(st, ctx.safety.for_state(st), now_ms, ctx.formula)
-        alert = drift.oversold(st, pos.shortfall, pos.available_qty, pos.reserved + pos.safety_stock, now_ms)
-        fx.append((_alerted, ("OVERSOLD", alert.severity, "stream")))
-        out.append(alert)
 
     def snapshot(self) -> bytes:
         # Bytes are immutable, as Bytewax requires of snapshots; the state object is not.

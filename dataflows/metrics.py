@@ -57,6 +57,6 @@ DRIFT_UNITS = Histogram(
 )
 BAND_CHANGES = Counter("atp_band_changes_total", "Threshold-feed events, by the band entered.", ["band"])
 MALLOC_TRIM = Histogram(
-    "atp_malloc_trim_seconds", "Each malloc_trim call that hands the heap's free pages back to the OS (atp.memtrim).",
+    "atp_malloc_trim_seconds", "Each malloc_trim call that hands the heap's free pages back to the OS (core.memtrim).",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
 )

@@ -11,14 +11,15 @@ from collections.abc import Iterable, Iterator
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from atp.redisconn import connect_url
+from projection.client import connect_url
 from dataflows import metrics
 from dataflows.republish import REPUBLISH
 from state.drift import Alert
 from state.groups import GroupPosition
 from state.position import Position
-from state.projection import (ALERT_INDEX_SIZE, GUARDED_ALERT, GUARDED_WRITE, WRITE_CHUNK, KeySpace, alert_member,
-                              write_args)
+from projection.scripts import ALERT_INDEX_SIZE, GUARDED_ALERT, GUARDED_WRITE, WRITE_CHUNK, alert_member
+from projection.keys import KeySpace
+from projection.codec import write_args
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Exceptions of the wire format."""
 
-from atp.errors import AtpError
+from core.errors import AtpError
 
 
 class SchemaError(AtpError):

@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.models import ErrorBody
 from serving.store import KeyspaceNotReady, UnknownGeneration
-from state.projection import Unreadable
+from projection.codec import Unreadable
 
 log = logging.getLogger(__name__)
 

@@ -20,7 +20,7 @@ import redis.exceptions
 from serving.models import ID_PATTERN, Availability
 from serving.routes.availability import GENERATION_HEADER, now_ms, router
 from serving.store import KeyspaceNotReady
-from state.projection import Unreadable
+from projection.codec import Unreadable
 
 TEMPLATE = router.prefix + "/{sku}/{location}"
 _ID = ID_PATTERN.removeprefix("^").removesuffix("$")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from atp import redact
+from core import redact
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,15 +10,16 @@ from contextlib import asynccontextmanager
 import redis.asyncio as aioredis
 from fastapi import FastAPI
 
-from atp import gctune
-from atp.config import Settings
-from atp.redisconn import connect_async
+from core import gctune
+from core.config import Settings
+from projection.client import connect_async
 from serving import errors
 from serving.fastpath import SingleKeyFastPath
 from serving.limits import MAX_BODY_BYTES, BodyLimit
 from serving.metrics import MetricsMiddleware
 from serving.routes import availability, drift, health
 from serving.store import PositionStore
+from projection.keys import generations_of
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ def create_app(settings: Settings, fast_path: bool = True, max_body_bytes: int =
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         client = connect_async(settings, max_connections=64, socket_timeout=2, socket_connect_timeout=2)
-        app.state.store = PositionStore(client, settings.generations, cluster=settings.redis_cluster)
+        app.state.store = PositionStore(client, generations_of(settings), cluster=settings.redis_cluster)
         try:
             await client.ping()
         except aioredis.RedisError as exc:  # serve anyway: /readyz and 503s tell clients
@@ -61,6 +62,6 @@ def create_app(settings: Settings, fast_path: bool = True, max_body_bytes: int =
 
 def main_app() -> FastAPI:
     """Factory for ``uvicorn --factory serving.main:main_app``."""
-    from atp.config import load_settings
+    from core.config import load_settings
 
     return create_app(load_settings())

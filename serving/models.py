@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
 
-from state.projection import MAX_SAFE_INT, Unreadable, epoch_ms, safe_int
+from projection.codec import MAX_SAFE_INT, Unreadable, epoch_ms, safe_int
 
 ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 Id = Annotated[str, Field(pattern=ID_PATTERN, examples=["SKU-00042"])]
@@ -49,7 +49,7 @@ class Availability(Quantities):
 
 
 def fields_of(stored: dict[str, Any], now_ms: int) -> dict[str, Any]:
-    """An ``Availability``'s fields from a stored position (``state.projection.from_hash``): the
+    """An ``Availability``'s fields from a stored position (``projection.codec.from_hash``): the
     stored fields as they are (a hash written before a field existed gets its default), the times
     as UTC datetimes and the lag added."""
     as_of = stored["as_of"]

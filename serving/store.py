@@ -13,15 +13,8 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from serving.models import ID_PATTERN
-from state.projection import (
-    DEFAULT_GENERATION,
-    READY,
-    Generations,
-    KeySpace,
-    Unreadable,
-    current_name,
-    read_position,
-)
+from projection.keys import DEFAULT_GENERATION, READY, Generations, KeySpace, current_name
+from projection.codec import Unreadable, read_position
 
 ALERT_KINDS = ("DRIFT", "OVERSOLD")
 

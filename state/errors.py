@@ -1,6 +1,6 @@
 """Exceptions of the domain model."""
 
-from atp.errors import AtpError
+from core.errors import AtpError
 
 
 class InvalidEvent(AtpError):

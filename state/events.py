@@ -9,15 +9,14 @@ the 17 fields of a ``Position``). They are values all the same: nothing changes 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from collections.abc import Callable
 from typing import Any, Union
 
+from core.contract import ID_RE as ID_RE
 from state import limits
 from state.errors import InvalidEvent
 
-ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 STATUSES = ("AVAILABLE", "QUARANTINE", "DAMAGED", "HOLD")
 STATUS_INDEX = {s: i for i, s in enumerate(STATUSES)}
 WAREHOUSE_TYPES = frozenset(

@@ -98,7 +98,7 @@ class KeyState:
         self.location = intern(location)
         self.buckets = [0, 0, 0, 0]  # indexed by STATUS_INDEX
         # The containers a key may never need start as None (or the shared empty tuple) and are
-        # made on first use: at a million keys every empty dict costs 64 MB (see loadtest.memory).
+        # made on first use: at a million keys every empty dict costs 64 MB (see loadtest.bench.memory).
         self.lines: dict[str, Line] | None = None
         self.transfers: dict[str, int] | None = None  # transfer_id -> sent - received (0 is dropped)
         self.reserved = 0  # sum of open line reservations, kept incrementally

@@ -20,18 +20,15 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+from core.contract import DEFAULT_SKEW_MS as DEFAULT_SKEW_MS, EARLIEST_MS as EARLIEST_MS
+from core.contract import JS_MAX as JS_MAX, MAX_FIGURE as MAX_FIGURE, MAX_SUMMED_KEYS as MAX_SUMMED_KEYS
 from state.errors import InvalidEvent
 
-JS_MAX = 2**53 - 1  # the largest integer a JavaScript number holds exactly
 MAX_QTY = 10**12  # units one event may move or hold (qty, a RESERVE's qty, a safety stock)
-MAX_FIGURE = 10**13  # a key's published figures, and the levels an event sets (counted_qty, a snapshot's on_hand)
-MAX_SUMMED_KEYS = JS_MAX // MAX_FIGURE  # 900: keys a group or network sum may add up exactly
 
 # Event time. The past bound is about absurd dates, not age: replays of old logs must still work.
-EARLIEST_MS = int(datetime(2000, 1, 1, tzinfo=timezone.utc).timestamp() * 1000)
 # The latest time Python's datetime (and so every reader of ISO-8601 times) can represent.
 LATEST_MS = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp() * 1000)
-DEFAULT_SKEW_MS = 5 * 60_000
 
 POSITION_FIGURES = ("atp", "available_qty", "on_hand", "reserved", "non_sellable", "inbound", "safety_stock",
                     "shortfall")

@@ -6,7 +6,7 @@ object itself makes pickle reduce every slotted object in it (its order lines, i
 controls) through the generic object protocol: 4.3 us to pack a typical key (a receipt and an
 open order line) and 3.9 to unpack it. Here the state is first turned into plain tuples, dicts and
 lists, which pickle writes and reads in C: 2.2 and 2.1 us, in 223 bytes against 268
-(``python -m loadtest.hotspots`` shows its share of the pipeline).
+(``python -m loadtest.bench.hotspots`` shows its share of the pipeline).
 
 The bytes are still a pickle, so snapshots written before (a pickled ``KeyState``, whose
 ``__setstate__`` upgrades older layouts) unpack as they did.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
+from core.contract import FORMULA_VERSIONS
 from state.fold import AVAILABLE, KeyState, demand_rates
 
 FIELDS = (
@@ -69,6 +70,7 @@ def _atp_v2(available: int, inbound: int, reserved: int, safety_stock: int) -> i
 # into a new generation can use a newer one. Never change a published version's meaning.
 FORMULAS = {1: _atp_v1, 2: _atp_v2}
 LATEST_FORMULA = max(FORMULAS)
+assert tuple(FORMULAS) == FORMULA_VERSIONS, "core.contract.FORMULA_VERSIONS names the formulas"
 
 
 def position(state: KeyState, safety_stock: int, updated_at_ms: int, formula: int = 1) -> Position:

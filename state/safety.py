@@ -14,7 +14,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from atp.errors import ConfigError
+from core.errors import ConfigError
 from state.limits import MAX_QTY
 from state.events import ID_RE, SafetyStockSet
 from state.fold import KeyState

@@ -5,7 +5,7 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
-from atp.producer import RECORD_OF_ALIAS
+from dataflows.kafka.producer import RECORD_OF_ALIAS
 from state import events as ev
 
 _ids = itertools.count(1)

@@ -14,16 +14,16 @@ import httpx
 import pytest
 import redis
 
-from atp.config import Settings, child_environ, load_settings
-from atp.demo import events_processed
-from atp.stack import Stack, free_port
-from dataflows.kafka_io import admin, create_topics
-from loadtest.child import ROOT, Child
+from core.config import Settings, child_environ, load_settings
+from sandbox.demo import events_processed
+from sandbox.stack import Stack, free_port
+from dataflows.kafka.admin import admin, create_topics
+from loadtest.common.child import ROOT, Child
 
 
 
 # The broker the integration tests run against: tansu (embedded, the default) or kafka (a real
-# Apache Kafka, started by `atp.stack` from the pom's jars; `make test` runs the marked tests again
+# Apache Kafka, started by `sandbox.stack` from the pom's jars; `make test` runs the marked tests again
 # on it).
 BROKER = os.environ.get("TEST_BROKER", "tansu")
 if BROKER not in ("tansu", "kafka"):

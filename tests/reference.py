@@ -1,6 +1,6 @@
 """Folding a list of events with the production fold, as the dataflow would (keyed, fanned out).
 
-Every fold here is checked against the independent oracle (``loadtest.oracle``): each scenario of
+Every fold here is checked against the independent oracle (``loadtest.truth.oracle``): each scenario of
 the fold's tests is also a test that the two implementations read the contract the same way.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from loadtest.oracle import Oracle
+from loadtest.truth.oracle import Oracle
 from state import events as ev
 from state.fold import KeyState, apply
 from state.position import Position, position

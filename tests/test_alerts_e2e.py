@@ -8,8 +8,8 @@ import time
 import httpx
 import pytest
 
-from atp.producer import EventProducer
-from atp.topicread import read_topics
+from dataflows.kafka.producer import EventProducer
+from dataflows.kafka.topicread import read_topics
 from schemas import Decoder, default_store
 from tests.builders import order, snapshot, wms
 from tests.conftest import get_json, processed, wait_until

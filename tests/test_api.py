@@ -5,14 +5,15 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from atp.config import Settings
-from atp.stack import free_port
+from core.config import Settings
+from sandbox.stack import free_port
 from dataflows.redis_sink import RedisPositionSink
 from serving.main import create_app
 from state.position import Position
-from dataflows.continuity import write_meta
+from dataflows.runtime.continuity import write_meta
 from dataflows.republish import REPUBLISH
-from state.projection import READY, REBUILDING, KeySpace
+from projection.keys import READY, REBUILDING, KeySpace
+from projection.keys import generations_of
 
 pytestmark = pytest.mark.integration
 
@@ -53,7 +54,7 @@ def test_version_guard_and_in_batch_coalescing(sink, rclient, settings):
 
 def test_the_packed_write_stores_every_field_as_it_reads_back(sink, rclient, settings):
     from state.groups import GroupPosition
-    from state.projection import from_hash
+    from projection.codec import from_hash
 
     ks = KeySpace(settings.redis_key_prefix)
     p = pos(version=9, available=-3, reserved=4, shortfall=7, demand_per_min_5m=0.4, demand_per_min_60m=1.25,
@@ -68,7 +69,7 @@ def test_the_packed_write_stores_every_field_as_it_reads_back(sink, rclient, set
 
 
 def test_a_batch_larger_than_one_call_guards_each_item_on_its_own(sink, rclient, settings):
-    from state.projection import WRITE_CHUNK
+    from projection.scripts import WRITE_CHUNK
 
     ks = KeySpace(settings.redis_key_prefix)
     n = 2 * WRITE_CHUNK + 37  # three calls, the last one partial
@@ -152,7 +153,7 @@ def test_concurrent_single_key_reads_go_to_redis_as_one_command_and_each_gets_it
 
     async def reads() -> tuple[list, list, dict]:
         client = aioredis.Redis.from_url(settings.redis_url)
-        store = PositionStore(client, settings.generations)
+        store = PositionStore(client, generations_of(settings))
         try:
             await store.get_one("SKU-0", "DC-01")  # loads the script
             rclient.config_resetstat()

@@ -1,6 +1,6 @@
 """Hostile stored data and hostile requests: the API answers 200 or its error body, never a 500.
 
-Records are written straight into Redis in the projection's layout (``state.projection``), as a
+Records are written straight into Redis in the projection's layout (``projection.codec``), as a
 bug, an older or newer version, or a hand edit could leave them, and read through every read route.
 The choices (what is served, flagged or refused) are in docs/api-errors.md.
 """
@@ -13,10 +13,12 @@ import time
 import pytest
 from fastapi.testclient import TestClient
 
-from atp.config import Settings
-from dataflows.continuity import write_meta
+from core.config import Settings
+from dataflows.runtime.continuity import write_meta
 from serving.main import create_app
-from state.projection import READY, KeySpace, alert_member, hash_fields
+from projection.keys import READY, KeySpace
+from projection.scripts import alert_member
+from projection.codec import hash_fields
 from tests.test_api import pos
 
 pytestmark = pytest.mark.integration
@@ -369,7 +371,7 @@ def test_an_unexpected_error_is_still_the_json_error_body(client, monkeypatch):
 
 def test_a_generation_pointer_that_is_not_a_name_is_keyspace_missing_not_500(client, rclient, settings):
     """The defect: a pointer holding bytes that are not UTF-8 made every read answer 500."""
-    from state.projection import Generations
+    from projection.keys import Generations
 
     pointer = Generations(settings.redis_key_prefix).pointer
     for raw in (b"\xff\xfe", b"", b"no such generation"):
@@ -397,15 +399,15 @@ def test_an_index_of_the_wrong_type_is_index_unreadable_not_store_unavailable(cl
 def test_a_meta_the_api_tolerates_does_not_stop_the_dataflow_or_the_cli(rclient, settings):
     """The defect: a meta value that is not UTF-8, or a retire_at that is not a number (both served
     by the API), made the dataflow's start, its keyspace watch and `atp generation list` raise."""
-    from atp.generations import read_meta, retire_due
-    from dataflows.continuity import plan_start
+    from projection.generations import read_meta, retire_due
+    from dataflows.runtime.continuity import plan_start
 
     ks = KeySpace(settings.redis_key_prefix)
     write_meta(rclient, ks, "test-run", READY)
     rclient.hset(ks.meta, mapping={"note": b"\xff", "retire_at": "soon"})
     assert read_meta(rclient, ks)["note"] == "\ufffd"
     assert retire_due({"retire_at": "soon"}) is False
-    from dataflows.recovery import RecoveryError
+    from dataflows.runtime.recovery import RecoveryError
 
     with pytest.raises(RecoveryError, match="no recovery store"):  # past the meta: the usual refusal, with what to do
         plan_start(settings, rclient)

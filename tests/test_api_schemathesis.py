@@ -24,10 +24,13 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from atp.config import Settings
-from state.projection import READY, alert_member, hash_fields
+from core.config import Settings
+from projection.keys import READY
+from projection.scripts import alert_member
+from projection.codec import hash_fields
 from tests.conftest import get_json, wait_until
 from tests.test_api import pos
+from projection.keys import keyspace_of
 
 pytestmark = pytest.mark.integration
 
@@ -37,7 +40,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 def _store(settings: Settings, rclient) -> None:
-    ks = settings.keyspace
+    ks = keyspace_of(settings)
     rclient.hset(ks.meta, mapping={"run_id": "t", "state": READY, "since": 1})
     now = int(time.time() * 1000)
     positions = [pos(sku="SKU-1", location="DC-01", version=3), pos(sku="SKU-1", location="DC-02", version=2),

@@ -5,15 +5,16 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from loadtest.scrape import scrape, total
+from sandbox.scrape import scrape, total
 from tests.conftest import get_json, wait_until
+from projection.keys import keyspace_of
 
 pytestmark = pytest.mark.integration
 
 
 def test_two_api_processes_share_the_port_and_metrics_count_every_request(settings, rclient, start):
     s = settings.model_copy(update={"api_workers": 2})
-    ks = s.keyspace
+    ks = keyspace_of(s)
     rclient.hset(ks.meta, mapping={"state": "ready", "run_id": "t", "since": 1})
     rclient.hset(ks.position("SKU-1", "DC-01"), mapping={
         "sku": "SKU-1", "location": "DC-01", "atp": 3, "available_qty": 5, "on_hand": 5, "reserved": 2,

@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from loadtest import chaos_report
-from loadtest.chaos import ChaosConfig, run_chaos
+from loadtest.chaos import report as chaos_report
+from loadtest.chaos.run import ChaosConfig, run_chaos
 from tests.conftest import BROKER
 
 pytestmark = pytest.mark.integration

@@ -6,11 +6,11 @@ import time
 
 import redis
 
-from atp.config import load_settings
-from dataflows.cluster import Board, Status
-from dataflows.continuity import follow_start, write_meta
-from atp.generations import Spec
-from state.projection import REBUILDING
+from core.config import load_settings
+from dataflows.runtime.cluster import Board, Status
+from dataflows.runtime.continuity import follow_start, write_meta
+from projection.generations import Spec
+from projection.keys import REBUILDING, keyspace_of
 
 
 def _boards(settings, n=2):
@@ -59,7 +59,7 @@ def test_a_follower_waits_for_process_0s_meta_and_takes_its_decisions(settings, 
     def sleep(s):
         naps.append(s)
         if len(naps) == 3:
-            write_meta(rclient, s1.keyspace, "run-1", REBUILDING, Spec(s1.generation, formula_version=2))
+            write_meta(rclient, keyspace_of(s1), "run-1", REBUILDING, Spec(s1.generation, formula_version=2))
 
     plan = follow_start(s1, rclient, interval_s=0.01, sleep=sleep)
     assert len(naps) == 3

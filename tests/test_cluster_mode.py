@@ -10,13 +10,14 @@ import time
 
 import pytest
 
-from atp.config import load_settings
-from atp.generations import delete_matching, read_meta
-from atp.producer import EventProducer
-from atp.stack import free_port
-from dataflows.recovery import RecoveryStore
-from loadtest.simulator import Simulator
-from state.projection import READY, KeySpace, from_hash
+from core.config import load_settings
+from projection.generations import delete_matching, read_meta
+from dataflows.kafka.producer import EventProducer
+from sandbox.stack import free_port
+from dataflows.runtime.recovery import RecoveryStore
+from sandbox.simulator import Simulator
+from projection.keys import READY, KeySpace
+from projection.codec import from_hash
 from tests.conftest import processed, send_events, wait_until
 from tests.reference import fold_all
 

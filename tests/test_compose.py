@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from atp.config import Settings, env_name, load_settings
+from core.config import Settings, env_name, load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
@@ -40,7 +40,7 @@ def test_kafka_is_the_official_image_in_kraft_mode():
     kafka = SERVICES["kafka"]
     assert kafka["image"].startswith("apache/kafka:")
     # The version the Kafka test tier runs (deploy/kafka/pom.xml), to the minor version at least.
-    from atp.kafka_broker import pom_version
+    from sandbox.kafka_broker import pom_version
 
     image_version = kafka["image"].split(":", 1)[1]
     assert image_version.split(".")[:2] == pom_version().split(".")[:2], (image_version, pom_version())

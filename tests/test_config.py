@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from atp.config import load_settings
-from atp.errors import ConfigError
+from core.config import load_settings
+from core.errors import ConfigError
 from state.safety import SafetyStock
 
 

@@ -9,12 +9,13 @@ import time
 import httpx
 import pytest
 
-from atp.producer import EventProducer
-from dataflows.continuity import plan_start, read_meta, reset, write_meta
-from dataflows.recovery import RecoveryError, RecoveryStore
-from loadtest.scrape import scrape, total
-from loadtest.simulator import Simulator
-from state.projection import READY, REBUILDING, KeySpace, from_hash
+from dataflows.kafka.producer import EventProducer
+from dataflows.runtime.continuity import plan_start, read_meta, reset, write_meta
+from dataflows.runtime.recovery import RecoveryError, RecoveryStore
+from sandbox.scrape import scrape, total
+from sandbox.simulator import Simulator
+from projection.keys import READY, REBUILDING, KeySpace
+from projection.codec import from_hash
 from tests.conftest import processed, wait_until
 from tests.reference import oracle_of
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from atp.config import load_settings
-from atp.errors import ConfigError
+from core.config import load_settings
+from core.errors import ConfigError
 from dataflows.controls import LocationDirectory, skus_by_location
 from dataflows.groups import GroupLogic, ToGroups
 from dataflows.republish import REPUBLISH

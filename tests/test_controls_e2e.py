@@ -6,12 +6,13 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from atp.verify import compare
-from loadtest.chaos_verify import read_truth
-from state.projection import from_hash
+from projection.verify import compare
+from loadtest.truth.verify import read_truth
+from projection.codec import from_hash
 from tests.builders import wms
 from tests.conftest import get_json, processed, wait_until
 from tests.test_replay import assert_equals_oracle, produce
+from projection.keys import generations_of, keyspace_of
 
 pytestmark = pytest.mark.integration
 
@@ -60,9 +61,9 @@ def test_controls_set_safety_stock_live_groups_sum_it_and_a_replay_rebuilds_both
     # versions included, and the independent oracle agrees.
     replay = start("replay", "rebuilt", "--metrics-port", "0", s=settings)
     assert replay.p.wait(90) == 0, replay.tail()
-    gens = settings.generations
-    diff = compare(rclient, settings.keyspace, gens.keyspace("rebuilt"))
+    gens = generations_of(settings)
+    diff = compare(rclient, keyspace_of(settings), gens.keyspace("rebuilt"))
     assert diff.passed and diff.equal == 3
     assert_equals_oracle(rclient, gens.keyspace("rebuilt"), read_truth(settings))
-    live, rebuilt = _groups(rclient, settings.keyspace), _groups(rclient, gens.keyspace("rebuilt"))
+    live, rebuilt = _groups(rclient, keyspace_of(settings)), _groups(rclient, gens.keyspace("rebuilt"))
     assert live == rebuilt and live[":grp:{SKU-1}:EAST"]["atp"] == 22

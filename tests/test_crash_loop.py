@@ -13,13 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from atp import dlq
-from atp.config import child_environ, load_settings
-from atp.generations import read_meta, write_meta
-from atp.producer import EventProducer
-from loadtest.child import ROOT
-from dataflows.continuity import beat
-from state.projection import READY, KeySpace
+from dataflows.runtime import deadletters as dlq
+from core.config import child_environ, load_settings
+from projection.generations import read_meta, write_meta
+from dataflows.kafka.producer import EventProducer
+from loadtest.common.child import ROOT
+from dataflows.runtime.continuity import beat
+from projection.keys import READY, KeySpace, keyspace_of
 from tests.builders import wms
 from tests.conftest import wait_until
 
@@ -41,9 +41,9 @@ def on_batch(self, values):
         os.abort()
     return _apply(self, values)
 logic.PositionLogic.on_batch = on_batch
-from atp import logs
-from atp.config import load_settings
-from dataflows.run import run
+from core import logs
+from core.config import load_settings
+from dataflows.runtime.run import run
 logs.setup()
 run(load_settings())
 """
@@ -139,7 +139,7 @@ def test_a_crashing_record_is_quarantined_and_the_stream_moves_on(settings, rcli
 
 def test_the_heartbeat_never_recreates_a_lost_meta(settings, rclient):
     """A lost meta is how the dataflow and the API see a lost keyspace: a heartbeat must not bring it back."""
-    ks = settings.keyspace
+    ks = keyspace_of(settings)
     assert beat(rclient, ks, "running") is False
     assert rclient.exists(ks.meta) == 0
     write_meta(rclient, ks, "run-1", READY)

@@ -7,9 +7,9 @@ import time
 
 import pytest
 
-from atp import dlq
-from atp.producer import EventProducer
-from state.projection import KeySpace
+from dataflows.runtime import deadletters as dlq
+from dataflows.kafka.producer import EventProducer
+from projection.keys import KeySpace
 from tests.builders import wms
 from tests.conftest import run_atp, wait_until
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from loadtest import oracle
+from loadtest.truth import oracle
 from state.errors import InvalidEvent
 from tests.builders import order, parse, snapshot, wms
 
@@ -50,7 +50,7 @@ def test_valid_events_parse():
 def test_the_readme_example_file_is_valid():
     from pathlib import Path
 
-    from atp.jsonl import parse_lines
+    from dataflows.jsonl import parse_lines
 
     path = Path(__file__).resolve().parent.parent / "docs" / "examples" / "events.jsonl"
     with path.open() as fh:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
-from atp.config import load_settings
-from atp.producer import RECORD_OF_ALIAS
+from core.config import load_settings
+from dataflows.kafka.producer import RECORD_OF_ALIAS
 from dataflows.flow import FlowIO, build_flow, deps_from_settings
-from loadtest.simulator import Simulator
+from sandbox.simulator import Simulator
 from schemas import Encoder, default_store
 from state.events import kafka_key
 from state.position import Position

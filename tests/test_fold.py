@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from loadtest.simulator import Simulator
+from sandbox.simulator import Simulator
 from state.fold import KeyState, apply, prune
 from state.safety import SafetyStock
 from tests.builders import order, parse, snapshot, wms

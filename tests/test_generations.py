@@ -7,18 +7,17 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from atp.config import load_settings
-from atp.errors import ConfigError
-from atp.generations import (
-    PIT, GenerationError, Spec, drop, for_generation, list_all, now_ms, read_meta, switch, write_meta,
-)
-from atp.verify import compare
-from dataflows.continuity import KeyspaceWatch, plan_start
+from core.config import load_settings
+from core.errors import ConfigError
+from projection.generations import PIT, GenerationError, Spec, drop, for_generation, list_all, now_ms, read_meta, switch, write_meta
+from projection.verify import compare
+from dataflows.runtime.continuity import KeyspaceWatch, plan_start
 from dataflows.redis_sink import RedisPositionSink
 from serving.main import create_app
 from state.fold import AVAILABLE, KeyState
 from state.position import Position, position
-from state.projection import READY, REBUILDING
+from projection.keys import READY, REBUILDING
+from projection.keys import generations_of, keyspace_of
 
 pytestmark = pytest.mark.integration
 
@@ -31,7 +30,7 @@ def pos(version: int, available: int, sku: str = "SKU-1", location: str = "DC-01
 
 def publish(settings, name: str, positions: list[Position], state: str = READY, spec: Spec | None = None) -> None:
     """A generation as its dataflow leaves it: meta, then positions through the production sink."""
-    ks = settings.generations.keyspace(name)
+    ks = generations_of(settings).keyspace(name)
     client = redis.Redis.from_url(settings.redis_url)
     write_meta(client, ks, f"run-{name}", state, spec)
     client.close()
@@ -62,7 +61,7 @@ def test_the_api_follows_the_pointer_and_reads_a_named_generation(settings, rcli
 
     old = api.get("/v1/availability/SKU-1/DC-01?generation=default")  # readable during its grace period
     assert (old.status_code, old.json()["available_qty"], old.headers["ATP-Generation"]) == (200, 50, "default")
-    rclient.hset(settings.generations.keyspace("default").meta, "retire_at", now_ms() - 1)
+    rclient.hset(generations_of(settings).keyspace("default").meta, "retire_at", now_ms() - 1)
     gone = api.get("/v1/availability/SKU-1/DC-01?generation=default")
     assert gone.status_code == 404 and gone.json()["error"]["code"] == "generation_retired"
     unknown = api.get("/v1/availability/SKU-1?generation=nope")
@@ -90,7 +89,7 @@ def test_switch_refuses_what_must_not_become_current(settings, rclient):
         switch(settings, rclient, "frozen", 0)
     with pytest.raises(GenerationError, match="already current"):
         switch(settings, rclient, "default", 0)
-    assert rclient.get(settings.generations.pointer) is None  # nothing moved
+    assert rclient.get(generations_of(settings).pointer) is None  # nothing moved
     with pytest.raises(GenerationError, match="is current"):
         drop(settings, rclient, "default")
     assert drop(settings, rclient, "half") == 3  # position, location set, meta
@@ -101,20 +100,20 @@ def test_start_checks_formula_point_in_time_and_retirement(settings, rclient):
     g = for_generation(settings, "g3")
     Spec("g3", "replay", 2).save(g.generation_dir)
     assert plan_start(g, rclient).spec.formula_version == 2  # the generation's own formula
-    assert read_meta(rclient, g.keyspace)["formula_version"] == "2"
+    assert read_meta(rclient, keyspace_of(g))["formula_version"] == "2"
     with pytest.raises(GenerationError, match="formula 2, but ATP_FORMULA_VERSION=1"):
         plan_start(g.model_copy(update={"formula_version": 1}), rclient)
     p = for_generation(settings, "frozen")
     Spec("frozen", PIT, 1, until_ms=1).save(p.generation_dir)
     with pytest.raises(GenerationError, match="point-in-time"):
         plan_start(p, rclient)
-    rclient.hset(g.keyspace.meta, "retire_at", now_ms() - 1)
+    rclient.hset(keyspace_of(g).meta, "retire_at", now_ms() - 1)
     with pytest.raises(GenerationError, match="was retired"):
         plan_start(g, rclient)
 
 
 def test_a_lost_pointer_is_restored_by_the_generation_that_was_current(settings, rclient):
-    pointer = settings.generations.pointer
+    pointer = generations_of(settings).pointer
     g2, g3 = for_generation(settings, "g2"), for_generation(settings, "g3")
     w2 = KeyspaceWatch(rclient, g2, plan_start(g2, rclient), None)
     w3 = KeyspaceWatch(rclient, g3, plan_start(g3, rclient), None)
@@ -132,7 +131,7 @@ def test_a_lost_pointer_is_restored_by_the_generation_that_was_current(settings,
 def test_verification_lists_every_kind_of_difference(settings, rclient):
     publish(settings, "default", [pos(3, 30, "A"), pos(3, 30, "B"), pos(4, 40, "C"), pos(1, 1, "D")])
     publish(settings, "new", [pos(3, 30, "A"), pos(3, 31, "B"), pos(5, 50, "C"), pos(1, 1, "E")])
-    gens = settings.generations
+    gens = generations_of(settings)
     diff = compare(rclient, gens.keyspace("new"), gens.keyspace("default"))
     assert not diff.passed and diff.equal == 1
     assert [k for k, _ in diff.different] == ["{B}:DC-01"]
@@ -159,11 +158,11 @@ def test_settings_reject_unknown_formulas_and_bad_generation_names():
 
 
 def test_a_replay_refuses_a_log_whose_start_retention_deleted(settings, rclient, monkeypatch):
-    from dataflows import replay as rp
+    from dataflows.runtime import replay as rp
 
     wms0 = (settings.topic_wms, 0)
     lows = {(t, p): 0 for t in settings.input_topics for p in range(settings.topic_partitions)} | {wms0: 10}
-    monkeypatch.setattr(rp.kafka_io, "low_offsets", lambda s: lows)  # the local broker never deletes records
+    monkeypatch.setattr(rp.kafka_admin, "low_offsets", lambda s: lows)  # the local broker never deletes records
     with pytest.raises(GenerationError, match=rf"{settings.topic_wms}:0 starts at 10.*--allow-truncated"):
         rp.prepare(settings, rclient, rp.Request("rebuild"))
     _, spec = rp.prepare(settings, rclient, rp.Request("rebuild", allow_truncated=True))

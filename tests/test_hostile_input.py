@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from dataflows import logic
+from dataflows import logic, timers
 from dataflows.decode import TimeRules
 from dataflows.flow import FlowDeps, FlowIO, build_flow, deps_from_settings
 from dataflows.guard import guarded
@@ -81,8 +81,8 @@ def test_group_and_network_sums_stay_exact_for_javascript():
 
 
 def test_a_group_larger_than_a_sum_can_hold_is_refused_at_start():
-    from atp.config import load_settings
-    from atp.errors import ConfigError
+    from core.config import load_settings
+    from core.errors import ConfigError
 
     members = [f"DC-{i}" for i in range(limits.MAX_SUMMED_KEYS + 1)]
     with pytest.raises(ConfigError, match="split it"):
@@ -334,14 +334,14 @@ def test_a_timer_that_fails_with_nothing_to_drop_does_not_fire_again_at_once(mon
     lg.on_batch([parse(wms("RECEIPT", qty=10)), parse(reserve)])
     clock[0] += 11
 
-    real = logic.expire
+    real = timers.expire
 
     def failing(state, now_ms):
         if now_ms >= T0 + 10_000:  # a bug that shows only once the reservation has lapsed
             raise ZeroDivisionError("a bug in expiry")
         return real(state, now_ms)
 
-    monkeypatch.setattr(logic, "expire", failing)
+    monkeypatch.setattr(timers, "expire", failing)
     out, _ = lg.on_notify()
     assert out == []  # nothing was read that could be a dead letter
     assert any("timer of SKU-1@DC-01 failed" in r.getMessage() for r in caplog.records)

@@ -25,13 +25,14 @@ from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, run_main
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from atp.producer import RECORD_OF_ALIAS
+from dataflows.kafka.producer import RECORD_OF_ALIAS
 from dataflows.decode import TimeRules
 from dataflows.flow import FlowDeps, FlowIO, build_flow, deps_from_settings
-from loadtest.oracle import Oracle
-from loadtest.simulator import Simulator
+from loadtest.truth.oracle import Oracle
+from sandbox.simulator import Simulator
 from schemas import Encoder, default_store
-from state import drift, limits
+from state import drift
+from state import limits
 from state.events import kafka_key
 from state.position import Position
 from tests.builders import control, order, wms

@@ -8,13 +8,14 @@ import time
 
 import pytest
 
-from atp.producer import EventProducer
-from atp.topicread import read_topics
+from dataflows.kafka.producer import EventProducer
+from dataflows.kafka.topicread import read_topics
 from confluent_kafka import Producer
-from dataflows import kafka_io
+from dataflows.kafka import source as kafka_source
 from schemas import Decoder, default_store
 from tests.builders import T0, snapshot, wms
 from tests.conftest import processed, wait_until
+from projection.keys import keyspace_of
 
 pytestmark = pytest.mark.integration
 
@@ -34,7 +35,7 @@ def test_a_snapshot_on_a_quiet_stream_reconciles_after_the_delay_not_at_the_time
     producer.send(*snapshot(25, t=now - 1_000, event_id="snap-quiet"))
     assert producer.flush() == 0
     sent = time.monotonic()
-    key = settings.keyspace.alert("SKU-1", "DC-01")
+    key = keyspace_of(settings).alert("SKU-1", "DC-01")
     raw = wait_until(lambda: rclient.hget(key, "DRIFT"), 20, "the drift alert in Redis", flow, interval=0.05)
     took = time.monotonic() - sent
     print(f"drift alert {took:.2f} s after the snapshot was written")
@@ -89,7 +90,7 @@ def test_a_live_wms_partition_tells_when_it_reaches_the_end_of_its_log_and_keeps
         raw.produce(settings.topic_wms, f"v{i}".encode(), b"K", partition=0)
     assert raw.flush(10) == 0
     told = _Told()
-    source = kafka_io.source(settings, progress=told)
+    source = kafka_source.source(settings, progress=told)
     parts = {name: source.build_part("kafka_in", name, None) for name in source.list_parts()}
     try:
         p0, p1 = parts[f"0-{settings.topic_wms}"], parts[f"1-{settings.topic_wms}"]

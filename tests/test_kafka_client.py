@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from atp import redact
-from atp.config import child_environ, load_settings
-from atp.errors import ConfigError
-from atp.kafka_client import client_config, security_config
+from core import redact
+from core.config import child_environ, load_settings
+from core.errors import ConfigError
+from core.kafka_config import client_config, security_config
 
 SECRET = "s3cr3t-Pa55"
 SCRAM = {"ATP_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "ATP_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",

@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 import redis
 
-from atp.config import load_settings
-from atp.producer import EventProducer
-from atp.stack import Stack, free_port
-from loadtest.child import Child
-from state.projection import READY
+from core.config import load_settings
+from dataflows.kafka.producer import EventProducer
+from sandbox.stack import Stack, free_port
+from loadtest.common.child import Child
+from projection.keys import READY
 from tests.builders import wms
 from tests.conftest import run_atp, BROKER, processed, wait_until
+from projection.keys import generations_of, keyspace_of
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(BROKER != "kafka", reason="needs a real Apache Kafka: the Kafka tier runs it")]
@@ -51,7 +52,7 @@ def test_produce_run_dlq_and_replay_over_sasl_ssl(secured, tmp_path):
     try:
         wait_until(lambda: processed(s) >= 3, 90, "three records processed", flow)
         r = redis.Redis.from_url(s.redis_url)
-        pos = wait_until(lambda: r.hgetall(s.keyspace.position("SKU-1", "DC-01")) or None, 30, "the position", flow)
+        pos = wait_until(lambda: r.hgetall(keyspace_of(s).position("SKU-1", "DC-01")) or None, 30, "the position", flow)
         assert pos[b"available_qty"] == b"10"
         listed = run_atp(s, "dlq", "list")
         assert listed.returncode == 0 and "bad_magic" in listed.stdout, listed.stdout + listed.stderr
@@ -59,7 +60,7 @@ def test_produce_run_dlq_and_replay_over_sasl_ssl(secured, tmp_path):
         flow.stop()
     replay = run_atp(s, "replay", "over-tls", "--metrics-port", "0")
     assert replay.returncode == 0, replay.stdout + replay.stderr
-    assert r.hget(s.generations.keyspace("over-tls").meta, "state") == READY.encode()
+    assert r.hget(generations_of(s).keyspace("over-tls").meta, "state") == READY.encode()
     for out in (flow.log.read_text(), listed.stdout + listed.stderr, replay.stdout + replay.stderr):
         assert password not in out
 

@@ -7,8 +7,10 @@ import time
 
 import pytest
 
-from atp.producer import EventProducer
-from dataflows import kafka_io
+from dataflows.kafka.producer import EventProducer
+from dataflows import kafka
+from dataflows.kafka import admin as kafka_admin
+from dataflows.kafka import source as kafka_source
 
 pytestmark = pytest.mark.integration
 
@@ -34,18 +36,18 @@ def _send(settings, n: int) -> None:
 
 def test_the_live_partition_reads_each_record_with_its_fields_and_resumes_after_the_last(settings):
     _send(settings, 5)
-    source = kafka_io.source(settings, tail=False)  # tail=False: the partition ends at its end
+    source = kafka_source.source(settings, tail=False)  # tail=False: the partition ends at its end
     parts = [p for p in source.list_parts() if p.endswith(settings.topic_wms)]
     got, resume = [], {}
     for name in parts:
         part = source.build_part("kafka_in", name, None)
-        assert isinstance(part, kafka_io.LivePartition)
+        assert isinstance(part, kafka_source.LivePartition)
         got += _drain(part)
         resume[name] = part.snapshot()
         part.close()
     assert sorted(m.value for m in got) == [f"v{i}".encode() for i in range(5)]
     for m in got:
-        assert isinstance(m, kafka_io.InputMessage) and m.topic == settings.topic_wms
+        assert isinstance(m, kafka.InputMessage) and m.topic == settings.topic_wms
         i = int(m.value[1:])
         assert m.key == f"K{i}".encode() and m.headers == ([("h", str(i).encode())] if i % 2 else None)
     read = {}
@@ -62,11 +64,11 @@ def test_the_live_partition_reads_each_record_with_its_fields_and_resumes_after_
 
 def test_a_bounded_partition_stops_at_its_end_offset(settings):
     _send(settings, 6)
-    ends = {name: end for name, end in kafka_io.end_offsets(settings).items() if name.endswith(settings.topic_wms)}
+    ends = {name: end for name, end in kafka_admin.end_offsets(settings).items() if name.endswith(settings.topic_wms)}
     name, end = max(ends.items(), key=lambda kv: kv[1])
-    source = kafka_io.source(settings, bounds=kafka_io.Bounds({name: end - 1}))
+    source = kafka_source.source(settings, bounds=kafka.Bounds({name: end - 1}))
     part = source.build_part("kafka_in", name, None)
     got = _drain(part)
     part.close()
     assert [m.offset for m in got] == list(range(end - 1)) and part.snapshot() == end - 1
-    assert all(isinstance(m, kafka_io.InputMessage) for m in got)
+    assert all(isinstance(m, kafka.InputMessage) for m in got)

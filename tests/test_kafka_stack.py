@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from atp.config import load_settings
-from atp.errors import ConfigError, StackError
-from atp.stack import Stack, free_port
+from core.config import load_settings
+from core.errors import ConfigError, StackError
+from sandbox.stack import Stack, free_port
 from tests.conftest import BROKER
 
 pytestmark = pytest.mark.integration

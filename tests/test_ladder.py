@@ -1,5 +1,5 @@
 """The benchmark ladder's machinery on a small input (the figures themselves come from real runs of
-``python -m loadtest.ladder``, never from a timed test)."""
+``python -m loadtest.bench.ladder``, never from a timed test)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from loadtest import ladder
-from loadtest.ladder_stage import STAGES
+from loadtest.bench import ladder
+from loadtest.bench.ladder_stage import STAGES
 
 pytestmark = pytest.mark.integration
 
@@ -29,7 +29,7 @@ def test_every_rung_reads_the_whole_input_and_the_report_renders(tmp_path):
 
 
 def test_the_memory_benchmark_takes_the_peak_before_and_after_the_end_of_input(tmp_path):
-    from loadtest import memory
+    from loadtest.bench import memory
 
     report = memory.run(4000, 1000, tmp_path)
     for run, keys in ((report["small"], 1000), (report["large"], 4000)):
@@ -45,7 +45,7 @@ def test_the_memory_benchmark_takes_the_peak_before_and_after_the_end_of_input(t
 
 
 def test_the_profile_of_the_full_rung_puts_each_sample_under_one_step(tmp_path):
-    from loadtest import hotspots
+    from loadtest.bench import hotspots
 
     report = hotspots.run(3000, 50, 4, 7, tmp_path, rate=500)
     assert report["records"] == report["input"]["records"] == 3000 and report["cpu_s"] > 0

@@ -5,15 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from atp.config import load_settings
-from loadtest.apiload import parse_wrk
-from loadtest.loadgen import LagPoint, Offered
-from loadtest.loadreport import bounded
-from loadtest.loadrun import Phase
-from loadtest.peer_logic import AtpLogic
-from state.projection import hash_fields
-from loadtest.probes import ProbeSource, percentiles, probe_keys
-from loadtest.profile import PeakProfile
+from core.config import load_settings
+from loadtest.load.api import parse_wrk
+from loadtest.workload.generator import LagPoint, Offered
+from loadtest.load.report import bounded
+from loadtest.load.config import Phase
+from loadtest.bench.peer_logic import AtpLogic
+from projection.codec import hash_fields
+from loadtest.workload.probes import ProbeSource, percentiles, probe_keys
+from loadtest.workload.profile import PeakProfile
 from schemas import Encoder, default_store
 from state.events import kafka_key, warehouse_event
 from tests.builders import wms
@@ -71,7 +71,7 @@ def test_wrk_output_is_parsed_with_units_and_errors():
 
 
 def test_a_paced_run_waits_less_by_the_latency_its_calibration_run_measured():
-    from loadtest.apiload import paced_delay_ms
+    from loadtest.load.api import paced_delay_ms
 
     # 32 connections at 6.4 ms each offer 5,000/s only without latency; 3,473/s achieved means a
     # cycle of 9.21 ms, so 2.81 ms of latency comes off the delay.
@@ -136,9 +136,9 @@ def test_the_peers_logic_validates_routes_transfers_and_folds_like_the_dataflow(
 
 
 def test_the_report_quotes_phases_freshness_targets_and_cpu():
-    from loadtest.loadreport import build_report, markdown
-    from loadtest.loadrun import LoadConfig
-    from loadtest.probes import Sample
+    from loadtest.load.report import build_report, markdown
+    from loadtest.load.config import LoadConfig
+    from loadtest.workload.probes import Sample
 
     peak = _step(10_000, [0, 100, 50, 0])
     peak.name, peak.wall_start, peak.wall_end = "peak", 100.0, 200.0
@@ -166,9 +166,9 @@ def test_the_report_quotes_phases_freshness_targets_and_cpu():
 
 
 def test_the_reproduce_line_spells_out_every_option_of_the_run():
-    from loadtest.loadreport import reproduce
-    from loadtest.loadrun import LoadConfig
-    from loadtest.profile import PeakProfile
+    from loadtest.load.report import reproduce
+    from loadtest.load.config import LoadConfig
+    from loadtest.workload.profile import PeakProfile
 
     cfg = LoadConfig(profile=PeakProfile(500, 4, 5, 5, 10, 5, 5), find_max=True, step_rates=(2500, 5000),
                      step_s=30, api_s=0)
@@ -179,7 +179,7 @@ def test_the_reproduce_line_spells_out_every_option_of_the_run():
 
 
 def test_the_memory_verdict_says_met_or_by_how_much_it_missed():
-    from loadtest.memory import _verdict
+    from loadtest.bench.memory import _verdict
 
     assert _verdict(1024, 1024) == "met" and _verdict(900, 1024) == "met"
     assert _verdict(1311, 1024) == "missed by 1.28×"
@@ -188,14 +188,14 @@ def test_the_memory_verdict_says_met_or_by_how_much_it_missed():
 def test_profile_samples_go_to_the_first_step_they_pass_through():
     from collections import Counter
 
-    from loadtest import hotspots as h
+    from loadtest.bench import hotspots as h
 
-    entry = "<module> (loadtest/ladder_stage.py:180);main (loadtest/ladder_stage.py:168);run (loadtest/ladder_stage.py:130)"
+    entry = "<module> (loadtest/bench/ladder_stage.py:180);main (loadtest/bench/ladder_stage.py:168);run (loadtest/bench/ladder_stage.py:130)"
     fold = f"{entry};PositionLogic.on_batch (dataflows/logic.py:93);apply (state/fold.py:170)"
     packing = f"{entry};PositionLogic.on_batch (dataflows/logic.py:93);PositionLogic._unpack (dataflows/logic.py:89)"
     stacks = Counter({fold: 6, packing: 2, entry: 1, f"{entry};<lambda> (dataflows/flow.py:70)": 1,
                       "_bootstrap (threading.py:1002);serve (atp/metrics.py:10)": 2,
-                      "_bootstrap (threading.py:1002);Trimmer._loop (atp/memtrim.py:52);Event.wait (threading.py:622);"
+                      "_bootstrap (threading.py:1002);Trimmer._loop (core/memtrim.py:52);Event.wait (threading.py:622);"
                       "Condition.wait (threading.py:324);PyThread_acquire_lock_timed (libpython3.11.so)": 30})
     assert h.step_of(packing) == "state packing (snapshots, unpacking)"  # inside the fold's call, packing wins
     assert h.step_of(fold) == "the ATP fold" and h.step_of(entry) == h.RUNTIME
@@ -210,7 +210,7 @@ def test_profile_samples_go_to_the_first_step_they_pass_through():
 def test_an_empty_profile_is_an_error_not_a_report():
     from collections import Counter
 
-    from loadtest import hotspots as h
+    from loadtest.bench import hotspots as h
 
     with pytest.raises(ValueError, match="empty"):
         h.attribute(Counter(), records=10, cpu_s=1.0)

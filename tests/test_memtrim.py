@@ -1,4 +1,4 @@
-"""atp.memtrim: the thread that hands the heap's free pages back to the OS, and what glibc does."""
+"""core.memtrim: the thread that hands the heap's free pages back to the OS, and what glibc does."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import threading
 
 import pytest
 
-from atp import memtrim
-from atp.procinfo import own_rss_mib as _rss_mib
+from core import memtrim
+from core.procinfo import own_rss_mib as _rss_mib
 
 
 @pytest.mark.skipif(memtrim.malloc_trim() is None, reason="glibc only")

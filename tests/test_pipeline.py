@@ -10,9 +10,9 @@ import httpx
 import pytest
 from confluent_kafka import Consumer, TopicPartition
 
-from atp.producer import EventProducer
+from dataflows.kafka.producer import EventProducer
 from tests.builders import order, snapshot, wms
-from loadtest.child import ROOT
+from loadtest.common.child import ROOT
 from tests.conftest import env_of, processed, wait_until
 from tests.reference import fold_all
 
@@ -110,7 +110,7 @@ def test_the_dataflow_refuses_to_start_without_its_topics(settings, stack_settin
 
 
 def test_the_dataflow_fails_fast_when_the_broker_is_unreachable(settings):
-    from atp.stack import free_port
+    from sandbox.stack import free_port
 
     gone = settings.model_copy(update={"kafka_bootstrap": f"127.0.0.1:{free_port()}"})
     out = subprocess.run([sys.executable, "-m", "atp", "run"], env=env_of(gone), cwd=ROOT,

@@ -11,9 +11,9 @@ from bytewax.connectors.kafka import KafkaSinkMessage, KafkaSourceMessage
 from confluent_kafka import KafkaException
 
 from dataflows import metrics
-from dataflows.decode import DeadLetter
-from dataflows.kafka_io import DeadLetterMessage
-from dataflows.kafka_sink import DEAD_LETTER_MAX_BYTES, OutputSink, size
+from dataflows.kafka import DeadLetter
+from dataflows.kafka.output import DeadLetterMessage
+from dataflows.kafka.sink import DEAD_LETTER_MAX_BYTES, OutputSink, size
 
 PRODUCER_LIMIT = 1_000_000  # librdkafka's default message.max.bytes
 NOWHERE = ["127.0.0.1:1"]  # no broker: produce() checks a message's size before any connection

@@ -1,6 +1,6 @@
 """The wms read progress that tells a snapshot its past is in."""
 
-from dataflows.progress import StockProgress
+from dataflows.kafka.progress import StockProgress
 
 
 def test_progress_is_the_slowest_partition_and_only_once_every_partition_was_read():
@@ -69,9 +69,9 @@ def test_a_lagging_partition_still_holds_the_progress_back():
 
 
 def test_only_a_single_worker_goes_by_the_read_progress():
-    from atp.config import load_settings
+    from core.config import load_settings
     from dataflows.flow import deps_from_settings
-    from dataflows.progress import STOCK_PROGRESS, no_progress
+    from dataflows.kafka.progress import STOCK_PROGRESS, no_progress
 
     assert deps_from_settings(load_settings({})).fold.stock_progress == STOCK_PROGRESS.get
     for env in ({"ATP_WORKERS": "2"}, {"ATP_CLUSTER_ADDRESSES": "h:1;h:2", "ATP_PROCESS_ID": "1"}):

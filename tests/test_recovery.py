@@ -8,9 +8,10 @@ import time
 
 import pytest
 
-from atp.producer import EventProducer
-from loadtest.simulator import Simulator
-from state.projection import KeySpace, from_hash
+from dataflows.kafka.producer import EventProducer
+from sandbox.simulator import Simulator
+from projection.keys import KeySpace
+from projection.codec import from_hash
 from tests.conftest import processed, send_events, wait_until
 from tests.reference import fold_all
 

@@ -14,15 +14,16 @@ import pytest
 import redis
 from fastapi.testclient import TestClient
 
-from atp.config import load_settings
-from atp.errors import ConfigError
-from atp.generations import delete_matching, write_meta
-from atp.redisconn import connect
-from atp.stack import Endpoint, free_port, port_free
+from core.config import load_settings
+from core.errors import ConfigError
+from projection.generations import delete_matching, write_meta
+from projection.client import connect
+from sandbox.stack import Endpoint, free_port, port_free
 from dataflows.redis_sink import RedisPositionSink
 from serving.main import create_app
 from state.position import Position
-from state.projection import READY
+from projection.keys import READY
+from projection.keys import keyspace_of
 
 pytestmark = pytest.mark.integration
 
@@ -90,13 +91,13 @@ def test_sink_and_api_work_against_a_redis_cluster(cluster_url: str, tmp_path: P
     client = connect(s)
     assert len({n.port for n in client.get_primaries()}) == 3
     skus = [f"SKU-{i}" for i in range(60)]  # spread over the slots of all three nodes
-    part = RedisPositionSink(s.redis_url, s.keyspace, cluster=True).build("out", 0, 1)
+    part = RedisPositionSink(s.redis_url, keyspace_of(s), cluster=True).build("out", 0, 1)
     part.write_batch([_pos(sku, loc, 5, 10 + i) for i, sku in enumerate(skus) for loc in ("DC-01", "DC-02")])
     part.write_batch([_pos("SKU-7", "DC-01", 4, 999)])  # an older version: refused on its node
-    slots = {client.keyslot(s.keyspace.position(sku, "DC-01")) for sku in skus}
+    slots = {client.keyslot(keyspace_of(s).position(sku, "DC-01")) for sku in skus}
     nodes = {client.nodes_manager.get_node_from_slot(slot).port for slot in slots}
     assert len(nodes) == 3
-    write_meta(client, s.keyspace, "t", READY)
+    write_meta(client, keyspace_of(s), "t", READY)
 
     with TestClient(create_app(s)) as api:
         one = api.get("/v1/availability/SKU-7/DC-01")

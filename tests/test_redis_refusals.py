@@ -15,11 +15,11 @@ import time
 import pytest
 import redis
 
-from atp.stack import free_port
-from dataflows.quarantine import is_infrastructure
+from sandbox.stack import free_port
+from dataflows.runtime.crashguard import is_infrastructure
 from dataflows.redis_sink import RedisPositionSink
 from state.position import Position
-from state.projection import KeySpace
+from projection.keys import KeySpace
 from tests.builders import T0
 
 pytestmark = pytest.mark.integration

@@ -11,15 +11,17 @@ from datetime import datetime, timezone
 import httpx
 import pytest
 
-from atp.generations import for_generation, read_meta
-from atp.producer import EventProducer
-from atp.stack import free_port
-from atp.verify import compare
-from loadtest.chaos_verify import read_truth
-from loadtest.scrape import scrape, total
-from loadtest.simulator import Simulator
-from state.projection import READY, from_hash
+from projection.generations import for_generation, read_meta
+from dataflows.kafka.producer import EventProducer
+from sandbox.stack import free_port
+from projection.verify import compare
+from loadtest.truth.verify import read_truth
+from sandbox.scrape import scrape, total
+from sandbox.simulator import Simulator
+from projection.keys import READY
+from projection.codec import from_hash
 from tests.conftest import processed, wait_until
+from projection.keys import generations_of, keyspace_of
 
 pytestmark = pytest.mark.integration
 
@@ -60,7 +62,7 @@ def test_replaying_twice_gives_identical_keyspaces_equal_to_the_oracle(settings,
     assert "replayed" in a.tail() and "next: run it live" in a.tail()
     b = start("replay", "second", "--metrics-port", "0")
     assert b.p.wait(90) == 0, b.tail()
-    gens = settings.generations
+    gens = generations_of(settings)
     for name in ("first", "second"):
         meta = read_meta(rclient, gens.keyspace(name))
         assert (meta["state"], meta["kind"], meta["formula_version"]) == (READY, "replay", "1")
@@ -68,7 +70,7 @@ def test_replaying_twice_gives_identical_keyspaces_equal_to_the_oracle(settings,
     assert diff.passed and diff.equal == diff.keys_new > 100
     assert_equals_oracle(rclient, gens.keyspace("first"), read_truth(settings))
     # A replay rebuilds Redis only: nothing went to the availability feed.
-    from atp.topicread import read_topics
+    from dataflows.kafka.topicread import read_topics
     assert not list(read_topics(settings.kafka_bootstrap, [settings.topic_availability], timeout_s=5))
     again = start("replay", "first", "--metrics-port", "0")
     assert again.p.wait(30) == 2 and "already built" in again.tail()
@@ -93,7 +95,7 @@ def test_a_point_in_time_rebuild_equals_the_oracle_up_to_that_time(settings, rcl
     until_ms = int(cut.timestamp() * 1000)
     r = start("replay", "at-cut", "--until", cut.isoformat(), "--formula", "2", "--metrics-port", "0")
     assert r.p.wait(90) == 0, r.tail()
-    ks = settings.generations.keyspace("at-cut")
+    ks = generations_of(settings).keyspace("at-cut")
     truth = read_truth(settings, until_ms=until_ms, formula=2)
     assert 0 < truth.log_records < 4000  # the cut fell between the two batches
     assert_equals_oracle(rclient, ks, truth)
@@ -135,17 +137,17 @@ def test_an_interrupted_replay_resumes_or_is_discarded(settings, rclient, start)
     code = r.stop(signal.SIGINT)
     assert code == 130, f"exit {code}:\n{r.tail()}"  # a native crash shows faulthandler's stacks here
     assert "`atp replay half --resume` continues it" in r.tail()
-    assert read_meta(rclient, settings.generations.keyspace("half"))["state"] == "rebuilding"
+    assert read_meta(rclient, generations_of(settings).keyspace("half"))["state"] == "rebuilding"
 
     plain = start("replay", "half", "--metrics-port", "0", s=s)
     assert plain.p.wait(30) == 2 and "--resume continues it, --discard deletes it" in plain.tail()
     resumed = start("replay", "half", "--resume", "--metrics-port", "0", s=s)
     assert resumed.p.wait(120) == 0, resumed.tail()
-    assert_equals_oracle(rclient, settings.generations.keyspace("half"), truth)
+    assert_equals_oracle(rclient, generations_of(settings).keyspace("half"), truth)
 
     redo = start("replay", "half", "--discard", "--metrics-port", "0", s=s)
     assert redo.p.wait(120) == 0, redo.tail()
-    assert_equals_oracle(rclient, settings.generations.keyspace("half"), truth)
+    assert_equals_oracle(rclient, generations_of(settings).keyspace("half"), truth)
 
 
 def _get(url: str):
@@ -239,7 +241,7 @@ def _replay_and_switch(settings, rclient, start, live, poller, stop_traffic, sen
     assert "the API now serves 'g2'" in switch.tail()
     assert live.p.wait(30) == 0, "the old generation's dataflow retires itself after the grace period"
     assert "retired" in live.tail()
-    assert not list(rclient.scan_iter(match=f"{settings.keyspace.prefix}:pos:*"))  # default's keys are gone
+    assert not list(rclient.scan_iter(match=f"{keyspace_of(settings).prefix}:pos:*"))  # default's keys are gone
     stop_traffic.set()
     sender.join(10)
     time.sleep(1)
@@ -247,7 +249,7 @@ def _replay_and_switch(settings, rclient, start, live, poller, stop_traffic, sen
     poller.join(10)
 
     truth = read_truth(settings)
-    wait_until(lambda: positions(rclient, g2.keyspace) == {k: e.fields() for k, e in truth.expected.items()},
+    wait_until(lambda: positions(rclient, keyspace_of(g2)) == {k: e.fields() for k, e in truth.expected.items()},
                60, "the new generation to catch up", follower)
     assert poller.generations == ["default", "g2"]  # switched once, never back
     assert dict(poller.statuses).keys() == {200}, poller.statuses  # never a 503 or 404 for a whole request

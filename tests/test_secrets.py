@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import redis
 
-from atp.stack import free_port
+from sandbox.stack import free_port
 from tests.conftest import run_atp, get_json, wait_until
 
 pytestmark = pytest.mark.integration

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from atp.config import load_settings
-from atp.errors import StackError
-from atp.stack import Stack, free_port
+from core.config import load_settings
+from core.errors import StackError
+from sandbox.stack import Stack, free_port
 
 pytestmark = pytest.mark.integration
 

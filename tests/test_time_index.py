@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from confluent_kafka import Producer
 
-from atp.topicread import offsets_at, read_topics
+from dataflows.kafka.topicread import offsets_at, read_topics
 from tests.conftest import BROKER
 
 pytestmark = pytest.mark.integration

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from confluent_kafka.admin import NewTopic
 
-from atp.errors import StackError
-from dataflows import topic_config
-from dataflows.kafka_io import admin
+from core.errors import StackError
+from dataflows.kafka import topic_config
+from dataflows.kafka.admin import admin
 from tests.conftest import BROKER, wait_until
 
 pytestmark = pytest.mark.integration

@@ -22,7 +22,8 @@ from serving.models import (
 )
 from serving.store import PositionStore
 from state.position import FIELDS, network_total
-from state.projection import GENERATION_PATTERN, MAX_SAFE_INT, Unreadable
+from projection.keys import GENERATION_PATTERN
+from projection.codec import MAX_SAFE_INT, Unreadable
 
 router = APIRouter(prefix="/v1/availability", tags=["availability"], responses=ERROR_RESPONSES)
 

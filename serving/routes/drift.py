@@ -16,7 +16,7 @@ from serving.routes.availability import (
     SkuPath,
 )
 from state.drift import SEVERITIES
-from state.projection import Unreadable
+from projection.codec import Unreadable
 
 router = APIRouter(prefix="/v1/drift", tags=["drift"], responses=ERROR_RESPONSES)
 

@@ -1,0 +1,225 @@
+"""The Redis projection of positions: key layout, the version-guarded write, and reading back.
+
+Layout (``{sku}`` is a Redis Cluster hash tag, so a SKU's locations share one slot):
+- ``<prefix>:pos:{<sku>}:<location>``: hash of every position field;
+- ``<prefix>:locs:{<sku>}``: set of the SKU's locations, for the network view;
+- ``<prefix>:grp:{<sku>}:<group>``: a location group's summed position, with ``members`` (JSON
+  ``[[location, version], ...]``, the member versions summed), and ``<prefix>:grps:{<sku>}``;
+- ``<prefix>:alert:{<sku>}:<location>`` and the ``<prefix>:alerts`` indexes: the latest alerts;
+- ``<prefix>:meta``: hash ``run_id`` (the dataflow run that owns the keyspace), ``state``
+  (``ready`` or ``rebuilding``) and ``since`` (epoch ms). No meta key means the keyspace is lost
+  or was never written: readers must not trust what they find, and the dataflow re-publishes.
+  The dataflow's liveness, when it publishes it: ``flow`` (``running``, ``stopped`` or
+  ``crash_loop``) and ``heartbeat`` (epoch ms, rewritten at least every 2 s while it runs); the
+  API's /readyz reads them (serving.routes.health).
+
+Writes are at-least-once (Bytewax re-emits after a restart), so a write lands only if its
+``version`` is higher than the stored one: a replayed older position never overwrites a newer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import fields
+from typing import Any
+
+from state.position import Position
+
+
+# The fields of a stored position: every field of ``Position``, in the order ``write_args`` packs them.
+HASH_FIELDS = tuple(f.name for f in fields(Position))
+
+
+SEP = "|"  # never inside a value: ids are [A-Za-z0-9._-], the rest are numbers
+
+
+INT_FIELDS = (
+    "atp", "available_qty", "on_hand", "reserved", "non_sellable", "inbound",
+    "safety_stock", "shortfall", "version", "as_of", "updated_at", "formula_version",
+)
+
+
+FLOAT_FIELDS = ("demand_per_min_5m", "demand_per_min_60m", "stockout_eta_minutes")  # "" stores None
+
+
+def write_args(p: Position) -> tuple[int, str, str]:
+    """ARGV for ``GUARDED_WRITE``: the version, the location and the packed values."""
+    eta = "" if p.stockout_eta_minutes is None else repr(p.stockout_eta_minutes)
+    return p.version, p.location, (
+        f"{p.sku}|{p.location}|{p.atp}|{p.available_qty}|{p.on_hand}|{p.reserved}|{p.non_sellable}|"
+        f"{p.inbound}|{p.safety_stock}|{p.shortfall}|{p.version}|{p.as_of}|{p.updated_at}|"
+        f"{p.formula_version}|{p.demand_per_min_5m!r}|{p.demand_per_min_60m!r}|{eta}"
+    )
+
+
+def hash_fields(p: Position) -> dict[str, str]:
+    """The hash ``GUARDED_WRITE`` stores for a position, as the strings Redis keeps."""
+    return dict(zip(HASH_FIELDS, write_args(p)[2].split(SEP)))
+
+
+def _float_or_none(v: bytes | str) -> float | None:
+    return float(v) if v else None
+
+
+_TYPED = {**dict.fromkeys(INT_FIELDS, int), **dict.fromkeys(FLOAT_FIELDS, _float_or_none)}
+
+
+def from_hash(raw: dict[Any, Any]) -> dict[str, Any] | None:
+    """A stored hash as typed fields, or None for a missing key."""
+    return from_pairs(raw.items()) if raw else None
+
+
+def from_flat(flat: list[Any]) -> dict[str, Any] | None:
+    """A hash as HGETALL answers inside a script (field, value, field, value, ...), typed."""
+    it = iter(flat)
+    return from_pairs(zip(it, it)) if flat else None
+
+
+def from_pairs(pairs: Iterable[tuple[Any, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        k = k.decode() if isinstance(k, bytes) else k
+        typed = _TYPED.get(k)
+        out[k] = typed(v) if typed is not None else v.decode() if isinstance(v, bytes) else v
+    return out
+
+
+MAX_SAFE_INT = 2**53 - 1  # beyond it a JSON number loses precision in JavaScript clients
+
+
+MAX_EPOCH_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant Python's datetime holds
+
+
+EPOCH_FIELDS = ("as_of", "updated_at")
+
+
+# Fields a hash written by an older layout may lack: the API gives the model's default.
+OPTIONAL_FIELDS = ("formula_version", "demand_per_min_5m", "demand_per_min_60m", "stockout_eta_minutes")
+
+
+REQUIRED_FIELDS = tuple(f for f in HASH_FIELDS if f not in OPTIONAL_FIELDS)
+
+
+class Unreadable(ValueError):
+    """A stored record that cannot be served as it is (corrupt, out of range, or missing a field)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def safe_int(name: str, v: Any) -> int:
+    """A stored integer within what JSON carries exactly to every client (|x| <= 2**53 - 1)."""
+    try:
+        n = int(v)
+    except (TypeError, ValueError):
+        raise Unreadable(f"{name} is not an integer: {_shown(v)}") from None
+    if not -MAX_SAFE_INT <= n <= MAX_SAFE_INT:
+        raise Unreadable(f"{name} is beyond 2**53 - 1 in magnitude: {_shown(v)}")
+    return n
+
+
+def epoch_ms(name: str, v: Any) -> int:
+    """A stored event or processing time in epoch milliseconds, within datetime's range."""
+    n = safe_int(name, v)
+    if not 0 <= n <= MAX_EPOCH_MS:
+        raise Unreadable(f"{name} is not a time between 1970 and 9999 in epoch milliseconds: {n}")
+    return n
+
+
+def _finite(name: str, v: Any, empty_ok: bool) -> float | None:
+    if v in ("", b""):
+        if empty_ok:
+            return None
+        raise Unreadable(f"{name} is empty")
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise Unreadable(f"{name} is not a number: {_shown(v)}") from None
+    if f != f or f in (float("inf"), float("-inf")) or abs(f) > MAX_SAFE_INT:
+        raise Unreadable(f"{name} is not a finite number within 2**53 - 1: {_shown(v)}")
+    return f
+
+
+def _shown(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+_STRICT: dict[str, Any] = {
+    **{f: safe_int for f in INT_FIELDS if f not in EPOCH_FIELDS},
+    **{f: epoch_ms for f in EPOCH_FIELDS},
+    "demand_per_min_5m": lambda n, v: _finite(n, v, empty_ok=False),
+    "demand_per_min_60m": lambda n, v: _finite(n, v, empty_ok=False),
+    "stockout_eta_minutes": lambda n, v: _finite(n, v, empty_ok=True),
+}
+
+
+_INT, _FLOAT, _ETA, _TEXT = 1, 2, 3, 4
+
+
+_FAST = {**dict.fromkeys(INT_FIELDS, _INT), "demand_per_min_5m": _FLOAT, "demand_per_min_60m": _FLOAT,
+         "stockout_eta_minutes": _ETA, "sku": _TEXT, "location": _TEXT, "members": _TEXT}
+
+
+def read_position(pairs: Iterable[tuple[Any, Any]]) -> dict[str, Any]:
+    """A stored position (or group position) as the API serves it, or ``Unreadable``. Known fields
+    are typed and checked; fields this version does not know (a newer layout) are ignored; the
+    optional fields an older layout lacks are left out (the reader's default applies)."""
+    pairs = pairs if isinstance(pairs, list) else list(pairs)
+    try:  # the common case, inline (this runs once per key read); any doubt: the checks below say why
+        out = _read_fast(pairs)
+    except (TypeError, ValueError):  # UnicodeDecodeError is a ValueError
+        out = None
+    return out if out is not None else _read_checked(pairs)
+
+
+def _read_fast(pairs: list[tuple[Any, Any]]) -> dict[str, Any] | None:
+    out: dict[str, Any] = {}
+    lo, hi = -MAX_SAFE_INT, MAX_SAFE_INT
+    fast = _FAST
+    for k, v in pairs:
+        if type(k) is bytes:
+            k = k.decode()
+        kind = fast.get(k)
+        if kind is None:
+            continue
+        if kind == 1:  # _INT
+            n = out[k] = int(v)
+            if n < lo or n > hi:
+                return None
+        elif kind == 4:  # _TEXT
+            out[k] = v.decode() if type(v) is bytes else v
+        elif kind == 3 and not v:  # _ETA, none
+            out[k] = None
+        else:
+            f = out[k] = float(v)
+            if not lo <= f <= hi:  # also NaN
+                return None
+    for f in REQUIRED_FIELDS:
+        if f not in out:
+            return None
+    if not (0 <= out["as_of"] <= MAX_EPOCH_MS and 0 <= out["updated_at"] <= MAX_EPOCH_MS):
+        return None
+    return out
+
+
+def _read_checked(pairs: list[tuple[Any, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        try:
+            k = k.decode() if isinstance(k, bytes) else k
+        except UnicodeDecodeError:
+            continue  # not a field name this (or any) version writes
+        check = _STRICT.get(k)
+        if check is not None:
+            out[k] = check(k, v)
+        elif k in ("sku", "location", "members"):
+            try:
+                out[k] = v.decode() if isinstance(v, bytes) else v
+            except UnicodeDecodeError:
+                raise Unreadable(f"{k} is not UTF-8") from None
+    missing = [f for f in REQUIRED_FIELDS if f not in out]
+    if missing:
+        raise Unreadable(f"missing field(s): {', '.join(missing)}")
+    return out

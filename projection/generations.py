@@ -1,0 +1,195 @@
+"""Generations of the Redis keyspace: their local spec, their meta, listing, switching and retiring.
+
+A generation is a complete keyspace built by one dataflow run (``default`` is the one `atp run`
+writes unless ``ATP_GENERATION`` names another). `atp replay` builds a new one from the log while
+the live one keeps serving; `atp generation switch` moves the API to it with one ``SET`` of the
+pointer and schedules the old one's retirement after a grace period. The spec (kind, formula,
+cut-off) lives in a file beside the generation's recovery store, so it survives a Redis loss;
+the meta hash mirrors it for readers.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import redis
+
+from core.config import Settings
+from core.errors import StackError
+from projection.keys import DEFAULT_GENERATION, READY, Generations, KeySpace, current_name
+from projection.keys import generations_of
+
+LIVE, REPLAY, PIT = "live", "replay", "pit"
+SPEC_FILE = "generation.json"
+WAS_CURRENT_FILE = "was-current"  # beside the spec: the pointer named this generation when last seen
+
+
+class GenerationError(StackError):
+    """A generation operation that must not happen; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What a generation is: how it was built and with which formula (never changes once written)."""
+
+    name: str
+    kind: str = LIVE  # live: `atp run`; replay: rebuilt from the log, then followed live; pit: frozen
+    formula_version: int = 1
+    until_ms: int | None = None  # pit: events with a log timestamp before this
+    starts: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> first offset read
+    ends: dict[str, int] = field(default_factory=dict)  # "topic:partition" -> first offset not read
+    created_ms: int = 0
+
+    def save(self, directory: Path) -> None:
+        directory.mkdir(parents=True, exist_ok=True)
+        tmp = directory / (SPEC_FILE + ".tmp")
+        tmp.write_text(json.dumps(asdict(self), indent=2) + "\n")
+        tmp.replace(directory / SPEC_FILE)
+
+    @classmethod
+    def load(cls, directory: Path) -> "Spec | None":
+        path = directory / SPEC_FILE
+        if not path.exists():
+            return None
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (ValueError, TypeError) as exc:
+            raise GenerationError(f"{path} is not a generation spec ({exc}); restore it or drop the generation") from None
+
+    def meta_fields(self) -> dict[str, str | int]:
+        out: dict[str, str | int] = {"kind": self.kind, "formula_version": self.formula_version}
+        if self.until_ms is not None:
+            out["until"] = self.until_ms
+        return out
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def read_meta(client: redis.Redis, ks: KeySpace) -> dict[str, str] | None:
+    raw = client.hgetall(ks.meta)
+    # A hand edit can leave bytes that are not UTF-8: read as such, they name nothing that exists.
+    return {k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in raw.items()} if raw else None
+
+
+def write_meta(client: redis.Redis, ks: KeySpace, run_id: str, state: str, spec: Spec | None = None) -> None:
+    mapping: dict[str, str | int] = {"run_id": run_id, "state": state, "since": now_ms()}
+    if spec is not None:
+        mapping.update(spec.meta_fields())
+    client.hset(ks.meta, mapping=mapping)
+
+
+def local_dirs(settings: Settings) -> list[Path]:
+    """Every generation's recovery store and spec directory on this machine."""
+    return [settings.state_dir / "recovery", settings.state_dir / "generations"]
+
+
+def current(client: redis.Redis, gens: Generations) -> str:
+    return current_name(client.get(gens.pointer))
+
+
+def for_generation(settings: Settings, name: str) -> Settings:
+    """The same settings, pointed at another generation."""
+    return settings.model_copy(update={"generation": name})
+
+
+@dataclass(frozen=True)
+class Listed:
+    name: str
+    current: bool
+    meta: dict[str, str]
+    keys: int
+
+
+def list_all(settings: Settings, client: redis.Redis) -> list[Listed]:
+    """Every generation with a meta key in Redis or a spec on this machine."""
+    gens = generations_of(settings)
+    names = {gens.name_of_meta(k.decode()) for k in client.scan_iter(match=gens.meta_pattern, count=1000)}
+    if client.exists(gens.keyspace(DEFAULT_GENERATION).meta):
+        names.add(DEFAULT_GENERATION)
+    local = settings.state_dir / "generations"
+    if local.is_dir():
+        names.update(p.name for p in local.iterdir() if (p / SPEC_FILE).exists())
+    cur = current(client, gens)
+    out = []
+    for name in sorted(names):
+        ks = gens.keyspace(name)
+        out.append(Listed(name, name == cur, read_meta(client, ks) or {}, count_positions(client, ks)))
+    return out
+
+
+def switch(settings: Settings, client: redis.Redis, name: str, grace_s: float) -> str:
+    """Point the API at ``name``; the old current generation retires after ``grace_s``. Returns the old name."""
+    gens = generations_of(settings)
+    meta = read_meta(client, gens.keyspace(name))
+    if meta is None:
+        raise GenerationError(f"generation '{name}' has no keyspace in Redis; build it with `atp replay {name}`")
+    if meta.get("kind") == PIT:
+        raise GenerationError(
+            f"generation '{name}' is a point-in-time rebuild (frozen at {meta.get('until')}); it is read with "
+            "?generation= and never becomes current")
+    if meta.get("state") != READY:
+        raise GenerationError(f"generation '{name}' is {meta.get('state')}; wait until it is ready")
+    if meta.get("retire_at"):
+        raise GenerationError(f"generation '{name}' is retiring; build a new one instead")
+    old = current(client, gens)
+    if old == name:
+        raise GenerationError(f"generation '{name}' is already current")
+    retire_at = now_ms() + int(grace_s * 1000)
+    # The SET is the switch. No MULTI: the two keys may live on different Redis Cluster nodes; the
+    # pointer goes first, so a failure in between never retires the generation being served.
+    pipe = client.pipeline(transaction=False)
+    pipe.set(gens.pointer, name)
+    pipe.hset(gens.keyspace(old).meta, "retire_at", retire_at)
+    pipe.execute()
+    return old
+
+
+def retire_due(meta: dict[str, str] | None, at_ms: int | None = None) -> bool:
+    """The generation's ``retire_at`` has passed; a value that is not a number retires nothing (as
+    the API reads it)."""
+    try:
+        return bool(meta and meta.get("retire_at") and int(meta["retire_at"]) <= (at_ms or now_ms()))
+    except ValueError:
+        return False
+
+
+def drop(settings: Settings, client: redis.Redis, name: str, force: bool = False) -> int:
+    """Delete a generation's keyspace and local files; returns the Redis keys deleted. Never the current one."""
+    gens = generations_of(settings)
+    if current(client, gens) == name and not force:
+        raise GenerationError(f"generation '{name}' is current; switch to another one first")
+    deleted = delete_keyspace(client, gens.keyspace(name))
+    gen_settings = for_generation(settings, name)
+    shutil.rmtree(gen_settings.recovery_dir, ignore_errors=True)
+    (gen_settings.generation_dir / SPEC_FILE).unlink(missing_ok=True)
+    (gen_settings.generation_dir / WAS_CURRENT_FILE).unlink(missing_ok=True)
+    if name != DEFAULT_GENERATION:
+        shutil.rmtree(gen_settings.generation_dir, ignore_errors=True)
+    return deleted
+
+
+def delete_keyspace(client: redis.Redis, ks: KeySpace) -> int:
+    """Delete one generation's keys (position hashes, location sets, then its meta)."""
+    return delete_matching(client, f"{ks.prefix}:pos:*", f"{ks.prefix}:locs:*") + client.delete(ks.meta)
+
+
+def delete_matching(client: redis.Redis, *patterns: str) -> int:
+    """Delete every key matching ``patterns``, 1,000 at a time; returns how many were deleted."""
+    deleted = 0
+    pipe = client.pipeline(transaction=False)  # one DEL per key: keys may live in different cluster slots
+    for pattern in patterns:
+        for key in client.scan_iter(match=pattern, count=1000):
+            pipe.delete(key)
+            if len(pipe) >= 1000:
+                deleted += sum(pipe.execute())
+    return deleted + sum(pipe.execute())
+
+
+def count_positions(client: redis.Redis, ks: KeySpace) -> int:
+    return sum(1 for _ in client.scan_iter(match=f"{ks.prefix}:pos:*", count=1000))
