@@ -10,7 +10,7 @@ those, and unions of ``null`` with one other type. Anything else (arrays, maps, 
 recursive records) gets ``None`` and the caller keeps fastavro. The caller also goes back to
 fastavro whenever a compiled function raises, so every error a user sees is fastavro's own and a
 non-canonical encoding fastavro accepts is still accepted: the compiled code only has to be right
-when it succeeds, which ``tests/test_compiled_codec.py`` checks against fastavro on random and
+when it succeeds, which ``tests/schemas/test_compiled_codec.py`` checks against fastavro on random and
 corrupted records of every schema in ``schemas/avro``.
 """
 

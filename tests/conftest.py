@@ -18,7 +18,7 @@ from core.config import Settings, child_environ, load_settings
 from sandbox.demo import events_processed
 from sandbox.stack import Stack, free_port
 from dataflows.kafka.admin import admin, create_topics
-from loadtest.common.child import ROOT, Child
+from sandbox.child import ROOT, Child
 
 
 

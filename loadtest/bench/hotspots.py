@@ -30,7 +30,7 @@ from typing import Any
 from core.config import child_environ
 from loadtest.common.harness import write_ends, bar_chart, parser, private_stack, produce, write_report
 from loadtest.common.machine import machine
-from loadtest.common.child import ROOT
+from sandbox.child import ROOT
 from loadtest.bench.ladder_stage import STAGES
 
 # (step, substrings of a frame "function (file:line)"): a sample goes to the first step, in this

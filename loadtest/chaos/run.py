@@ -32,7 +32,7 @@ from dataflows.kafka import admin as kafka_admin
 from dataflows.runtime.recovery import RecoveryStore
 from loadtest.chaos.input import Outgoing, build_input
 from loadtest.truth.verify import Verdict, verify
-from loadtest.common.child import Child
+from sandbox.child import Child
 from sandbox.scrape import scrape
 from loadtest.common.machine import machine
 from projection.keys import keyspace_of

@@ -19,7 +19,7 @@ from core.config import Settings, load_settings
 from dataflows.kafka.producer import EventProducer
 from sandbox.stack import Stack, free_port
 from dataflows.kafka import admin as kafka_admin
-from loadtest.common.child import ROOT
+from sandbox.child import ROOT
 from sandbox.pace import SendResult, send_paced
 from sandbox.simulator import Simulator
 

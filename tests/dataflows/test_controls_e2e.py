@@ -11,7 +11,7 @@ from loadtest.truth.verify import read_truth
 from projection.codec import from_hash
 from tests.builders import wms
 from tests.conftest import get_json, processed, wait_until
-from tests.test_replay import assert_equals_oracle, produce
+from tests.dataflows.test_replay import assert_equals_oracle, produce
 from projection.keys import generations_of, keyspace_of
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,7 @@ import redis
 from core.config import load_settings
 from dataflows.kafka.producer import EventProducer
 from sandbox.stack import Stack, free_port
-from loadtest.common.child import Child
+from sandbox.child import Child
 from projection.keys import READY
 from tests.builders import wms
 from tests.conftest import run_atp, BROKER, processed, wait_until

@@ -37,12 +37,12 @@ from state.events import kafka_key
 from state.position import Position
 from tests.builders import control, order, wms
 from tests.reference import quantities
-from tests.test_flow import SETTINGS
+from tests.dataflows.test_flow import SETTINGS
 
 NOW = 1_795_000_000_000  # 2026-11-18T...Z: fixed, so a run does not depend on the wall clock
 DAY = 86_400_000
 ENC = Encoder(default_store())
-AVRO = Path(__file__).resolve().parents[1] / "schemas" / "avro"
+AVRO = Path(__file__).resolve().parents[2] / "schemas" / "avro"
 SKUS, LOCATIONS = ["SKU-00001", "SKU-00002"], ["DC-01", "DC-02"]  # the simulator's names: shared keys
 I64 = 2**63 - 1
 

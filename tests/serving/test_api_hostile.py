@@ -19,7 +19,7 @@ from serving.main import create_app
 from projection.keys import READY, KeySpace
 from projection.scripts import alert_member
 from projection.codec import hash_fields
-from tests.test_api import pos
+from tests.serving.test_api import pos
 
 pytestmark = pytest.mark.integration
 

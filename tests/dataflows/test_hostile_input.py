@@ -20,7 +20,7 @@ from state.fold import APPLIED, KeyState, apply
 from state.position import Position
 from bytewax.testing import TestingSink, TestingSource, run_main
 from tests.builders import T0, control, order, parse, snapshot, wms
-from tests.test_flow import SETTINGS, message
+from tests.dataflows.test_flow import SETTINGS, message
 
 MAX_QTY, MAX_FIGURE = limits.MAX_QTY, limits.MAX_FIGURE
 YEAR_10000_MS = 253_402_300_800_000

@@ -52,7 +52,7 @@ def test_the_readme_example_file_is_valid():
 
     from dataflows.jsonl import parse_lines
 
-    path = Path(__file__).resolve().parent.parent / "docs" / "examples" / "events.jsonl"
+    path = Path(__file__).resolve().parents[2] / "docs" / "examples" / "events.jsonl"
     with path.open() as fh:
         lines = list(parse_lines(fh))
     assert len(lines) == 6 and [line.error for line in lines] == [None] * 6

@@ -13,7 +13,7 @@ from state.errors import InvalidEvent
 from state.groups import Groups
 from state.safety import SafetyStock
 from tests.builders import control, parse, wms
-from tests.test_api import pos
+from tests.serving.test_api import pos
 
 
 def ctl(value, sku=None, t=0, event_id=None):

@@ -12,7 +12,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from dataflows.kafka.producer import EventProducer
 from tests.builders import order, snapshot, wms
-from loadtest.common.child import ROOT
+from sandbox.child import ROOT
 from tests.conftest import env_of, processed, wait_until
 from tests.reference import fold_all
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from core.config import Settings, child_environ
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class Child:

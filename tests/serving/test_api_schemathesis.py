@@ -29,7 +29,7 @@ from projection.keys import READY
 from projection.scripts import alert_member
 from projection.codec import hash_fields
 from tests.conftest import get_json, wait_until
-from tests.test_api import pos
+from tests.serving.test_api import pos
 from projection.keys import keyspace_of
 
 pytestmark = pytest.mark.integration

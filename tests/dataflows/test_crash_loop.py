@@ -17,7 +17,7 @@ from dataflows.runtime import deadletters as dlq
 from core.config import child_environ, load_settings
 from projection.generations import read_meta, write_meta
 from dataflows.kafka.producer import EventProducer
-from loadtest.common.child import ROOT
+from sandbox.child import ROOT
 from dataflows.runtime.continuity import beat
 from projection.keys import READY, KeySpace, keyspace_of
 from tests.builders import wms
