@@ -92,6 +92,18 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = Field(8080, ge=1, le=65535)
     api_workers: int = Field(1, ge=1, le=64, description="API processes sharing the port; metrics are summed over them.")
+    api_auth: Literal["required", "disabled"] = Field(
+        "required", description="required: every read needs an API key (`atp keys create`); disabled: no keys, "
+                                "allowed only when the API binds a loopback address.")
+    api_keys_file: Path | None = Field(
+        None, description="The API keys (hashes only; `atp keys` manages it). Unset: <state_dir>/api-keys.json.")
+    api_key_secret_file: Path | None = Field(
+        None, description="The secret the key hashes are keyed with (made by `atp keys create` when missing). "
+                          "Unset: <state_dir>/api-key-secret. Keep it apart from the keys file in production.")
+    api_default_rate: float = Field(
+        50.0, ge=0, le=1_000_000, description="Requests per second of a key created without --rate (0: unlimited).")
+    api_access_log: bool = Field(True, description="One structured log line per API request (never the token).")
+    api_docs: bool = Field(True, description="Serve /docs and /openapi.json (behind a key when auth is required).")
     ready_heartbeat_s: float = Field(
         15.0, gt=0, le=3600,
         description="/readyz answers 503 dataflow_stale when the running dataflow's heartbeat is older than this.")
@@ -328,6 +340,14 @@ class Settings(BaseSettings):
     @property
     def brokers(self) -> list[str]:
         return [b.strip() for b in self.kafka_bootstrap.split(",")]
+
+    @property
+    def keys_file(self) -> Path:
+        return self.api_keys_file or self.state_dir / "api-keys.json"
+
+    @property
+    def key_secret_file(self) -> Path:
+        return self.api_key_secret_file or self.state_dir / "api-key-secret"
 
     @property
     def generation_dir(self) -> Path:

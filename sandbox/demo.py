@@ -17,6 +17,8 @@ from sandbox.stack import Stack
 from sandbox.pace import send_paced
 from sandbox.scrape import scrape, total
 from sandbox.simulator import Simulator
+from serving.auth import ADMIN
+from serving.auth.keyfile import create, load_secret, read_records, rotate
 
 
 def events_processed(metrics_url: str) -> int:
@@ -38,10 +40,25 @@ def wait_http(url: str, timeout_s: float, what: str, stack: Stack, name: str) ->
     raise StackError(f"{what} not ready at {url} after {timeout_s:.0f} s; see {stack.log_dir / (name + '.log')}")
 
 
-def run_demo(s: Settings, count: int, rate: float, console: Console) -> tuple[list[tuple[Any, ...]], str]:
+DEMO_KEY = "demo"
+
+
+def demo_token(s: Settings) -> str | None:
+    """A token of the demo's key (``admin``, unlimited), made or given a new token; None without auth."""
+    if s.api_auth != "required":
+        return None
+    secret = load_secret(s.key_secret_file, create=True)
+    if DEMO_KEY in read_records(s.keys_file):
+        return rotate(s.keys_file, secret, DEMO_KEY, grace_s=0)
+    return create(s.keys_file, secret, DEMO_KEY, [ADMIN], rate=0)
+
+
+def run_demo(s: Settings, count: int, rate: float, console: Console) -> tuple[list[tuple[Any, ...]], str, str | None]:
     stack = Stack(s)
     for name, what in stack.up().items():
         console.print(f"{name:9} {what}")
+    token = demo_token(s)
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
     env = dict(os.environ)
     stack.start("dataflow", [sys.executable, "-m", "atp", "run"], env)
     stack.start("api", [sys.executable, "-m", "atp", "serve"], env)
@@ -61,7 +78,7 @@ def run_demo(s: Settings, count: int, rate: float, console: Console) -> tuple[li
         time.sleep(0.2)
     time.sleep(0.5)  # the Redis sink writes right after the fold
     rows = []
-    with httpx.Client(base_url=api, timeout=5) as client:
+    with httpx.Client(base_url=api, timeout=5, headers=headers) as client:
         for sku in sim.busiest(8):
             r = client.get(f"/v1/availability/{sku}")
             if r.status_code == 200:
@@ -69,4 +86,4 @@ def run_demo(s: Settings, count: int, rate: float, console: Console) -> tuple[li
                 t = body["total"]
                 rows.append((sku, t["atp"], t["available_qty"], t["reserved"], t["on_hand"], t["inbound"],
                              len(body["locations"])))
-    return rows, api
+    return rows, api, token

@@ -6,6 +6,8 @@ from typing import Annotated
 
 from fastapi import Depends, Request
 
+from serving.auth import ApiKey
+from serving.auth.middleware import key_of
 from serving.store import PositionStore
 
 
@@ -21,3 +23,11 @@ async def get_groups(request: Request) -> dict[str, list[str]]:
 
 
 GroupsDep = Annotated[dict[str, list[str]], Depends(get_groups)]
+
+
+async def get_key(request: Request) -> ApiKey | None:
+    """The caller's API key (None when auth is disabled)."""
+    return key_of(request.scope)
+
+
+KeyDep = Annotated[ApiKey | None, Depends(get_key)]

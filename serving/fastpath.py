@@ -17,6 +17,7 @@ from typing import Any
 
 import redis.exceptions
 
+from serving.auth.middleware import key_of
 from serving.models import ID_PATTERN, Availability
 from serving.routes.availability import GENERATION_HEADER, now_ms, router
 from serving.store import KeyspaceNotReady
@@ -43,7 +44,8 @@ class SingleKeyFastPath:
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http" and scope["method"] == "GET" and not scope["query_string"]:
             match = _PATH.fullmatch(scope["path"])
-            if match is not None:
+            key = key_of(scope)
+            if match is not None and (key is None or key.sees(match.group(2))):  # else the route's 403
                 answer = await _read(scope["app"].state.store, match.group(1), match.group(2))
                 if answer is not None:
                     scope["route"] = _ROUTE

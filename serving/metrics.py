@@ -1,7 +1,13 @@
-"""API metrics, labelled by route template (never by SKU), via a plain ASGI middleware."""
+"""API metrics, labelled by route template (never by SKU), and the access log, via a plain ASGI middleware.
+
+The access log (logger ``atp.access``, INFO) writes one ``key=value`` line per request: the API key's
+name (``-`` without one), method, route template, status, latency and, for a batch, its item count.
+Never the token, never a SKU or location (they are in the path, which is not logged).
+"""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -12,6 +18,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.multiprocess import MultiProcessCollector
 
 _MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+ACCESS = logging.getLogger("atp.access")
 
 REQUESTS = Counter("atp_api_requests_total", "API requests by route template and status.", ["route", "status"])
 LATENCY = Histogram(
@@ -21,8 +28,9 @@ LATENCY = Histogram(
 
 
 class MetricsMiddleware:
-    def __init__(self, app: Any) -> None:
+    def __init__(self, app: Any, access_log: bool = False) -> None:
         self.app = app
+        self.access_log = access_log
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -41,8 +49,14 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             label = getattr(route, "path", None) or "unmatched"
+            elapsed = time.perf_counter() - started
             REQUESTS.labels(label, str(status[0])).inc()
-            LATENCY.labels(label).observe(time.perf_counter() - started)
+            LATENCY.labels(label).observe(elapsed)
+            if self.access_log and ACCESS.isEnabledFor(logging.INFO):
+                key = scope.get("atp.key")
+                ACCESS.info("access key=%s method=%s route=%s status=%s ms=%.2f items=%s",
+                            key.name if key is not None else "-", scope["method"], label, status[0],
+                            elapsed * 1000, scope.get("atp.items", 1))
 
 
 def multiprocess_dir(path: Path) -> None:

@@ -95,6 +95,9 @@ class SkuAvailability(BaseModel):
     unreadable: list[UnreadableLocation] = Field(
         default_factory=list, description="Locations whose stored position cannot be served: left out of "
                                           "locations and of the network total")
+    restricted_to: list[str] | None = Field(
+        None, description="Set when the API key may read only some locations: the ones it may read. The "
+                          "locations and the total are then over those only.")
 
 
 class QueryItem(BaseModel):
@@ -125,7 +128,8 @@ class QueryResult(BaseModel):
                                     "unreadable one: see error)")
     availability: Availability | None = None
     error: ErrorInfo | None = Field(None, description="Set when the key's stored position cannot be served "
-                                                      "(code position_unreadable); availability is then null")
+                                                      "(code position_unreadable), or when the API key may not "
+                                                      "read its location (code forbidden); availability is then null")
 
 
 class QueryResponse(BaseModel):

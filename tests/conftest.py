@@ -33,7 +33,8 @@ if BROKER not in ("tansu", "kafka"):
 @pytest.fixture(scope="session")
 def stack_settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     """Broker and Redis on free loopback ports, started for the session and stopped after it."""
-    s = load_settings({}, state_dir=tmp_path_factory.mktemp("stack"), stack_broker=BROKER,
+    # Auth off for the suite (loopback only); tests/serving/test_auth.py turns it on.
+    s = load_settings({}, state_dir=tmp_path_factory.mktemp("stack"), stack_broker=BROKER, api_auth="disabled",
                       kafka_bootstrap=f"127.0.0.1:{free_port()}", redis_url=f"redis://127.0.0.1:{free_port()}/0")
     stack = Stack(s)
     stack.up(create_topics=False)

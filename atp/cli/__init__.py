@@ -12,7 +12,7 @@ from importlib.util import find_spec
 
 import typer
 
-from atp.cli import demo, dlq, flow, serve, stack, topics
+from atp.cli import demo, dlq, flow, keys, serve, stack, topics
 from atp.cli.generations import generation_app, replay
 
 # A crash in native code (librdkafka, Bytewax's Rust core) then leaves the Python stack of every
@@ -25,6 +25,7 @@ app.add_typer(stack.app, name="stack")
 app.add_typer(topics.app, name="topics")
 app.add_typer(dlq.app, name="dlq")
 app.add_typer(generation_app, name="generation")
+app.add_typer(keys.app, name="keys")
 app.command()(replay)
 app.command()(flow.run)
 app.command()(flow.reset)

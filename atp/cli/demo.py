@@ -39,7 +39,7 @@ def demo(
     """Start everything, stream a short simulation, and show the busiest SKUs' ATP."""
     from sandbox.demo import run_demo
 
-    table_rows, api = run_demo(settings(), count, rate, console)
+    table_rows, api, token = run_demo(settings(), count, rate, console)
     table = Table(title="Busiest SKUs: network ATP (sum over locations)")
     for col in ("sku", "atp", "available", "reserved", "on hand", "inbound", "locations"):
         table.add_column(col, justify="right" if col != "sku" else "left")
@@ -47,6 +47,12 @@ def demo(
         table.add_row(*(str(v) for v in row))
     console.print(table)
     sku = table_rows[0][0] if table_rows else "SKU-00001"
-    console.print(f"\nTry:  curl {api}/v1/availability/{sku}\n      curl {api}/v1/availability/{sku}/DC-01")
-    console.print(f"Docs: {api}/docs    Metrics: {api}/metrics")
+    if token is None:
+        console.print(f"\nTry:  curl {api}/v1/availability/{sku}\n      curl {api}/v1/availability/{sku}/DC-01")
+    else:  # the demo key (admin, on this machine only): give each channel its own, `atp keys create`
+        console.print(f"\nTry:  export ATP_TOKEN={token}\n"
+                      f"      curl -H \"Authorization: Bearer $ATP_TOKEN\" {api}/v1/availability/{sku}\n"
+                      f"      curl -H \"Authorization: Bearer $ATP_TOKEN\" {api}/v1/availability/{sku}/DC-01",
+                      markup=False)
+    console.print(f"Docs: {api}/docs    Metrics: {api}/metrics (with the token)")
     console.print("Everything keeps running; stop it with `.venv/bin/atp stack down` (or `make down`).")

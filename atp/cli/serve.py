@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-
-
 from atp.cli.common import friendly, settings
 
 
@@ -12,9 +10,10 @@ def serve() -> None:
     """Serve the availability API in the foreground."""
     import uvicorn
 
-    from serving.main import create_app
+    from serving.main import check_auth, create_app
 
     s = settings()
+    check_auth(s)  # before any worker starts
     if s.api_workers == 1:
         uvicorn.run(create_app(s), host=s.api_host, port=s.api_port, log_level="warning", access_log=False)
         return

@@ -174,7 +174,7 @@ class ChaosRun:
         outer = self.log
         self.log = lambda line: outer(f"[{time.time() - started_wall:6.1f}s] {line}")
         settings = load_settings(
-            {}, state_dir=work_dir / "state", kafka_bootstrap=f"127.0.0.1:{free_port()}",
+            {}, state_dir=work_dir / "state", api_auth="disabled", kafka_bootstrap=f"127.0.0.1:{free_port()}",
             redis_url=f"redis://127.0.0.1:{free_port()}/0", api_port=free_port(), metrics_port=free_port(),
             snapshot_interval_s=cfg.snapshot_interval_s, workers=cfg.workers, redis_key_prefix="chaos",
             stack_broker=cfg.broker,

@@ -66,7 +66,7 @@ def parser(doc: str, runs: bool = True) -> argparse.ArgumentParser:
 @contextmanager
 def private_stack(work_dir: Path, **overrides: Any) -> Iterator[tuple[Settings, Stack]]:
     """A broker and Redis on free loopback ports, stopped afterwards whatever happens."""
-    settings = load_settings({}, state_dir=work_dir / "state", kafka_bootstrap=f"127.0.0.1:{free_port()}",
+    settings = load_settings({}, state_dir=work_dir / "state", api_auth="disabled", kafka_bootstrap=f"127.0.0.1:{free_port()}",
                              redis_url=f"redis://127.0.0.1:{free_port()}/0", metrics_port=0, **overrides)
     stack = Stack(settings)
     try:

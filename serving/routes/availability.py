@@ -5,9 +5,10 @@ from __future__ import annotations
 import time
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 
-from serving.deps import GroupsDep, StoreDep
+from serving.auth import ApiKey
+from serving.deps import GroupsDep, KeyDep, StoreDep
 from serving.errors import BODY_ERROR_RESPONSES, ERROR_RESPONSES, ApiError, unreadable
 from serving.models import (
     ID_PATTERN,
@@ -39,9 +40,20 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+def forbidden(what: str) -> ApiError:
+    """The 403 of a location or group the caller's key may not read (whether it exists or not)."""
+    return ApiError(403, "forbidden", f"this API key may not read {what}")
+
+
+def check_location(key: ApiKey | None, location: str) -> None:
+    if key is not None and not key.sees(location):
+        raise forbidden(f"location {location}")
+
+
 @router.get("/{sku}/{location}", response_model=Availability, summary="ATP of one item at one location")
-async def get_position(sku: SkuPath, location: LocationPath, store: StoreDep, response: Response,
+async def get_position(sku: SkuPath, location: LocationPath, store: StoreDep, response: Response, key: KeyDep,
                        generation: GenerationQuery = None) -> Availability:
+    check_location(key, location)
     read = await (store.get_one(sku, location) if generation is None else store.get_many([(sku, location)], generation))
     response.headers[GENERATION_HEADER] = read.generation
     stored = read.results[0]
@@ -58,15 +70,17 @@ GroupQuery = Annotated[str | None, Query(
 
 @router.get("/{sku}", response_model=SkuAvailability,
             summary="ATP of one item at every location (or a group's), with totals")
-async def get_sku(sku: SkuPath, store: StoreDep, groups: GroupsDep, response: Response,
+async def get_sku(sku: SkuPath, store: StoreDep, groups: GroupsDep, response: Response, key: KeyDep,
                   generation: GenerationQuery = None, group: GroupQuery = None) -> SkuAvailability:
     if group is not None:
-        return await _get_group(sku, group, store, groups, response, generation)
+        return await _get_group(sku, group, store, groups, response, generation, key)
     read = await store.for_sku(sku, generation)
     response.headers[GENERATION_HEADER] = read.generation
-    if not read.results:
+    results = read.results if key is None or key.locations is None else [
+        (loc, p) for loc, p in read.results if key.sees(loc)]
+    if not results:
         raise ApiError(404, "not_found", f"no positions for {sku}")
-    stored = [p for _, p in read.results if not isinstance(p, Unreadable)]
+    stored = [p for _, p in results if not isinstance(p, Unreadable)]
     total = network_total(stored)
     if any(abs(v) > MAX_SAFE_INT for v in total.values()):  # only stored figures near 2**53 can sum so far
         raise unreadable(f"{sku} (network total)", Unreadable("a network total is beyond 2**53 - 1 in magnitude"),
@@ -76,7 +90,8 @@ async def get_sku(sku: SkuPath, store: StoreDep, groups: GroupsDep, response: Re
         sku=sku,
         locations=[Availability.from_stored(s, now) for s in stored],
         total=Quantities(**total),
-        unreadable=_unreadable(read.results),
+        unreadable=_unreadable(results),
+        restricted_to=None if key is None or key.locations is None else sorted(key.locations),
     )
 
 
@@ -85,8 +100,10 @@ def _unreadable(located: list[tuple[str, object]]) -> list[UnreadableLocation]:
 
 
 async def _get_group(sku: str, group: str, store: PositionStore, groups: dict[str, list[str]], response: Response,
-                     generation: str | None) -> SkuAvailability:
+                     generation: str | None, key: ApiKey | None) -> SkuAvailability:
     members = groups.get(group)
+    if key is not None and not key.sees_group(group, members or []):
+        raise forbidden(f"group {group}")
     if members is None:
         known = ", ".join(sorted(groups)) or "none configured"
         raise ApiError(404, "unknown_group", f"no location group {group!r} (groups: {known})")
@@ -114,8 +131,12 @@ async def _get_group(sku: str, group: str, store: PositionStore, groups: dict[st
 
 @router.post("/query", response_model=QueryResponse, summary="Up to 1000 keys in one request, in request order",
              responses=BODY_ERROR_RESPONSES)
-async def query(request: QueryRequest, store: StoreDep, response: Response,
+async def query(request: QueryRequest, store: StoreDep, response: Response, key: KeyDep, http: Request,
                 generation: GenerationQuery = None) -> QueryResponse:
+    """A batch costs its number of items against the key's rate (the request itself paid for one)."""
+    http.scope["atp.items"] = len(request.items)
+    if key is not None and len(request.items) > 1:
+        await charge(http, key, len(request.items) - 1)
     pairs = [(i.sku, i.location) for i in request.items]
     read = await store.get_many(pairs, generation)
     response.headers[GENERATION_HEADER] = read.generation
@@ -126,6 +147,25 @@ async def query(request: QueryRequest, store: StoreDep, response: Response,
         {"sku": sku, "location": loc, "found": False, "availability": None,
          "error": {"code": "position_unreadable", "message": f"the stored position cannot be served: {s.reason}"}}
         if isinstance(s, Unreadable) else
+        {"sku": sku, "location": loc, "found": False, "availability": None,
+         "error": {"code": "forbidden", "message": f"this API key may not read location {loc}"}}
+        if key is not None and not key.sees(loc) else
         {"sku": sku, "location": loc, "found": s is not None, "availability": None if s is None else fields_of(s, now)}
         for (sku, loc), s in zip(pairs, found)
     ]})
+
+
+async def charge(http: Request, key: ApiKey, cost: int) -> None:
+    """Takes ``cost`` more requests from the key's bucket, or answers 429."""
+    limiter = http.app.state.limiter
+    if limiter is None or key.rate <= 0:
+        return
+    if cost + 1 > key.burst:
+        raise ApiError(429, "batch_over_burst", f"this batch costs {cost + 1} requests, more than this key's "
+                       f"burst ({key.burst:g}): split it into batches of at most {int(key.burst)} items",
+                       {"cost": cost + 1, "burst": key.burst})
+    verdict = await limiter.take(key, cost)
+    if verdict is not None and not verdict.allowed:
+        raise ApiError(429, "rate_limited", f"this batch costs {cost + 1} requests; more than {key.rate:g} per "
+                       f"second (burst {key.burst:g}) for this key", {"rate_per_s": key.rate, "burst": key.burst},
+                       headers={k.decode().title(): v.decode() for k, v in verdict.headers()})

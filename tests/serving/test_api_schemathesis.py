@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 
+import httpx
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, Phase, given
@@ -28,6 +29,7 @@ from core.config import Settings
 from projection.keys import READY
 from projection.scripts import alert_member
 from projection.codec import hash_fields
+from serving.auth.keyfile import create, load_secret
 from tests.conftest import get_json, wait_until
 from tests.serving.test_api import pos
 from projection.keys import keyspace_of
@@ -62,9 +64,17 @@ def _store(settings: Settings, rclient) -> None:
             rclient.zadd(index, {alert_member(kind, "SKU-1", "DC-01"): now - 1000})
 
 
-def test_the_live_api_conforms_to_its_openapi_and_never_fails(settings, rclient, start):
+@pytest.mark.parametrize("auth", ["disabled", "required"])
+def test_the_live_api_conforms_to_its_openapi_and_never_fails(settings, rclient, start, auth):
+    """With auth required the probe carries an admin key's token; every operation then also answers
+    401 without one (the health checks excepted)."""
+    settings = settings.model_copy(update={"api_auth": auth})
     _store(settings, rclient)
-    api = start("serve")
+    headers = {}
+    if auth == "required":
+        token = create(settings.keys_file, load_secret(settings.key_secret_file, create=True), "probe", ["admin"])
+        headers = {"Authorization": f"Bearer {token}"}
+    api = start("serve", s=settings)
     base = f"http://{settings.api_host}:{settings.api_port}"
     wait_until(lambda: get_json(f"{base}/readyz"), 30, "the API", api)
 
@@ -80,7 +90,7 @@ def test_the_live_api_conforms_to_its_openapi_and_never_fails(settings, rclient,
                        suppress_health_check=list(HealthCheck))
             def probe(case) -> None:
                 ran[operation.label] = ran.get(operation.label, 0) + 1
-                case.call_and_validate(base_url=base, checks=CHECKS, timeout=10)
+                case.call_and_validate(base_url=base, checks=CHECKS, timeout=10, headers=headers)
 
             try:
                 probe()
@@ -90,4 +100,12 @@ def test_the_live_api_conforms_to_its_openapi_and_never_fails(settings, rclient,
                 raise
     print("schemathesis examples per operation:", ran)
     assert sum(ran.values()) >= 100, ran
+    if auth == "required":
+        for operation in operations:
+            path = operation.path.replace("{sku}", "SKU-1").replace("{location}", "DC-01")
+            r = httpx.request(operation.method.upper(), f"{base}{path}", json={"items": []}, timeout=5)
+            expected = 200 if path in ("/healthz", "/readyz") else 401
+            assert r.status_code == expected, (operation.label, r.status_code, r.text)
+            documented = operation.definition.raw["responses"]
+            assert expected == 200 or "401" in documented, operation.label
     assert api.alive()
