@@ -80,6 +80,12 @@ class Settings(BaseSettings):
                           "and the settings above win over it.")
     redis_url: str = Field("redis://127.0.0.1:16379/0", description="Redis URL for positions.")
     redis_cluster: bool = Field(False, description="ATP_REDIS_URL names one node of a Redis Cluster (db 0).")
+    redis_password_file: Path | None = Field(
+        None, description="A file holding the Redis password (a Docker or Kubernetes secret); a password in "
+                          "ATP_REDIS_URL wins over it.")
+    redis_tls_ca_file: Path | None = Field(None, description="The CA that signed Redis's certificate (rediss://).")
+    redis_tls_cert_file: Path | None = Field(None, description="A client certificate for Redis (rediss://).")
+    redis_tls_key_file: Path | None = Field(None, description="The client certificate's key.")
     redis_key_prefix: str = Field("atp", pattern=r"^[A-Za-z0-9_.-]{1,32}$")
     generation: str = Field(
         DEFAULT_GENERATION, pattern=GENERATION_PATTERN,
@@ -103,7 +109,9 @@ class Settings(BaseSettings):
     api_default_rate: float = Field(
         50.0, ge=0, le=1_000_000, description="Requests per second of a key created without --rate (0: unlimited).")
     api_access_log: bool = Field(True, description="One structured log line per API request (never the token).")
-    api_docs: bool = Field(True, description="Serve /docs and /openapi.json (behind a key when auth is required).")
+    api_docs: bool = Field(True, description="Serve /docs (local assets) and /openapi.json.")
+    api_tls_cert_file: Path | None = Field(None, description="Serve HTTPS with this certificate (chain).")
+    api_tls_key_file: Path | None = Field(None, description="The key of ATP_API_TLS_CERT_FILE.")
     ready_heartbeat_s: float = Field(
         15.0, gt=0, le=3600,
         description="/readyz answers 503 dataflow_stale when the running dataflow's heartbeat is older than this.")
@@ -270,6 +278,23 @@ class Settings(BaseSettings):
     def _kafka_security(self) -> "Settings":
 
         check_security(self)
+        return self
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> "Settings":
+        tls = [n for n in ("redis_tls_ca_file", "redis_tls_cert_file", "redis_tls_key_file") if getattr(self, n)]
+        if tls and not self.redis_url.startswith("rediss://"):
+            raise ValueError(f"{', '.join(env_name(n) for n in tls)} need a rediss:// ATP_REDIS_URL (TLS); with "
+                             "redis:// they would be ignored")
+        for mine, other in (("redis_tls_cert_file", "redis_tls_key_file"), ("api_tls_cert_file", "api_tls_key_file")):
+            if (getattr(self, mine) is None) != (getattr(self, other) is None):
+                raise ValueError(f"{env_name(mine)} and {env_name(other)} go together: set both or neither")
+        for name in (*tls, "redis_password_file", "api_tls_cert_file", "api_tls_key_file"):
+            path = getattr(self, name)
+            if path is not None and not Path(path).is_file():
+                raise ValueError(f"{env_name(name)}={path}: no such file")
+        if self.redis_password_file is not None and not self.redis_password_file.read_text().strip():
+            raise ValueError(f"ATP_REDIS_PASSWORD_FILE={self.redis_password_file} is empty")
         return self
 
     @model_validator(mode="after")

@@ -16,9 +16,16 @@ go only into the client configuration, which is never logged.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from core.config import Settings
 from core.kafka_checks import read_properties
+
+# A client configuration as confluent-kafka takes it: strings, numbers, booleans and callbacks
+# (``error_cb``, ``stats_cb``). Values are Any because its stubs type each client's dict differently
+# (the admin client's leaves the callbacks out).
+ClientConfig = dict[str, Any]
+
 
 def _password(settings: Settings) -> str | None:
     if settings.kafka_sasl_password is not None:
@@ -58,9 +65,9 @@ def security_config(settings: Settings) -> dict[str, str]:
     return conf
 
 
-def client_config(settings: Settings, extra: Mapping[str, str | int | bool] | None = None) -> dict[str, str | int | bool]:
+def client_config(settings: Settings, extra: Mapping[str, Any] | None = None) -> ClientConfig:
     """A full client configuration: bootstrap servers, security, then ``extra`` (the client's own)."""
-    conf: dict[str, str | int | bool] = {"bootstrap.servers": settings.kafka_bootstrap, **security_config(settings)}
+    conf: ClientConfig = {"bootstrap.servers": settings.kafka_bootstrap, **security_config(settings)}
     if extra:
         conf.update(extra)
     return conf

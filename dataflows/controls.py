@@ -16,25 +16,25 @@ from __future__ import annotations
 
 from dataclasses import replace
 from sys import intern
-from typing import Any, Union
+from typing import Any, TypeGuard, Union
 
 from bytewax.operators import StatefulBatchLogic
 
 from dataflows import metrics
 from state.events import SafetyStockSet, make_key
 
-DirectoryInput = Union[set, SafetyStockSet]  # a batch's SKUs at the location, or a control
+DirectoryInput = Union[set[str], SafetyStockSet]  # a batch's SKUs at the location, or a control
 Copy = tuple[str, SafetyStockSet]  # (sku@location, the control with the key's sku)
 
 
-def is_location_control(item: tuple[str, Any]) -> bool:
+def is_location_control(item: tuple[str, Any]) -> TypeGuard[tuple[str, SafetyStockSet]]:
     event = item[1]
     return type(event) is SafetyStockSet and event.sku is None
 
 
-def skus_by_location(batch: list[tuple[str, Any]]) -> list[tuple[str, set]]:
+def skus_by_location(batch: list[tuple[str, Any]]) -> list[tuple[str, set[str]]]:
     """The SKUs of one batch of (key, event), one set per location."""
-    found: dict[str, set] = {}
+    found: dict[str, set[str]] = {}
     for _, event in batch:
         skus = found.get(event.location)
         if skus is None:
@@ -65,7 +65,7 @@ class LocationDirectory(StatefulBatchLogic[DirectoryInput, Copy, Any]):
                     out.extend(_copy(v, sku) for sku in self.skus)
                     changed = True
                 continue
-            new = v - self.skus  # type: ignore[operator]
+            new = v - self.skus
             if new:
                 self.skus |= new
                 changed = True

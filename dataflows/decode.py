@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union
+from typing import TYPE_CHECKING, Any, TypeGuard, Union
 
 from bytewax.connectors.kafka import KafkaError
 
@@ -79,10 +79,10 @@ class DecodeStep:
                 if msg.key is None or msg.key.decode("utf-8", "replace") != key:
                     raise InvalidEvent("key_mismatch", f"Kafka key {msg.key!r} must be {key!r} "
                                        f"({'the location' if '@' not in key else 'sku@location'})")
-                snapshot = type(event) is ev.InventorySnapshot
-                if snapshot or not earliest <= event.occurred_ms <= latest:
+                snapshot = event if type(event) is ev.InventorySnapshot else None
+                if snapshot is not None or not earliest <= event.occurred_ms <= latest:
                     limits.times(name.rsplit(".", 1)[-1], event.occurred_ms, now_ms, rules.skew_ms, earliest,
-                                 event.as_of_ms if snapshot else None)  # type: ignore[union-attr]
+                                 snapshot.as_of_ms if snapshot is not None else None)
             except (DecodeError, InvalidEvent) as exc:
                 out.append(self._dead(msg, exc, record))
                 continue
@@ -124,5 +124,5 @@ class DecodeStep:
         return DeadLetter(msg, exc.reason, type(exc).__name__, str(exc))
 
 
-def is_dead_letter(item: Routed) -> bool:
+def is_dead_letter(item: object) -> TypeGuard[DeadLetter]:
     return type(item) is DeadLetter

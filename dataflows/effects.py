@@ -1,51 +1,74 @@
-"""The vocabulary the fold step and its timers share: what they emit, and the metric updates
-("effects") a batch applies only once it is accepted.
+"""The vocabulary the fold step and its timers share: what they emit, what they read besides events
+(``FoldContext``), and the metric updates ("effects") a batch applies only once it is accepted.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Union
+from typing import Any, Union
 
 from dataflows import metrics
 from dataflows.kafka import DeadLetter
+from dataflows.kafka.progress import STOCK_PROGRESS
 from state import drift
 from state.bands import BandChange
+from state.fold import LATENESS_MS
 from state.position import Position
+from state.safety import SafetyStock
 
 Output = Union[Position, drift.Alert, BandChange, DeadLetter]
 FOLD_STEP = "atp_fold"
 # The metric updates of a batch, applied once the batch is accepted: (function, its one argument).
-Effects = list[tuple[Callable[[object], object], object]]
+Effects = list[tuple[Callable[[Any], object], Any]]
 # What a batch or a timer read of the world: [wall clock (s), wms read progress (ms) once asked for].
 Moment = list
+
+
+@dataclass(frozen=True)
+class FoldContext:
+    """What the fold needs besides events: settings, and where each event type was read from."""
+
+    dedup_window_ms: int
+    safety: SafetyStock
+    topic_of: Mapping[type, str]
+    clock: Callable[[], float] = field(default=time.time)
+    formula: int = 1  # the ATP formula version (state.position.FORMULAS)
+    lateness_ms: int = LATENESS_MS
+    drift: drift.DriftPolicy = field(default_factory=drift.DriftPolicy)
+    reconcile_delay_ms: int = 2000  # a snapshot waits at least this long for the changes before its as_of
+    reconcile_timeout_ms: int = 60_000  # and at most this long, when the wms topic does not get there
+    out_of_order_ms: int = 1000  # how far event times may step back within a wms partition
+    low_stock_atp: int = 10
+    stock_progress: Callable[[], int] = field(default=STOCK_PROGRESS.get)  # see dataflows.kafka.progress
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 NEWEST_EVENT_MS = [0]  # process-wide, for the last-event gauge
 
 
-def count_late(topic: object) -> None:
+def count_late(topic: str) -> None:
     metrics.LATE_EVENTS.labels(topic).inc()
 
 
-def count_reconciled(labels: object) -> None:
-    metrics.RECONCILIATIONS.labels(*labels).inc()  # type: ignore[misc]
+def count_reconciled(labels: tuple[str, str]) -> None:
+    metrics.RECONCILIATIONS.labels(*labels).inc()
 
 
-def count_alert(labels: object) -> None:
-    metrics.ALERTS.labels(*labels).inc()  # type: ignore[misc]
+def count_alert(labels: tuple[str, str, str]) -> None:
+    metrics.ALERTS.labels(*labels).inc()
 
 
-def count_band(band: object) -> None:
+def count_band(band: str) -> None:
     metrics.BAND_CHANGES.labels(band).inc()
 
 
-def note_newest_event(ms: object) -> None:
-    if ms > NEWEST_EVENT_MS[0]:  # type: ignore[operator]
-        NEWEST_EVENT_MS[0] = ms  # type: ignore[assignment]
-        metrics.LAST_EVENT.set(ms / 1000)  # type: ignore[operator]
+def note_newest_event(ms: int) -> None:
+    if ms > NEWEST_EVENT_MS[0]:
+        NEWEST_EVENT_MS[0] = ms
+        metrics.LAST_EVENT.set(ms / 1000)
 
 
 def count_event(fx: Effects, topic: str, event_type: str, applied: bool) -> None:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 import bytewax.operators as op
-from bytewax.dataflow import Dataflow
+from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 
@@ -27,10 +27,12 @@ from schemas import Decoder, Encoder, default_store
 from schemas.codec import registry_client
 from state import events as ev
 from core.config import DriftLevels
+from state.bands import BandChange
 from state.drift import Alert, DriftPolicy, Level, Thresholds
 from state.groups import GroupPosition, Groups
 from state.position import Position
 from state.safety import SafetyStock
+from projection.client import security_options
 from projection.keys import keyspace_of
 
 FLOW_ID = "atp"
@@ -59,11 +61,11 @@ class FlowDeps:
     to_groups: ToGroups = field(default_factory=lambda: ToGroups(Groups({})))
 
 
-def _is_position(item: Any) -> bool:
+def _is_position(item: object) -> TypeGuard[Position]:
     return type(item) is Position
 
 
-def _is_alert(item: Any) -> bool:
+def _is_alert(item: object) -> TypeGuard[Alert]:
     return type(item) is Alert
 
 
@@ -73,7 +75,8 @@ def build_flow(io: FlowIO, deps: FlowDeps) -> Dataflow:
     msgs = op.input("kafka_in", flow, io.source)
     routed = op.flat_map_batch("decode", msgs, deps.decode)
     split = op.branch("split_dead_letters", routed, is_dead_letter)
-    events = split.falses
+    # Bytewax types what a branch's predicate refuses as its whole input; here, the events.
+    events = cast("Stream[tuple[str, ev.Event]]", split.falses)
     # Location-wide safety-stock controls reach every key of their location through a directory.
     scopes = op.branch("split_location_controls", events, is_location_control)
     seen = op.flat_map_batch("skus_by_location", scopes.falses, skus_by_location)
@@ -96,7 +99,8 @@ def build_flow(io: FlowIO, deps: FlowDeps) -> Dataflow:
     dead_msg = deps.dead_letter
     feed = op.flat_map("availability_message", kinds.trues, guarded("availability_message", deps.availability, dead_msg))
     alerts = op.flat_map("alert_message", notices.trues, guarded("alert_message", deps.alert, dead_msg))
-    bands = op.flat_map("band_message", refused.falses, guarded("band_message", deps.band, dead_msg))
+    band_changes = cast("Stream[BandChange]", refused.falses)  # what the three branches left (see above)
+    bands = op.flat_map("band_message", band_changes, guarded("band_message", deps.band, dead_msg))
     dead = op.map("dead_letter_message", op.merge("dead_letters", split.trues, refused.trues), dead_msg)
     op.output("kafka_out", op.merge("kafka_messages", feed, alerts, bands, dead), io.messages)
     op.output("demand_out", location_demand(events, deps.demand_lateness), io.demand)
@@ -152,7 +156,7 @@ def production_flow(settings: Settings, formula: int | None = None, replay: Boun
     io = FlowIO(
         source=kafka_source.source(settings, bounds=replay),
         positions=RedisPositionSink(settings.redis_url, keyspace_of(settings), settings.redis_retry_s,
-                                    cluster=settings.redis_cluster),
+                                    cluster=settings.redis_cluster, options=security_options(settings)),
         messages=_Discard() if replay is not None else kafka_output.sink(settings),
     )
     return build_flow(io, deps_from_settings(settings, formula))

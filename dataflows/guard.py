@@ -80,15 +80,15 @@ def refused(event: Event, reason: str, message: str, error_class: str, step: str
     src = event.src
     if src is None:
         src = SourceRecord(kafka_key(event.sku, event.location), repr(event), topic or "")
-    label = None
+    labels = None
     if topic is not None:
-        label = getattr(event, "event_type", None) or (
-            "SNAPSHOT" if type(event) is InventorySnapshot else "SAFETY_STOCK_SET")
+        labels = (topic, getattr(event, "event_type", None) or (
+            "SNAPSHOT" if type(event) is InventorySnapshot else "SAFETY_STOCK_SET"), "dead_letter")
     line = (step, src.topic, src.partition, src.offset, src.key, event.event_id, reason, message)
 
     def count(_: object = None) -> None:
-        if label is not None:
-            metrics.EVENTS.inc((topic, label, "dead_letter"))
+        if labels is not None:
+            metrics.EVENTS.inc(labels)
         metrics.DEAD_LETTER.labels(reason).inc()
         log.warning("dead letter step=%s topic=%s partition=%s offset=%s key=%r event_id=%s reason=%s error=%s", *line)
 

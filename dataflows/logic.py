@@ -21,9 +21,6 @@ and at every snapshot, so it stays short.
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -31,41 +28,21 @@ from bytewax.operators import StatefulBatchLogic
 
 from dataflows import metrics
 from dataflows.guard import OUT_OF_RANGE, STEP_ERROR, OutOfRange, out_of_range, refused
-from dataflows.kafka.progress import STOCK_PROGRESS
-from dataflows.effects import (FOLD_STEP, NEWEST_EVENT_MS, Effects, Moment, Output, count_band, count_event, count_late, note_newest_event)
+from dataflows.effects import (FOLD_STEP, NEWEST_EVENT_MS, Effects, FoldContext, Moment, Output, count_band,
+                               count_event, count_late, note_newest_event)
 from dataflows.republish import REPUBLISH
 from dataflows.timers import Timers
-from state import drift
 from state.bands import BandChange, band_of
-from state.events import Event, InventorySnapshot, SafetyStockSet, TransferSent, make_key
+from state.events import Event, InventorySnapshot, SafetyStockSet, TransferSent, kafka_key, make_key
 from state.limits import MAX_FIGURE, MAX_QTY
-from state.fold import AVAILABLE, DUPLICATE, LATE, LATENESS_MS, KeyState, apply
+from state.fold import AVAILABLE, DUPLICATE, LATE, KeyState, apply
 from state.packing import pack, unpack
 from state.position import FORMULAS, position
-from state.safety import SafetyStock
 
 log = logging.getLogger(__name__)
 _QTY, _FIGURE = MAX_QTY, MAX_FIGURE
 
 JOURNAL_MAX = 1024  # journal items (events, and 3 per batch) kept before the state is packed anyway
-
-
-@dataclass(frozen=True)
-class FoldContext:
-    """What the fold needs besides events: settings, and where each event type was read from."""
-
-    dedup_window_ms: int
-    safety: SafetyStock
-    topic_of: Mapping[type, str]
-    clock: Callable[[], float] = field(default=time.time)
-    formula: int = 1  # the ATP formula version (state.position.FORMULAS)
-    lateness_ms: int = LATENESS_MS
-    drift: drift.DriftPolicy = field(default_factory=drift.DriftPolicy)
-    reconcile_delay_ms: int = 2000  # a snapshot waits at least this long for the changes before its as_of
-    reconcile_timeout_ms: int = 60_000  # and at most this long, when the wms topic does not get there
-    out_of_order_ms: int = 1000  # how far event times may step back within a wms partition
-    low_stock_atp: int = 10
-    stock_progress: Callable[[], int] = field(default=STOCK_PROGRESS.get)  # see dataflows.kafka.progress
 
 
 class PositionLogic(Timers, StatefulBatchLogic[Event, Output, bytes]):
@@ -94,8 +71,8 @@ class PositionLogic(Timers, StatefulBatchLogic[Event, Output, bytes]):
         # Re-publishing a lost keyspace: every resumed key emits its position at once.
         self._republish = REPUBLISH.active and self.state is not None
         self._packed = resume  # where a journal of this key starts
-        if self._republish:
-            REPUBLISH.register(make_key(self.state.sku, self.state.location))  # type: ignore[union-attr]
+        if self._republish and self.state is not None:
+            REPUBLISH.register(make_key(self.state.sku, self.state.location))
         elif self.state is not None:  # a resumed key stays packed until its next event
             self._notify = self.notify_at()
             self.state = None
@@ -172,7 +149,7 @@ class PositionLogic(Timers, StatefulBatchLogic[Event, Output, bytes]):
                 continue
             except Exception as exc:  # noqa: BLE001 - one event's error is that event's, not the flow's
                 log.exception("step %s failed on %s event_id=%s; the event goes to the dead-letter topic",
-                              FOLD_STEP, make_key(event.sku, event.location), event.event_id)
+                              FOLD_STEP, kafka_key(event.sku, event.location), event.event_id)
                 self._restore(mark)
                 out.append(refused(event, STEP_ERROR, f"{type(exc).__name__}: {exc}", type(exc).__name__, FOLD_STEP,
                                    self._topic(event)))
@@ -218,12 +195,14 @@ class PositionLogic(Timers, StatefulBatchLogic[Event, Output, bytes]):
         """How far the wms topic was read when ``moment`` was taken (asked once, then kept)."""
         if moment[1] is None:
             moment[1] = self._ctx.stock_progress()
-        return moment[1]  # type: ignore[no-any-return]
+        return moment[1]
 
     def _batch(self, values: list[Event], fx: Effects, moment: Moment) -> list[Output]:
         st = self.state
         if st is None:
-            st = self.state = KeyState(values[0].sku, values[0].location)
+            first = values[0]
+            assert first.sku is not None  # a location-wide control reaches a key as a copy with the key's sku
+            st = self.state = KeyState(first.sku, first.location)
         before = st.version
         ctx = self._ctx
         now = moment[0]
@@ -248,7 +227,7 @@ class PositionLogic(Timers, StatefulBatchLogic[Event, Output, bytes]):
                 if not event.location_wide:  # a location's copies are counted once, by its directory
                     count_event(fx, topic, "SAFETY_STOCK_SET", outcome != DUPLICATE)
             else:
-                count_event(fx, topic, event.event_type, outcome != DUPLICATE)  # type: ignore[union-attr]
+                count_event(fx, topic, event.event_type, outcome != DUPLICATE)
             if outcome == LATE:
                 fx.append((count_late, topic))
         out: list[Output] = []

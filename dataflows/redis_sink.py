@@ -7,6 +7,7 @@ import json
 import logging
 import time
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
@@ -22,6 +23,9 @@ from projection.keys import KeySpace
 from projection.codec import write_args
 
 log = logging.getLogger(__name__)
+
+# One GUARDED_WRITE item: the SKU, the hash's key, its index's key, then write_args and the members.
+_Item = tuple[str, str, str, int, str, str, str]
 
 
 _OUTAGE_REPLIES = ("READONLY", "OOM", "MISCONF", "NOPERM", "NOAUTH", "LOADING", "MASTERDOWN", "CLUSTERDOWN",
@@ -43,14 +47,17 @@ def _outage(exc: redis.exceptions.RedisError) -> bool:
 class RedisPositionSink(DynamicSink[Position | Alert | GroupPosition]):
     """Each worker writes its own positions (keys never overlap between workers)."""
 
-    def __init__(self, url: str, keyspace: KeySpace, retry_for_s: float = 120.0, cluster: bool = False) -> None:
+    def __init__(self, url: str, keyspace: KeySpace, retry_for_s: float = 120.0, cluster: bool = False,
+                 options: dict[str, Any] | None = None) -> None:
+        """``options``: more redis-py connection options (``projection.client.security_options``)."""
         self._url = url
+        self._options = options or {}
         self._keyspace = keyspace
         self._retry_for_s = retry_for_s
         self._cluster = cluster
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> "_RedisPartition":
-        client = connect_url(self._url, self._cluster, socket_timeout=10, socket_connect_timeout=5)
+        client = connect_url(self._url, self._cluster, socket_timeout=10, socket_connect_timeout=5, **self._options)
         return _RedisPartition(client, self._keyspace, self._retry_for_s, self._cluster)
 
 
@@ -71,17 +78,16 @@ class _RedisPartition(StatelessSinkPartition[Position | Alert | GroupPosition]):
         groups: dict[str, GroupPosition] = {}
         alerts: list[Alert] = []
         for p in items:  # last (highest version) wins inside a batch
-            t = type(p)
-            if t is Position:
-                cur = latest.get(p.key)  # type: ignore[union-attr]
-                if cur is None or p.version > cur.version:  # type: ignore[union-attr]
-                    latest[p.key] = p  # type: ignore[union-attr, assignment]
-            elif t is GroupPosition:
-                g = groups.get(p.key)  # type: ignore[union-attr]
-                if g is None or p.position.version > g.position.version:  # type: ignore[union-attr]
-                    groups[p.key] = p  # type: ignore[union-attr, assignment]
+            if type(p) is Position:
+                cur = latest.get(p.key)
+                if cur is None or p.version > cur.version:
+                    latest[p.key] = p
+            elif type(p) is GroupPosition:
+                g = groups.get(p.key)
+                if g is None or p.position.version > g.position.version:
+                    groups[p.key] = p
             else:
-                alerts.append(p)  # type: ignore[arg-type]
+                alerts.append(p)
         started = time.perf_counter()
         deadline = time.monotonic() + self._retry_for_s
         delay = 0.05
@@ -120,7 +126,8 @@ class _RedisPartition(StatelessSinkPartition[Position | Alert | GroupPosition]):
         pipe = self._client.pipeline(transaction=False)
         ks, sha = self._ks, self._sha
         pipe.exists(ks.meta)  # first, so a lost keyspace is seen before this batch counts as written
-        items = [(p.sku, ks.position(p.sku, p.location), ks.locations(p.sku), *write_args(p), "") for p in positions]
+        items: list[_Item] = [(p.sku, ks.position(p.sku, p.location), ks.locations(p.sku), *write_args(p), "")
+                              for p in positions]
         for g in groups:
             p = g.position
             items.append((p.sku, ks.group(p.sku, g.group), ks.groups(p.sku), *write_args(p),
@@ -147,14 +154,14 @@ class _RedisPartition(StatelessSinkPartition[Position | Alert | GroupPosition]):
                         "was flushed", ks.prefix, ks.meta)
             REPUBLISH.report_lost()
 
-    def _chunks(self, items: list[tuple[str, ...]]) -> Iterator[list[tuple[str, ...]]]:
+    def _chunks(self, items: list[_Item]) -> Iterator[list[_Item]]:
         """Items per ``GUARDED_WRITE`` call. A Redis Cluster call must stay in one hash slot: one
         SKU's keys share the ``{sku}`` tag, so there a call carries one SKU's items."""
         if not self._cluster:
             for i in range(0, len(items), WRITE_CHUNK):
                 yield items[i:i + WRITE_CHUNK]
             return
-        by_sku: dict[str, list[tuple[str, ...]]] = {}
+        by_sku: dict[str, list[_Item]] = {}
         for item in items:
             by_sku.setdefault(item[0], []).append(item)
         yield from by_sku.values()

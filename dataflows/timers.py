@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -15,16 +16,32 @@ from dataflows import metrics
 from dataflows.guard import OUT_OF_RANGE, STEP_ERROR, out_of_range, refused
 from dataflows.republish import REPUBLISH
 from state import drift
-from state.events import make_key
+from state.events import Event, make_key
 from state.fold import KeyState, expire
 from state.position import position
-from dataflows.effects import (EPOCH, FOLD_STEP, Effects, Moment, Output, count_alert, count_reconciled)
+from dataflows.effects import (EPOCH, FOLD_STEP, Effects, FoldContext, Moment, Output, count_alert, count_reconciled)
 
 log = logging.getLogger(__name__)
 
 
 class Timers:
     """When the key wants to be woken, and what it does then."""
+
+    # What the timers use of PositionLogic: its attributes (set in its __init__, slots there) and,
+    # declared for the type checker only, its methods.
+    _ctx: FoldContext
+    state: KeyState | None
+    _notify: datetime | None  # what notify_at answered when the state was packed
+    _republish: bool
+
+    if TYPE_CHECKING:
+        def _live(self) -> None: ...
+        def _commit(self, fx: Effects) -> None: ...
+        def _checkpoint(self) -> None: ...
+        def _journaled(self, values: list[Event] | None, moment: Moment) -> None: ...
+        def _rewind(self) -> None: ...
+        def _progress(self, moment: Moment) -> int: ...
+        def _publish(self, out: list[Output], now: float, fx: Effects, event_driven: bool = False) -> None: ...
 
     def notify_at(self) -> datetime | None:
         if self._republish:
@@ -173,7 +190,8 @@ class Timers:
         """Alert a shortfall once its past is in. Topics are read at their own paces, so a
         reservation can be read before the receipt that covered it: a shortfall that exists only
         in the reading order closes before it is confirmed and never raises an alert."""
-        since, event_ms = st.short_since  # type: ignore[misc]
+        assert st.short_since is not None  # the callers check it
+        since, event_ms = st.short_since
         if not (st.stock_ms >= event_ms or self._past_is_in(since, event_ms, now_ms, self._progress(moment))):
             return
         st.short_since = None

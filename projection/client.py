@@ -17,13 +17,30 @@ from redis.cluster import RedisCluster
 from core.config import Settings
 
 
+def security_options(settings: Settings) -> dict[str, Any]:
+    """The TLS files (``rediss://``) and the password file of the settings as redis-py options.
+
+    A user and password in ``ATP_REDIS_URL`` win over these (redis-py lets the URL's parts override).
+    """
+    out: dict[str, Any] = {}
+    if settings.redis_tls_ca_file is not None:
+        out["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
+    if settings.redis_tls_cert_file is not None:
+        out["ssl_certfile"] = str(settings.redis_tls_cert_file)
+        out["ssl_keyfile"] = str(settings.redis_tls_key_file)
+    if settings.redis_password_file is not None:
+        out["password"] = settings.redis_password_file.read_text().rstrip("\r\n")
+    return out
+
+
 def connect(settings: Settings, **options: Any) -> redis.Redis:
     """A synchronous client; ``options`` are redis-py connection options (timeouts)."""
-    return connect_url(settings.redis_url, settings.redis_cluster, **options)
+    return connect_url(settings.redis_url, settings.redis_cluster, **security_options(settings), **options)
 
 
 def connect_url(url: str, cluster: bool, **options: Any) -> redis.Redis:
     if cluster:
+        # redis-py types the cluster client apart; it answers every command the project sends (see above).
         return RedisCluster.from_url(url, **options)  # type: ignore[return-value]
     return redis.Redis.from_url(url, **options)
 
@@ -31,5 +48,6 @@ def connect_url(url: str, cluster: bool, **options: Any) -> redis.Redis:
 def connect_async(settings: Settings, **options: Any) -> aioredis.Redis:
     if settings.redis_cluster:
         options.pop("max_connections", None)  # per node in a cluster client; its default suits
-        return AsyncRedisCluster.from_url(settings.redis_url, **options)  # type: ignore[return-value]
-    return aioredis.Redis.from_url(settings.redis_url, **options)
+        return AsyncRedisCluster.from_url(settings.redis_url, **security_options(settings),  # type: ignore[return-value]
+                                          **options)  # as above
+    return aioredis.Redis.from_url(settings.redis_url, **security_options(settings), **options)

@@ -19,9 +19,11 @@ Writes are at-least-once (Bytewax re-emits after a restart), so a write lands on
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import fields
 from typing import Any
+
+from redis.typing import EncodableT, FieldT
 
 from state.position import Position
 
@@ -52,8 +54,9 @@ def write_args(p: Position) -> tuple[int, str, str]:
     )
 
 
-def hash_fields(p: Position) -> dict[str, str]:
-    """The hash ``GUARDED_WRITE`` stores for a position, as the strings Redis keeps."""
+def hash_fields(p: Position) -> dict[FieldT, EncodableT]:
+    """The hash ``GUARDED_WRITE`` stores for a position, as the strings Redis keeps (typed as
+    redis-py's ``hset`` takes a mapping: its keys are typed invariantly)."""
     return dict(zip(HASH_FIELDS, write_args(p)[2].split(SEP)))
 
 
@@ -61,7 +64,8 @@ def _float_or_none(v: bytes | str) -> float | None:
     return float(v) if v else None
 
 
-_TYPED = {**dict.fromkeys(INT_FIELDS, int), **dict.fromkeys(FLOAT_FIELDS, _float_or_none)}
+_TYPED: dict[str, Callable[[Any], Any]] = {
+    **dict.fromkeys(INT_FIELDS, int), **dict.fromkeys(FLOAT_FIELDS, _float_or_none)}
 
 
 def from_hash(raw: dict[Any, Any]) -> dict[str, Any] | None:
@@ -193,8 +197,8 @@ def _read_fast(pairs: list[tuple[Any, Any]]) -> dict[str, Any] | None:
         elif kind == 3 and not v:  # _ETA, none
             out[k] = None
         else:
-            f = out[k] = float(v)
-            if not lo <= f <= hi:  # also NaN
+            x = out[k] = float(v)
+            if not lo <= x <= hi:  # also NaN
                 return None
     for f in REQUIRED_FIELDS:
         if f not in out:

@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import redis
+from redis.typing import EncodableT, FieldT
 
 from core.config import Settings
 from core.errors import StackError
@@ -60,8 +61,8 @@ class Spec:
         except (ValueError, TypeError) as exc:
             raise GenerationError(f"{path} is not a generation spec ({exc}); restore it or drop the generation") from None
 
-    def meta_fields(self) -> dict[str, str | int]:
-        out: dict[str, str | int] = {"kind": self.kind, "formula_version": self.formula_version}
+    def meta_fields(self) -> dict[FieldT, EncodableT]:
+        out: dict[FieldT, EncodableT] = {"kind": self.kind, "formula_version": self.formula_version}
         if self.until_ms is not None:
             out["until"] = self.until_ms
         return out
@@ -74,11 +75,15 @@ def now_ms() -> int:
 def read_meta(client: redis.Redis, ks: KeySpace) -> dict[str, str] | None:
     raw = client.hgetall(ks.meta)
     # A hand edit can leave bytes that are not UTF-8: read as such, they name nothing that exists.
-    return {k.decode("utf-8", "replace"): v.decode("utf-8", "replace") for k, v in raw.items()} if raw else None
+    return {_text(k): _text(v) for k, v in raw.items()} if raw else None
+
+
+def _text(b: bytes | str) -> str:
+    return b.decode("utf-8", "replace") if isinstance(b, bytes) else b
 
 
 def write_meta(client: redis.Redis, ks: KeySpace, run_id: str, state: str, spec: Spec | None = None) -> None:
-    mapping: dict[str, str | int] = {"run_id": run_id, "state": state, "since": now_ms()}
+    mapping: dict[FieldT, EncodableT] = {"run_id": run_id, "state": state, "since": now_ms()}
     if spec is not None:
         mapping.update(spec.meta_fields())
     client.hset(ks.meta, mapping=mapping)
@@ -181,14 +186,15 @@ def delete_keyspace(client: redis.Redis, ks: KeySpace) -> int:
 
 def delete_matching(client: redis.Redis, *patterns: str) -> int:
     """Delete every key matching ``patterns``, 1,000 at a time; returns how many were deleted."""
-    deleted = 0
+    deleted: int = 0
     pipe = client.pipeline(transaction=False)  # one DEL per key: keys may live in different cluster slots
     for pattern in patterns:
         for key in client.scan_iter(match=pattern, count=1000):
             pipe.delete(key)
             if len(pipe) >= 1000:
                 deleted += sum(pipe.execute())
-    return deleted + sum(pipe.execute())
+    deleted += sum(pipe.execute())
+    return deleted
 
 
 def count_positions(client: redis.Redis, ks: KeySpace) -> int:

@@ -98,10 +98,10 @@ class Stack:
         self.log_dir = settings.state_dir / "logs"
 
     # -- processes -------------------------------------------------------------------------
-    def _record(self, name: str) -> dict[str, object] | None:
+    def _record(self, name: str) -> dict[str, Any] | None:
         path = self.pid_dir / f"{name}.json"
         try:
-            return json.loads(path.read_text())  # type: ignore[no-any-return]
+            return json.loads(path.read_text())
         except (OSError, ValueError):
             return None
 
@@ -110,17 +110,17 @@ class Stack:
         rec = self._record(name)
         if rec is None:
             return None
-        pid = int(rec["pid"])  # type: ignore[call-overload]
+        pid = int(rec["pid"])
         if _alive(pid) and self._is_ours(pid, rec):
             return pid
         (self.pid_dir / f"{name}.json").unlink(missing_ok=True)
         return None
 
     @staticmethod
-    def _is_ours(pid: int, rec: dict[str, object]) -> bool:
+    def _is_ours(pid: int, rec: dict[str, Any]) -> bool:
         """Guards against a recycled PID. Between fork and exec a child's cmdline is its parent's
         (or empty), so a process younger than a few seconds is trusted."""
-        if pid in _CHILDREN or time.time() - float(rec.get("started_at", 0)) < 5:  # type: ignore[arg-type]
+        if pid in _CHILDREN or time.time() - float(rec.get("started_at", 0)) < 5:
             return True
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
@@ -130,7 +130,7 @@ class Stack:
         if os.fsencode(str(rec["exe"])) not in b" ".join(cmdline[:3]):
             return False
         # A JVM is any Java program: the broker's also names its main class and its configuration.
-        argv = [str(a) for a in rec.get("argv", [])]  # type: ignore[union-attr]
+        argv = [str(a) for a in rec.get("argv", [])]
         return all(os.fsencode(a) in cmdline for a in argv if a == "kafka.Kafka" or a.endswith("server.properties"))
 
     def start(self, name: str, argv: list[str], env: Mapping[str, str] | None = None) -> int:
@@ -197,9 +197,9 @@ class Stack:
         if running == "kafka":
             from sandbox import kafka_broker
 
-            secured = kafka_broker.internal_port(s, 0) != 0
-            if secured != s.stack_kafka_sasl:
-                raise StackError(f"the running kafka broker listens with {'SASL_SSL' if secured else 'PLAINTEXT'} and "
+            sasl = kafka_broker.internal_port(s, 0) != 0
+            if sasl != s.stack_kafka_sasl:
+                raise StackError(f"the running kafka broker listens with {'SASL_SSL' if sasl else 'PLAINTEXT'} and "
                                  f"ATP_STACK_KAFKA_SASL={str(s.stack_kafka_sasl).lower()}: stop the stack first "
                                  "(`atp stack down`), or match the setting")
         if self.pid("broker") is None:
@@ -303,7 +303,7 @@ class Stack:
         rec = self._record("broker")
         if rec is None or self.pid("broker") is None:
             return None
-        return "kafka" if "kafka.Kafka" in rec.get("argv", []) else "tansu"  # type: ignore[operator]
+        return "kafka" if "kafka.Kafka" in rec.get("argv", []) else "tansu"
 
 
 def _kafka_ready(conf: dict[str, Any]) -> bool:

@@ -171,7 +171,7 @@ def compile_reader(schema: Any) -> Reader | None:
     except Unsupported:
         return None
     source = "def read(b, i, end):\n" + "\n".join(g.lines) + f"\n    return {top}, i\n"
-    return _define(source, "read", {**g.names, "read_long": read_long})  # type: ignore[no-any-return]
+    return _define(source, "read", {**g.names, "read_long": read_long})
 
 
 # ---- writing ------------------------------------------------------------------------------------
@@ -245,7 +245,7 @@ def compile_writer(schema: Any) -> Writer | None:
     except Unsupported:
         return None
     source = "def write(header, value):\n    out = bytearray(header)\n" + "\n".join(g.lines) + "\n    return bytes(out)\n"
-    return _define(source, "write", {**g.names, "write_long": write_long})  # type: ignore[no-any-return]
+    return _define(source, "write", {**g.names, "write_long": write_long})
 
 
 def _define(source: str, name: str, names: dict[str, Any]) -> Callable[..., Any]:

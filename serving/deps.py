@@ -12,14 +12,16 @@ from serving.store import PositionStore
 
 
 async def get_store(request: Request) -> PositionStore:
-    return request.app.state.store  # type: ignore[no-any-return]
+    store: PositionStore = request.app.state.store
+    return store
 
 
 StoreDep = Annotated[PositionStore, Depends(get_store)]
 
 
 async def get_groups(request: Request) -> dict[str, list[str]]:
-    return request.app.state.groups  # type: ignore[no-any-return]
+    groups: dict[str, list[str]] = request.app.state.groups
+    return groups
 
 
 GroupsDep = Annotated[dict[str, list[str]], Depends(get_groups)]

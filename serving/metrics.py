@@ -70,6 +70,6 @@ def multiprocess_dir(path: Path) -> None:
 def exposition() -> bytes:
     if os.environ.get(_MULTIPROC_ENV):
         registry = CollectorRegistry()
-        MultiProcessCollector(registry)
+        MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # unannotated in prometheus_client
         return generate_latest(registry)
     return generate_latest()

@@ -44,6 +44,11 @@ def _text(v: bytes | str | None) -> str | None:
     return v.decode(errors="replace") if isinstance(v, bytes) else v
 
 
+def _member(v: bytes | str) -> str:
+    """A set or sorted-set member as text (undecodable bytes replaced: the id check then refuses it)."""
+    return v.decode(errors="replace") if isinstance(v, bytes) else v
+
+
 UNREADABLE_MARK = "\x00atp:unreadable"  # a pair the script puts in place of a key it could not read
 
 
@@ -224,14 +229,14 @@ class PositionStore:
         A member of the SKU's location set that is not a location id is an ``Unreadable``."""
         read = await self._read(generation, lambda pipe, ks: pipe.smembers(ks.locations(sku)),
                                 explicit=generation is not None)
-        locations = sorted(_text(m) for m in _ok(read.results[0]))  # type: ignore[type-var]
-        good = [loc for loc in locations if ID.fullmatch(loc)]  # type: ignore[arg-type]
+        locations = sorted(_member(m) for m in _ok(read.results[0]))
+        good = [loc for loc in locations if ID.fullmatch(loc)]
         # The second round trip reads the same generation and checks its meta again on purpose: a
         # loss between the two would otherwise give a partial SKU (wrong totals) instead of a 503.
         found = await self.get_many([(sku, loc) for loc in good], read.generation)
         out: list[tuple[str, Any]] = [(loc, p) for loc, p in zip(good, found.results) if p is not None]
         out += [(loc, Unreadable("the SKU's location set names no valid location"))
-                for loc in locations if not ID.fullmatch(loc)]  # type: ignore[arg-type]
+                for loc in locations if not ID.fullmatch(loc)]
         return Read(read.generation, out)
 
     async def for_group(self, sku: str, group: str, locations: list[str], generation: str | None = None) -> Read:

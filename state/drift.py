@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, final
 
 from state.events import InventorySnapshot
 from state.fold import (
@@ -79,6 +79,7 @@ class Moved:
     non_sellable: int  # the change of the non-sellable statuses
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class Alert:
     """A drift or oversold alert for one key. ``alert_id`` is stable across re-deliveries."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 from bisect import bisect_right
 from operator import attrgetter
 from sys import intern
+from typing import Any
 
 from state.events import (
     STATUS_INDEX,
@@ -66,9 +67,9 @@ class Line:
     def __getstate__(self) -> tuple[int, int, bool, int, int | None]:
         return (self.reserved, self.shipped, self.released, self.last_ms, self.expires_ms)
 
-    def __setstate__(self, s: tuple[object, ...]) -> None:
+    def __setstate__(self, s: tuple[Any, ...]) -> None:
         if len(s) == 5:
-            self.reserved, self.shipped, self.released, self.last_ms, self.expires_ms = s  # type: ignore[assignment]
+            self.reserved, self.shipped, self.released, self.last_ms, self.expires_ms = s
             return
         self.expires_ms = None  # snapshots written before expiry existed have four fields
         for slot, value in zip(self.__slots__, s):
@@ -128,13 +129,13 @@ class KeyState:
     def __getstate__(self) -> tuple[object, ...]:
         return (*_SLOT_VALUES(self), _LAYOUT)
 
-    def __setstate__(self, values: tuple[object, ...]) -> None:
+    def __setstate__(self, values: tuple[Any, ...]) -> None:
         if len(values) == _LAYOUT_LEN and values[-1] == _LAYOUT:  # the current layout: the fast path
             for slot, value in zip(_SLOTS, values):
                 setattr(self, slot, value)
             return
         sku, location = values[0], values[1]
-        self.__init__(sku, location)  # type: ignore[misc]  # defaults for slots an older snapshot lacks
+        KeyState.__init__(self, sku, location)  # defaults for slots an older snapshot lacks
         for slot, value in zip(self.__slots__[2:], values[2:]):
             setattr(self, slot, value)
         if len(values) < 13:  # written before the history existed: all of it is in the buckets
@@ -142,7 +143,8 @@ class KeyState:
             self.base = (b[AVAILABLE], sum(b) - b[AVAILABLE])
             self.stock_ms = self.max_event_ms
         # Written before the containers were made on first use: the same state, stored leaner.
-        self.base = tuple(self.base)  # type: ignore[assignment]
+        available, other = self.base
+        self.base = (available, other)
         self.pending = tuple(self.pending)
         self.lines = self.lines or None
         self.transfers = self.transfers or None
@@ -348,7 +350,8 @@ def _warehouse(state: KeyState, ev: WarehouseEvent, effective_ms: int) -> None:
     b = state.buckets
     t = ev.event_type
     if t in ("RECEIPT", "RETURN"):
-        status = STATUS_INDEX[ev.to_status]  # type: ignore[index]
+        assert ev.to_status is not None  # state.events sets it for these types, as the ones below
+        status = STATUS_INDEX[ev.to_status]
         if status == AVAILABLE:
             _record(state, effective_ms, DELTA, ev.qty, 0, ev.event_id, t)
         else:
@@ -356,7 +359,8 @@ def _warehouse(state: KeyState, ev: WarehouseEvent, effective_ms: int) -> None:
             _record(state, effective_ms, DELTA, 0, ev.qty, ev.event_id, t)
     elif t == "SHIP":
         _record(state, effective_ms, DELTA, -ev.qty, 0, ev.event_id, t)
-        line = _line(state, ev.order_line_id)  # type: ignore[arg-type]
+        assert ev.order_line_id is not None
+        line = _line(state, ev.order_line_id)
         before = line.open_qty()
         line.shipped += ev.qty
         line.last_ms = max(line.last_ms, ev.occurred_ms)
@@ -368,7 +372,8 @@ def _warehouse(state: KeyState, ev: WarehouseEvent, effective_ms: int) -> None:
     elif t == "COUNT":
         _record(state, effective_ms, SET_AVAILABLE, ev.qty, 0, ev.event_id, t)
     elif t == "STATUS_MOVE":
-        src, dst = STATUS_INDEX[ev.from_status], STATUS_INDEX[ev.to_status]  # type: ignore[index]
+        assert ev.from_status is not None and ev.to_status is not None
+        src, dst = STATUS_INDEX[ev.from_status], STATUS_INDEX[ev.to_status]
         d_available = (ev.qty if dst == AVAILABLE else 0) - (ev.qty if src == AVAILABLE else 0)
         d_other = (ev.qty if dst != AVAILABLE else 0) - (ev.qty if src != AVAILABLE else 0)
         if src != AVAILABLE:
@@ -379,7 +384,8 @@ def _warehouse(state: KeyState, ev: WarehouseEvent, effective_ms: int) -> None:
             _record(state, effective_ms, DELTA, d_available, d_other, ev.event_id, t)
     elif t == "TRANSFER_IN":
         _record(state, effective_ms, DELTA, ev.qty, 0, ev.event_id, t)
-        _transfer(state, ev.transfer_id, -ev.qty)  # type: ignore[arg-type]
+        assert ev.transfer_id is not None
+        _transfer(state, ev.transfer_id, -ev.qty)
 
 
 def _transfer(state: KeyState, transfer_id: str, delta: int) -> None:

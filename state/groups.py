@@ -8,7 +8,8 @@ its version is the sum of theirs, so it only grows, and a replay gives the same 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import final
 
 from state.position import FIELDS, Position, rates
 
@@ -18,6 +19,7 @@ class Groups:
     """Which groups each location belongs to."""
 
     members: Mapping[str, tuple[str, ...]]  # group -> its locations
+    _of_location: Mapping[str, tuple[str, ...]] = field(init=False, repr=False, compare=False)  # location -> its groups
 
     @classmethod
     def of(cls, config: Mapping[str, list[str]]) -> Groups:
@@ -31,12 +33,13 @@ class Groups:
         object.__setattr__(self, "_of_location", {loc: tuple(gs) for loc, gs in of_location.items()})
 
     def of_location(self, location: str) -> tuple[str, ...]:
-        return self._of_location.get(location, ())  # type: ignore[attr-defined, no-any-return]
+        return self._of_location.get(location, ())
 
     def __bool__(self) -> bool:
         return bool(self.members)
 
 
+@final
 @dataclass(frozen=True, slots=True)
 class GroupPosition:
     """One SKU's position in a group: ``position.location`` is the group's name."""

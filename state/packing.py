@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import pickle
 from operator import attrgetter
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, cast
 
 from state.events import InventorySnapshot, SafetyStockSet
 from state.fold import ID_TAGS, KeyState, Line
@@ -43,27 +44,27 @@ _assign = _namespace["_assign"]
 def pack(state: KeyState | None) -> bytes:
     if state is None:
         return pickle.dumps(None)
-    v = _values(state)
+    v: Sequence[Any] = _values(state)
     lines, last, pending, item, location = v[_LINES], v[_LAST], v[_PENDING], v[_ITEM], v[_LOCATION]
     if lines or last is not None or pending or item is not None or location is not None:
-        v = list(v)
+        v = plain = list(v)
         if lines:
-            v[_LINES] = {k: _line_fields(line) for k, line in lines.items()}
+            plain[_LINES] = {k: _line_fields(line) for k, line in lines.items()}
         if last is not None:
-            v[_LAST] = _snapshot_fields(last)
+            plain[_LAST] = _snapshot_fields(last)
         if pending:
-            v[_PENDING] = tuple((arrival, _snapshot_fields(s)) for arrival, s in pending)
+            plain[_PENDING] = tuple((arrival, _snapshot_fields(s)) for arrival, s in pending)
         if item is not None:
-            v[_ITEM] = _control_fields(item)
+            plain[_ITEM] = _control_fields(item)
         if location is not None:
-            v[_LOCATION] = _control_fields(location)
+            plain[_LOCATION] = _control_fields(location)
     return pickle.dumps((*v, FORMAT), protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def unpack(data: bytes) -> KeyState | None:
     packed = pickle.loads(data)
     if type(packed) is not tuple:
-        return packed  # type: ignore[no-any-return]  # None, or a KeyState pickled before FORMAT 3
+        return cast("KeyState | None", packed)  # None, or a KeyState pickled before FORMAT 3
     if len(packed) != len(_SLOTS) + 1 or packed[-1] not in _FORMATS:
         raise ValueError(f"not a packed key state of format {FORMAT}: {len(packed)} values, last {packed[-1]!r}")
     st = KeyState.__new__(KeyState)
@@ -72,16 +73,19 @@ def unpack(data: bytes) -> KeyState | None:
         # A bare id stood for every record type: keep it standing for each, so an event applied
         # before the upgrade is still a duplicate after it (these age out with the dedup window).
         st.seen = {**st.seen, **{tag + i: t for i, t in st.seen.items() for tag in ID_TAGS.values()}}
-    if st.lines:
-        st.lines = {k: _line(t) for k, t in st.lines.items()}
-    if st.last_snapshot is not None:
-        st.last_snapshot = InventorySnapshot(*st.last_snapshot)  # type: ignore[misc]
-    if st.pending:
-        st.pending = tuple((arrival, InventorySnapshot(*s)) for arrival, s in st.pending)  # type: ignore[misc]
-    if st.safety_item is not None:
-        st.safety_item = SafetyStockSet(*st.safety_item)  # type: ignore[misc]
-    if st.safety_location is not None:
-        st.safety_location = SafetyStockSet(*st.safety_location)  # type: ignore[misc]
+    # The slots hold the plain values just assigned: read them from ``packed``, typed Any.
+    lines, last, pending, item, location = (
+        packed[_LINES], packed[_LAST], packed[_PENDING], packed[_ITEM], packed[_LOCATION])
+    if lines:
+        st.lines = {k: _line(t) for k, t in lines.items()}
+    if last is not None:
+        st.last_snapshot = InventorySnapshot(*last)
+    if pending:
+        st.pending = tuple((arrival, InventorySnapshot(*s)) for arrival, s in pending)
+    if item is not None:
+        st.safety_item = SafetyStockSet(*item)
+    if location is not None:
+        st.safety_location = SafetyStockSet(*location)
     return st
 
 

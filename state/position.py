@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, final
 
 from core.contract import FORMULA_VERSIONS
 from state.fold import AVAILABLE, KeyState, demand_rates
@@ -15,6 +16,7 @@ FIELDS = (
 
 
 # Not frozen, like the events (see state.events): never mutated after it is made.
+@final
 @dataclass(slots=True)
 class Position:
     """What channels read for one sku@location; ``as_of`` and ``updated_at`` are epoch millis (UTC)."""
@@ -52,6 +54,7 @@ class Position:
         return _AS_DICT(self)
 
 
+_AS_DICT: Callable[[Position], dict[str, Any]]
 _AS_DICT = eval(  # noqa: S307 - the source is built here from the dataclass's own field names
     "lambda p: {" + ", ".join(f"{f.name!r}: p.{f.name}" for f in fields(Position)) + "}")
 

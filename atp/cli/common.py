@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from typing import ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -15,14 +16,15 @@ from core.errors import AtpError
 # soft_wrap: messages stay one line each when piped (greppable, file:line: message).
 console = Console(soft_wrap=True, highlight=False)
 err = Console(stderr=True, soft_wrap=True, highlight=False)
-F = TypeVar("F", bound=Callable[..., Any])
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
-def friendly(fn: F) -> F:
+def friendly(fn: Callable[P, R]) -> Callable[P, R]:
     """Turn expected errors into one clear line and exit code 2, and Ctrl-C into exit code 130."""
 
     @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return fn(*args, **kwargs)
         except AtpError as exc:
@@ -32,7 +34,7 @@ def friendly(fn: F) -> F:
             err.print("interrupted")
             raise typer.Exit(130) from None
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
 def progress_bar(label: str) -> Progress:

@@ -54,8 +54,9 @@ def produce(file: Path = typer.Argument(..., exists=True, dir_okay=False, help="
         for line in parse_lines(fh):
             progress.update(task, completed=line.number)
             if line.error is None:
+                assert line.alias is not None and line.record is not None  # parse_lines sets both then
                 try:
-                    producer.send(line.alias, line.record)  # type: ignore[arg-type]
+                    producer.send(line.alias, line.record)
                     continue
                 except (ValueError, TypeError) as exc:  # the Avro encoder's complaints
                     line = type(line)(line.number, error=f"cannot encode: {exc}")

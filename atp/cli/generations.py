@@ -62,7 +62,7 @@ def _client(s: Settings) -> redis.Redis:
     from projection.client import connect
     from dataflows.runtime.run import check_redis
 
-    check_redis(s.redis_url, cluster=s.redis_cluster)
+    check_redis(s)
     return connect(s, socket_timeout=30, socket_connect_timeout=5)
 
 

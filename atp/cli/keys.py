@@ -63,7 +63,7 @@ def list_keys() -> None:
 
     s = settings()
     records = read_records(s.keys_file)
-    last: dict[bytes, bytes] = {}
+    last: dict[bytes | str, bytes | str] = {}
     try:
         last = connect(s, socket_connect_timeout=2, socket_timeout=2).hgetall(last_used_key(s.redis_key_prefix))
     except Exception:  # noqa: BLE001 - Redis away: the list is still worth showing

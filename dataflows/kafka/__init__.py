@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Protocol, cast
 
-from bytewax.connectors.kafka import KafkaSourceMessage
-from confluent_kafka import Message
+from confluent_kafka import Consumer, KafkaError
 
 # The headers a dead letter carries (written by ``output.DeadLetterMessage``, read by ``atp dlq``).
 SOURCE_TOPIC = "atp.source.topic"
@@ -35,6 +35,33 @@ class Bounds:
     starts: Mapping[str, int] = field(default_factory=dict)
 
 
+class Consumed(Protocol):
+    """A message as a consumer returns it. confluent-kafka's stubs type every field of ``Message`` as
+    optional (one can be made by hand); one that a consumer returned without an error has its topic,
+    partition and offset. An error may lack them: the flow only logs it or passes it on. Headers are
+    typed as Bytewax's ``KafkaSourceMessage`` types them."""
+
+    def error(self) -> KafkaError | None: ...
+    def topic(self) -> str: ...
+    def partition(self) -> int: ...
+    def offset(self) -> int: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def headers(self) -> list[tuple[str, bytes]] | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+    def latency(self) -> float | None: ...
+
+
+def consume(consumer: Consumer, num_messages: int, timeout_s: float) -> list[Consumed]:
+    """``consumer.consume``, typed as what it returns (see ``Consumed``)."""
+    return cast("list[Consumed]", consumer.consume(num_messages, timeout_s))
+
+
+def poll(consumer: Consumer, timeout_s: float) -> Consumed | None:
+    """``consumer.poll``, typed as what it returns (see ``Consumed``)."""
+    return cast("Consumed | None", consumer.poll(timeout_s))
+
+
 class InputMessage:
     """One input record, as the decode step and the dead letters read it: the fields of Bytewax's
     ``KafkaSourceMessage`` the flow uses. That one is a frozen dataclass: making it took 1.1 to
@@ -42,7 +69,7 @@ class InputMessage:
 
     __slots__ = ("key", "value", "topic", "headers", "offset", "partition")
 
-    def __init__(self, m: Message) -> None:
+    def __init__(self, m: Consumed) -> None:
         self.key: bytes | None = m.key()
         self.value: bytes | None = m.value()
         self.topic: str = m.topic()
@@ -51,11 +78,29 @@ class InputMessage:
         self.partition: int = m.partition()
 
 
+class SourceMessage(Protocol):
+    """What a dead letter keeps of its record: an ``InputMessage``, Bytewax's ``KafkaSourceMessage``
+    (`atp dlq` re-drives), or a stand-in for a record that has none (``dataflows.guard.SourceRecord``)."""
+
+    @property
+    def key(self) -> bytes | None: ...
+    @property
+    def value(self) -> bytes | None: ...
+    @property
+    def topic(self) -> str | None: ...
+    @property
+    def headers(self) -> list[tuple[str, bytes]] | None: ...
+    @property
+    def offset(self) -> int | None: ...
+    @property
+    def partition(self) -> int | None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
     """A message the flow cannot use, with why; it goes to the dead-letter topic unchanged."""
 
-    msg: InputMessage | KafkaSourceMessage[bytes | None, bytes | None]  # the latter from `atp dlq` re-drives
+    msg: SourceMessage
     reason: str
     error_class: str
     message: str

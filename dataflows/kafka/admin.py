@@ -12,6 +12,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from core.config import Settings
 from core.kafka_config import client_config, metadata
 from core.errors import StackError
+from dataflows.kafka import poll
 
 
 log = logging.getLogger(__name__)
@@ -79,13 +80,14 @@ def end_offsets(settings: Settings, timeout_s: float = 10.0) -> dict[str, int]:
         open_parts = set(ends)
         deadline = time.monotonic() + timeout_s
         while open_parts and time.monotonic() < deadline:
-            msg = consumer.poll(0.5)
+            msg = poll(consumer, 0.5)
             if msg is None:
                 continue
             where = (msg.topic(), msg.partition())
-            if msg.error() is None:
+            err = msg.error()
+            if err is None:
                 ends[where] = max(ends[where], msg.offset() + 1)
-            elif msg.error().code() == KafkaError._PARTITION_EOF:
+            elif err.code() == KafkaError._PARTITION_EOF:
                 open_parts.discard(where)
         return {f"{i}-{t}": off for (t, i), off in ends.items()}
     finally:

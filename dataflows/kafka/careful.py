@@ -13,6 +13,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import Consumer
+
+from dataflows.kafka import Consumed, consume
+
 
 
 
@@ -51,7 +55,7 @@ class Careful:
                 os.ftruncate(self._fd, 0)
             self.on = on
 
-    def consume(self, consumer: Any) -> list[Any]:
+    def consume(self, consumer: Consumer) -> list[Consumed]:
         """The live source's read in careful mode: at most one record of a partition, and only once the
         process's previous one had time to go through the whole flow; noted before it is returned.
 
@@ -65,7 +69,7 @@ class Careful:
                 self._polls += 1
             if now < self._next or (self._polls < CAREFUL_STEPS and now < self._next + CAREFUL_MAX_WAIT_S):
                 return []
-            msgs = consumer.consume(1, 0.001)
+            msgs = consume(consumer, 1, 0.001)
             for m in msgs:
                 if m.error() is None:
                     self._note(m.topic(), m.partition(), m.offset())

@@ -52,7 +52,7 @@ class EventProducer:
             self._producer.poll(0)
 
     def send_raw(self, topic: str, key: bytes | None, value: bytes | None,
-                 headers: list[tuple[str, bytes]] | None = None) -> None:
+                 headers: list[tuple[str, str | bytes | None]] | None = None) -> None:
         self._producer.produce(topic, value, key, headers=headers, on_delivery=self._on_delivery)
         self.sent += 1
 

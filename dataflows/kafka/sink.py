@@ -46,8 +46,8 @@ def size(key: bytes | None, value: bytes | None, headers: Iterable[tuple[str, by
         len(k.encode()) + len(v or b"") + HEADER_OVERHEAD for k, v in headers)
 
 
-def fit(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes | None]],
-        limit: int = DEAD_LETTER_MAX_BYTES) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes | None]], list[str]]:
+def fit(key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]],
+        limit: int = DEAD_LETTER_MAX_BYTES) -> tuple[bytes | None, bytes | None, list[tuple[str, bytes]], list[str]]:
     """Key, value and headers of a dead letter within ``limit`` bytes: the value goes first, then
     the original headers, then the key. Returns what was dropped (the record itself is still in
     its topic, at the offset the dead letter names)."""
@@ -88,9 +88,14 @@ class _Partition(StatelessSinkPartition[KafkaSinkMessage[Any, Any]]):
 
     def _produce(self, msg: KafkaSinkMessage[Any, Any]) -> None:
         deadline = None  # set at the first full queue: no clock read per message
+        topic = msg.topic
+        assert topic is not None  # OutputSink has no default topic: every message of the flow names its own
         while True:
             try:
-                self._producer.produce(msg.topic, value=msg.value, key=msg.key, headers=msg.headers,
+                # The stub types headers as a list of (str, str | bytes | None): Bytewax's list of
+                # (str, bytes) is one at run time, but a list is invariant.
+                self._producer.produce(topic, value=msg.value, key=msg.key,
+                                       headers=msg.headers,  # type: ignore[arg-type]
                                        timestamp=msg.timestamp, on_delivery=self._on_delivery)
                 return
             except BufferError:  # the local queue is full: wait for room
@@ -104,7 +109,7 @@ class _Partition(StatelessSinkPartition[KafkaSinkMessage[Any, Any]]):
                 err = exc.args[0]
                 if err.code() not in RECORD_ERRORS:
                     raise
-                _skip(msg.topic, err, msg.key)
+                _skip(topic, err, msg.key)
                 return
 
     def write_batch(self, items: list[KafkaSinkMessage[Any, Any]]) -> None:
@@ -127,6 +132,7 @@ class _Partition(StatelessSinkPartition[KafkaSinkMessage[Any, Any]]):
 class OutputSink(KafkaSink):
     """``KafkaSink`` (topic from each message) whose record errors are skipped, logged and counted."""
 
+    # Bytewax annotates KafkaSink.build with its private partition class, not the sink partition type.
     def build(self, _step_id: str, worker_index: int, worker_count: int) -> _Partition:  # type: ignore[override]
         config = {"bootstrap.servers": ",".join(self._brokers), **self._add_config}
         return _Partition(Producer(config))

@@ -15,10 +15,10 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaExcepti
 from confluent_kafka.admin import AdminClient
 
 from core.config import Settings
-from core.kafka_config import security_config
+from core.kafka_config import ClientConfig, security_config
 from dataflows.kafka.careful import CAREFUL
 from dataflows.kafka.progress import STOCK_PROGRESS
-from dataflows.kafka import Bounds, InputMessage
+from dataflows.kafka import Bounds, InputMessage, consume
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +29,7 @@ IDLE_CONFIRM_S = 0.5  # how often an idle wms partition's end is confirmed with 
 IDLE_DISTRUST_S = 30.0  # after the broker was away, how long the end of a partition is not taken as idle
 
 
-class LivePartition(_KafkaSourcePartition):  # type: ignore[misc]
+class LivePartition(_KafkaSourcePartition):
     """Bytewax's partition of the live source, emitting ``InputMessage``s. Everything else (the
     consumer, its offsets and snapshots, errors as data) is Bytewax's; ``next_batch`` is its own
     with the message type changed, so a Bytewax upgrade re-checks it.
@@ -52,7 +52,7 @@ class LivePartition(_KafkaSourcePartition):  # type: ignore[misc]
         end_at = -1  # len(batch) when the consumer last reported the end of the partition
         lost = False  # the consumer reported an error (the broker away, for one)
         # Careful mode (crash loop, dataflows/skiplist.py, dataflows/runtime/crashguard.py): one record at a time, noted before it is emitted.
-        for msg in CAREFUL.consume(self._consumer) if CAREFUL.on else self._consumer.consume(self._batch_size, 0.001):
+        for msg in CAREFUL.consume(self._consumer) if CAREFUL.on else consume(self._consumer, self._batch_size, 0.001):
             error = msg.error()
             if error is not None:
                 if error.code() == KafkaError._PARTITION_EOF:
@@ -98,6 +98,8 @@ class LivePartition(_KafkaSourcePartition):  # type: ignore[misc]
         read, the partition is read from again (it holds back the progress) until its next end."""
         self._confirmed = time.monotonic()
         tp = TopicPartition(self._topic, self._part_idx)
+        high: int | None
+        read_to: int | None
         try:
             _, high = self._consumer.get_watermark_offsets(tp, timeout=IDLE_CONFIRM_S, cached=False)
             read_to = self._consumer.position([tp])[0].offset  # the next offset to fetch (at the end: the end)
@@ -139,15 +141,16 @@ class InputSource(KafkaSource):
         return part
 
     def list_parts(self) -> list[str]:
-        config = {"bootstrap.servers": ",".join(self._brokers),
-                  **{k: v for k, v in self._add_config.items() if k not in _CONSUMER_ONLY}}
+        config: ClientConfig = {"bootstrap.servers": ",".join(self._brokers),
+                                **{k: v for k, v in self._add_config.items() if k not in _CONSUMER_ONLY}}
         md = AdminClient(config).list_topics(timeout=10)
         parts = []
         for topic in self._topics:
             meta = md.topics.get(topic)
-            if meta is None or meta.error is not None:
-                raise RuntimeError(f"cannot list the partitions of Kafka topic {topic!r}: "
-                                   f"{meta.error.str() if meta is not None else 'no such topic'}")
+            if meta is None:
+                raise RuntimeError(f"cannot list the partitions of Kafka topic {topic!r}: no such topic")
+            if meta.error is not None:
+                raise RuntimeError(f"cannot list the partitions of Kafka topic {topic!r}: {meta.error.str()}")
             parts += [f"{i}-{topic}" for i in meta.partitions]
         return parts
 
@@ -187,7 +190,7 @@ class _RangePartition(StatefulSourcePartition[Any, int]):
             raise StopIteration()
         want = max(1, min(self._batch, self._end - self._next))
         out = []
-        for m in self._consumer.consume(want, 0.001):
+        for m in consume(self._consumer, want, 0.001):
             if m.error() is not None:
                 log.warning("replay consumer error topic=%s partition=%s error=%s", m.topic(), m.partition(), m.error())
                 continue

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from dataflows.kafka import consume
+
 
 @dataclass(frozen=True)
 class Message:
@@ -44,7 +46,7 @@ def read_topics(client: Mapping[str, Any] | str, topics: list[str], timeout_s: f
         deadline = time.monotonic() + timeout_s
         while open_parts:
             # A short wait: consume() returns early only when the batch is full.
-            msgs = consumer.consume(10_000, 0.05)
+            msgs = consume(consumer, 10_000, 0.05)
             if not msgs:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"no end of {sorted(open_parts)} within {timeout_s} s")
@@ -114,7 +116,7 @@ def _timestamps(consumer: Consumer, starts: dict[tuple[str, int], int], wanted: 
     open_parts = set(starts)
     deadline = time.monotonic() + timeout_s
     while open_parts and time.monotonic() < deadline:
-        for m in consumer.consume(1000, 0.2):
+        for m in consume(consumer, 1000, 0.2):
             where = (m.topic(), m.partition())
             err = m.error()
             if err is not None:

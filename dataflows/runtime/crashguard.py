@@ -144,13 +144,14 @@ class CrashGuard:
                 log.info("the previous run of the dataflow ended without stopping cleanly but without a crash "
                          "(killed from outside: SIGKILL, the OOM killer, a power loss); not counted as a crash")
                 led.running = None
-            if led.running is not None:
+            running = led.running
+            if running is not None:
                 if led.resume != resume or led.crashes == 0:
-                    led = Ledger(resume=resume, crashes=0, until=self._unread(resume), running=led.running)
+                    led = Ledger(resume=resume, crashes=0, until=self._unread(resume), running=running)
                 led.crashes += 1
                 log.warning("the previous run of the dataflow crashed: %d crash(es) at input position %s "
                             "(careful mode from %d on)", led.crashes, _short(resume), max(1, self._restarts - 1))
-                if led.running.get("careful"):
+                if running.get("careful"):
                     self._pin(led, resume)
             elif led.resume != resume:
                 led = Ledger()

@@ -105,7 +105,7 @@ def already_redriven(settings: Settings) -> set[str]:
 
 @dataclass
 class RedrivePlan:
-    send: list[tuple[DeadLetterEntry, bytes | None, bytes]] = field(default_factory=list)  # entry, key, value
+    send: list[tuple[DeadLetterEntry, bytes | None, bytes | None]] = field(default_factory=list)  # entry, key, value
     skipped_done: list[str] = field(default_factory=list)
     still_invalid: list[tuple[str, str]] = field(default_factory=list)  # source, why
 
@@ -145,19 +145,20 @@ class Redriver:
             if why is not None:
                 plan.still_invalid.append((e.source, why))
                 continue
-            plan.send.append((e, key, value))  # type: ignore[arg-type]
+            plan.send.append((e, key, value))
         return plan
 
     def _why_invalid(self, topic: str, key: bytes | None, value: bytes | None) -> str | None:
         msg = KafkaSourceMessage(key, value, topic=topic, offset=-1, partition=-1)
         routed = self._check([msg])
         dead = [r for r in routed if is_dead_letter(r)]
-        return f"{dead[0].reason}: {dead[0].message}" if dead else None  # type: ignore[union-attr]
+        return f"{dead[0].reason}: {dead[0].message}" if dead else None
 
     def send(self, plan: RedrivePlan) -> int:
         producer = EventProducer(self.settings, **{"enable.idempotence": "true"})
         for e, key, value in plan.send:
-            headers = [(k, v.encode()) for k, v in e.headers.items() if not k.startswith(("atp.source.", "atp.error."))]
+            headers: list[tuple[str, str | bytes | None]] = [
+                (k, v.encode()) for k, v in e.headers.items() if not k.startswith(("atp.source.", "atp.error."))]
             producer.send_raw(e.topic, key, value, headers + [(REDRIVE_HEADER, e.source.encode())])
         left = producer.flush(30)
         if producer.failed or left:

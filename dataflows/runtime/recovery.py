@@ -80,16 +80,16 @@ class RecoveryStore:
             raise RecoveryError(
                 f"recovery partition(s) {', '.join(map(str, missing))} of {count} are missing from {self.directory}. {fix}")
         runs = {run for _, _, run in parts.values()}
-        if runs == {None}:  # written before partitions were stamped: adopt them as one run
+        if len(runs) != 1:
+            names = ", ".join(f"{p.name}: {r or 'none'}" for p, _, r in parts.values())
+            raise RecoveryError(f"recovery partitions in {self.directory} come from different runs ({names}). {fix}")
+        run_id = runs.pop()
+        if run_id is None:  # written before partitions were stamped: adopt them as one run
             run_id = uuid.uuid4().hex
             for path, _, _ in parts.values():
                 self._stamp(path, run_id)
             log.warning("recovery partitions in %s carried no run id; stamped them as run %s", self.directory, run_id)
-            return run_id
-        if len(runs) != 1:
-            names = ", ".join(f"{p.name}: {r or 'none'}" for p, _, r in parts.values())
-            raise RecoveryError(f"recovery partitions in {self.directory} come from different runs ({names}). {fix}")
-        return runs.pop()  # type: ignore[return-value]
+        return run_id
 
     def committed_offsets(self) -> tuple[int, dict[str, int]]:
         """The resume epoch and, per input partition (``{index}-{topic}``), the next offset to read."""

@@ -20,7 +20,7 @@ from prometheus_client import start_http_server
 
 from core.config import Settings
 from core.errors import StackError
-from projection.client import connect, connect_url
+from projection.client import connect
 from projection.generations import Spec, current, drop, write_meta
 from core import gctune
 from core import memtrim
@@ -43,9 +43,10 @@ from projection.keys import generations_of, keyspace_of
 log = logging.getLogger(__name__)
 
 
-def check_redis(url: str, timeout_s: float = 5.0, cluster: bool = False) -> None:
+def check_redis(settings: Settings, timeout_s: float = 5.0) -> None:
+    url = settings.redis_url
     try:
-        connect_url(url, cluster, socket_connect_timeout=timeout_s, socket_timeout=timeout_s).ping()
+        connect(settings, socket_connect_timeout=timeout_s, socket_timeout=timeout_s).ping()
     except (redis.exceptions.RedisError, ValueError) as exc:  # ValueError: a URL redis-py cannot parse
         raise StackError(
             f"cannot reach Redis at {redact.url(url)} ({redact.text(str(exc))}); start the local stack with "
@@ -189,7 +190,7 @@ def run(settings: Settings, replay: Replay | None = None) -> str:
         raise StackError("a replay runs as one process: unset ATP_CLUSTER_ADDRESSES and ATP_PROCESS_ID for it")
     partitions = kafka_admin.check_kafka(settings)
     topic_config.check(settings)
-    check_redis(settings.redis_url, cluster=settings.redis_cluster)
+    check_redis(settings)
     if settings.metrics_port:
         try:
             start_http_server(settings.metrics_port, addr=settings.metrics_host)

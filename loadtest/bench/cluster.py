@@ -115,7 +115,7 @@ def markdown(r: dict[str, Any]) -> str:
         for x in r["layouts"])
     ratios = "\n".join(f"- {k.replace('_vs_', ' against ')}: **{v}×**" for k, v in r["ratios"].items())
     i = r["input"]
-    split = next((x["runs"][0]["per_process_records"] for x in r["layouts"] if x["layout"] == "2x1"), [])
+    split: list[int] = next((x["runs"][0]["per_process_records"] for x in r["layouts"] if x["layout"] == "2x1"), [])
     return f"""# Cluster mode: one process against two
 
 Finished {r['finished_at']}, {r['machine']['cpus']} CPUs, Python {r['machine']['python']}; embedded broker and

@@ -13,13 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from core import gctune
 from core import memtrim
 from core.config import Settings, load_settings
 from core.kafka_config import client_config
 from core.procinfo import own_peak_rss_mib
+from dataflows.kafka import Consumed, consume
 from schemas import Decoder, default_store
 from schemas import DecodeError
 from state import events as ev
@@ -76,6 +77,7 @@ class AtpLogic:
 
     def fold(self, state: KeyState | None, event: ev.Event) -> KeyState:
         if state is None:
+            assert event.sku is not None  # the peers' input has no location-wide controls (see above)
             state = KeyState(event.sku, event.location)
         apply(state, event, self.dedup_ms, self.lateness_ms)
         return state
@@ -84,7 +86,7 @@ class AtpLogic:
         return position(state, self.safety.for_state(state), int(time.time() * 1000), self.formula)
 
 
-def read_input(settings: Settings, ends: dict[str, int], group: str, batch: int = 10_000) -> Iterator[Message]:
+def read_input(settings: Settings, ends: dict[str, int], group: str, batch: int = 10_000) -> Iterator[Consumed]:
     """Every input record up to ``ends`` (``{index}-{topic}`` -> end offset), read from the beginning
     with ``assign()``; the consumer is closed when the last partition reaches its end."""
     consumer = Consumer(client_config(settings, {"group.id": group, "enable.auto.commit": False,
@@ -97,7 +99,7 @@ def read_input(settings: Settings, ends: dict[str, int], group: str, batch: int 
     consumer.assign([TopicPartition(t, p, OFFSET_BEGINNING) for t, p in parts])
     try:
         while parts:
-            for m in consumer.consume(batch, 0.05):
+            for m in consume(consumer, batch, 0.05):
                 if m.error() is not None:
                     continue
                 if m.offset() + 1 >= parts.get((m.topic(), m.partition()), 0):
@@ -114,4 +116,4 @@ def report(records: int, first: float | None, last: float | None, **extra: Any) 
 
 
 def load_ends(path: str) -> dict[str, int]:
-    return json.loads(Path(path).read_text())  # type: ignore[no-any-return]
+    return json.loads(Path(path).read_text())

@@ -18,6 +18,7 @@ import time
 from typing import Any
 
 import redis
+from redis.typing import FieldT
 from quixstreams import Application, State
 from quixstreams.models import TopicConfig
 from quixstreams.sinks import BatchingSink, SinkBatch
@@ -41,7 +42,7 @@ class RedisPositions(BatchingSink):
         self._ks = keyspace_of(settings)
 
     def write(self, batch: SinkBatch) -> None:
-        latest: dict[str, dict[str, Any]] = {}
+        latest: dict[str, dict[FieldT, Any]] = {}
         for item in batch:
             latest[item.value["k"]] = item.value["h"]  # the newest position of each key in the batch
         pipe = self._client.pipeline(transaction=False)

@@ -58,16 +58,18 @@ def parse_wrk(name: str, out: str, target_rps: float | None, connections: int, d
                      {k: round(v, 3) for k, v in lat.items()}, errors)
 
 
-def _script(keys: list[tuple[str, str]], batch: int, delay_ms: float, seed: int) -> str:
+def _script(keys: list[tuple[str, str]], batch: int, delay_ms: float, seed: int, token: str | None = None) -> str:
     rng = random.Random(seed)
+    auth = f"wrk.headers['Authorization'] = 'Bearer {token}'\n" if token else ""
     if batch <= 1:
         paths = ",".join(json.dumps(f"/v1/availability/{s}/{loc}") for s, loc in keys)
-        body = f"local paths = {{{paths}}}\nrequest = function() return wrk.format('GET', paths[math.random(#paths)]) end\n"
+        body = (f"{auth}local paths = {{{paths}}}\n"
+                "request = function() return wrk.format('GET', paths[math.random(#paths)]) end\n")
     else:
         bodies = [json.dumps({"items": [{"sku": s, "location": loc} for s, loc in rng.sample(keys, min(batch, len(keys)))]})
                   for _ in range(20)]
         lua_bodies = ",".join("[==[" + b + "]==]" for b in bodies)
-        body = (f"local bodies = {{{lua_bodies}}}\nwrk.method = 'POST'\nwrk.headers['Content-Type'] = 'application/json'\n"
+        body = (f"{auth}local bodies = {{{lua_bodies}}}\nwrk.method = 'POST'\nwrk.headers['Content-Type'] = 'application/json'\n"
                 "request = function() return wrk.format('POST', '/v1/availability/query', nil, bodies[math.random(#bodies)]) end\n")
     if delay_ms > 0:
         body += f"delay = function() return {delay_ms:.3f} end\n"
@@ -78,7 +80,8 @@ CALIBRATION_S = 3  # the short run before a paced one that measures what wrk's p
 
 
 def run_wrk(base_url: str, keys: list[tuple[str, str]], work_dir: Path, name: str, duration_s: float,
-            connections: int, batch: int = 1, target_rps: float | None = None, threads: int = 1) -> WrkResult:
+            connections: int, batch: int = 1, target_rps: float | None = None, threads: int = 1,
+            token: str | None = None) -> WrkResult:
     """``wrk`` as fast as it goes, or paced at ``target_rps``. wrk paces by waiting a fixed delay
     after each response, so each connection's cycle is the delay plus the latency and the delay
     ``connections / target_rps`` alone offers less than the target: a short calibration run at
@@ -89,7 +92,7 @@ def run_wrk(base_url: str, keys: list[tuple[str, str]], work_dir: Path, name: st
 
     def once(label: str, seconds: float, delay_ms: float) -> WrkResult:
         script = work_dir / f"{label}.lua"
-        script.write_text(_script(keys, batch, delay_ms, seed=len(name)))
+        script.write_text(_script(keys, batch, delay_ms, seed=len(name), token=token))
         cmd = [wrk, f"-t{threads}", f"-c{connections}", f"-d{int(seconds)}s", "--latency", "-s", str(script), base_url]
         out = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds + 60, check=True).stdout
         (work_dir / f"{label}.txt").write_text(out)

@@ -171,9 +171,11 @@ class LoadRun:
             return
         cfg = self.cfg
         hot = _existing_keys(self.settings, 2_000)
-        runs = [("single-key max", dict(connections=32)), (f"single-key at {cfg.api_rate:,.0f} rps",
-                dict(connections=32, target_rps=cfg.api_rate)), ("100-key batch max", dict(connections=8, batch=100)),
-                ("100-key batch at 200 rps", dict(connections=8, batch=100, target_rps=200))]
+        runs: list[tuple[str, dict[str, Any]]] = [
+            ("single-key max", dict(connections=32)),
+            (f"single-key at {cfg.api_rate:,.0f} rps", dict(connections=32, target_rps=cfg.api_rate)),
+            ("100-key batch max", dict(connections=8, batch=100)),
+            ("100-key batch at 200 rps", dict(connections=8, batch=100, target_rps=200))]
         # First the API alone (the generator idle: its capacity), then beside the pipeline at the
         # baseline rate (what it keeps on machines it shares with the broker and the dataflow).
         for name, kw in runs:

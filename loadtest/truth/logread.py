@@ -31,9 +31,10 @@ class AvroReader:
     def __init__(self, directory: Path = AVRO_DIR) -> None:
         self.schemas: dict[bytes, tuple[str, Any]] = {}
         for path in sorted(directory.glob("*.avsc")):
-            parsed = fastavro.parse_schema(json.loads(path.read_text()))
+            raw = json.loads(path.read_text())
+            parsed = fastavro.parse_schema(raw)
             fp = bytes.fromhex(fingerprint(to_parsing_canonical_form(parsed), "CRC-64-AVRO"))
-            self.schemas[fp] = (parsed["name"].rsplit(".", 1)[-1], parsed)
+            self.schemas[fp] = (raw["name"].rsplit(".", 1)[-1], parsed)
 
     def read(self, value: bytes | None) -> tuple[str, dict[str, Any]]:
         """(record name, canonical record); raises ValueError for anything undecodable."""
@@ -50,4 +51,6 @@ class AvroReader:
             raise ValueError(f"bad body: {exc}") from None
         if buf.tell() != len(value) - 10:
             raise ValueError("trailing bytes")
+        if not isinstance(record, dict):  # every schema here is a record's
+            raise ValueError("not a record")
         return name, {k: (v - _EPOCH) // _MS if isinstance(v, datetime) else v for k, v in record.items()}

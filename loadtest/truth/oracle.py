@@ -20,7 +20,7 @@ import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _STATUSES = ("AVAILABLE", "QUARANTINE", "DAMAGED", "HOLD")
@@ -47,7 +47,7 @@ def _need(cond: bool, why: str) -> None:
         raise Rejected(why)
 
 
-def _is_int(v: Any) -> bool:
+def _is_int(v: Any) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -108,7 +108,7 @@ def _check_fields(alias: str, rec: dict[str, Any], key: str | None) -> None:
         _need(isinstance(rec.get("snapshot_id"), str) and rec["snapshot_id"] != "", "snapshot_id missing")
         _need(_is_int(rec.get("on_hand")) and _is_int(rec.get("as_of")), "bad on_hand or as_of")
         return
-    kind = rec.get("event_type")
+    kind: Any = rec.get("event_type")  # whatever the record holds (None: nothing)
     _need(_TOPIC_OF_TYPE.get(kind) == alias, f"{kind} is not an event of {alias}")
     qty = rec.get("qty")
     if alias == "orders":
@@ -188,9 +188,9 @@ class Oracle:
         """Take one record; returns why it was rejected, or None."""
         try:
             check(alias, rec, key, self.now_ms)
-        except Rejected as why:
+        except Rejected as exc:
             self.rejected += 1
-            return str(why)
+            return str(exc)
         if alias == "controls" and rec.get("sku") is None:
             known = self.location_controls[rec["location"]]
             if rec["event_id"] in known:

@@ -1,10 +1,17 @@
-"""Each key's rate, held across every API worker: a token bucket in Redis, one round trip a request.
+"""Each key's rate, held across every API worker: a token bucket in Redis, leased out in small lots.
 
 The bucket of a key is a hash (``<prefix>:ratelimit:<key>``: tokens, last refill in ms) changed by
 one Lua script, so workers (``ATP_API_WORKERS``) and several API hosts share it exactly. Time is
 Redis's own (``TIME``), so API hosts with skewed clocks agree. A request costs 1; a batch query
-costs its number of items. When Redis cannot be reached the request is let through: the read
-itself needs Redis and will answer 503.
+costs its number of items.
+
+A round trip to Redis for every request halved the single-key read rate (loadtest/reports/
+auth-cost.md), so a worker takes tokens in lots: up to a tenth of a second's rate (at most a quarter
+of the burst, at least the request's cost) per trip, spent locally, and a lot's tokens not spent
+within a second are dropped. Tokens only ever leave the bucket, so no key gets more than its rate
+and burst over all workers together; a worker can refuse a little early while another holds a lot.
+When Redis cannot be reached the request is let through: the read itself needs Redis and will
+answer 503.
 """
 
 from __future__ import annotations
@@ -19,18 +26,19 @@ import redis.exceptions
 from serving.auth import ApiKey
 
 _BUCKET = """
-local rate, burst, cost = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local rate, burst, cost, want = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local v = redis.call('HMGET', KEYS[1], 'tokens', 'at')
 local tokens, at = tonumber(v[1]), tonumber(v[2])
 if tokens == nil or at == nil then tokens, at = burst, now end
 tokens = math.min(burst, tokens + math.max(0, now - at) * rate / 1000)
-local ok = 0
-if tokens >= cost then tokens = tokens - cost; ok = 1 end
+local granted = 0
+if tokens >= cost then granted = math.max(cost, math.min(want, math.floor(tokens))) end
+tokens = tokens - granted
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'at', now)
 redis.call('PEXPIRE', KEYS[1], math.ceil(burst / rate * 1000) + 1000)
-return {ok, tostring(tokens)}
+return {granted, tostring(tokens)}
 """
 
 
@@ -52,6 +60,19 @@ class Verdict:
 
 
 LAST_USED_EVERY_S = 60.0  # how often a worker records that a key was used
+LEASE_S = 1.0  # a lot's unspent tokens are dropped after this
+
+
+def lot_size(key: ApiKey) -> int:
+    """Tokens a worker takes per trip to Redis: a tenth of a second's rate, at most a quarter of the burst."""
+    return max(1, int(min(key.rate / 10, key.burst / 4)))
+
+
+@dataclass(slots=True)
+class _Lot:
+    left: float
+    until: float  # monotonic
+    bucket: float  # what the bucket held after the lot was taken (for RateLimit-Remaining)
 
 
 def last_used_key(prefix: str) -> str:
@@ -67,6 +88,7 @@ class Limiter:
         self._script = client.register_script(_BUCKET)
         self._prefix = prefix
         self._noted: dict[str, float] = {}
+        self._lots: dict[str, _Lot] = {}
 
     async def note_use(self, key: ApiKey) -> None:
         now = time.time()
@@ -82,12 +104,24 @@ class Limiter:
         """The verdict for ``cost`` requests now, or None for a key without a rate (or Redis away)."""
         if key.rate <= 0:
             return None
+        now = time.monotonic()
+        lot = self._lots.get(key.name)
+        if lot is not None and lot.until > now and lot.left >= cost:
+            lot.left -= cost
+            return self._verdict(key, True, lot.bucket + lot.left, cost)
         try:
-            ok, tokens = await self._script(keys=[f"{self._prefix}:ratelimit:{key.name}"],
-                                            args=[key.rate, key.burst, cost])
+            granted, tokens = await self._script(keys=[f"{self._prefix}:ratelimit:{key.name}"],
+                                                 args=[key.rate, key.burst, cost, max(cost, lot_size(key))])
         except redis.exceptions.RedisError:
             return None
-        left = float(tokens)
-        allowed = bool(int(ok))
-        retry = 0 if allowed else max(1, math.ceil((cost - left) / key.rate)) if cost <= key.burst else 0
-        return Verdict(allowed, int(key.burst), int(left), math.ceil((key.burst - left) / key.rate), retry)
+        bucket, granted = float(tokens), int(granted)
+        if granted < cost:
+            self._lots.pop(key.name, None)
+            return self._verdict(key, False, bucket, cost)
+        self._lots[key.name] = _Lot(granted - cost, now + LEASE_S, bucket)
+        return self._verdict(key, True, bucket + granted - cost, cost)
+
+    @staticmethod
+    def _verdict(key: ApiKey, allowed: bool, left: float, cost: int) -> Verdict:
+        retry = 0 if allowed else max(1, math.ceil((cost - left) / key.rate))
+        return Verdict(allowed, int(key.burst), int(left), math.ceil(max(0.0, key.burst - left) / key.rate), retry)

@@ -11,6 +11,7 @@ RateLimit headers of the key's bucket. The key goes on to the routes in the ASGI
 from __future__ import annotations
 
 import json
+from collections.abc import MutableMapping
 from typing import Any
 
 from prometheus_client import Counter
@@ -108,5 +109,6 @@ async def _refuse(send: Any, status: int, code: str, message: str, headers: list
     await send({"type": "http.response.body", "body": payload})
 
 
-def key_of(scope: dict[str, Any]) -> ApiKey | None:
-    return scope.get(KEY_SCOPE)
+def key_of(scope: MutableMapping[str, Any]) -> ApiKey | None:
+    key: ApiKey | None = scope.get(KEY_SCOPE)
+    return key

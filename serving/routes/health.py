@@ -63,7 +63,7 @@ def flow_problem(flow: str | None, heartbeat: str | None, now_ms: int, stale_aft
     if flow == FLOW_CRASH_LOOP:
         return "dataflow_crash_loop", "the dataflow keeps crashing and restarting: positions are not being updated"
     try:
-        age_ms = now_ms - int(heartbeat)  # type: ignore[arg-type]
+        age_ms = now_ms - int(heartbeat or "")  # None: ValueError, as for any unreadable heartbeat
     except (TypeError, ValueError):
         return "dataflow_stale", f"the dataflow ({flow}) has no readable heartbeat: {heartbeat!r}"[:200]
     if age_ms > stale_after_ms:

@@ -87,7 +87,8 @@ def _pos(sku: str, loc: str, version: int, qty: int) -> Position:
 
 
 def test_sink_and_api_work_against_a_redis_cluster(cluster_url: str, tmp_path: Path):
-    s = load_settings({}, redis_url=cluster_url, redis_cluster=True, redis_key_prefix="clu", state_dir=tmp_path)
+    s = load_settings({}, redis_url=cluster_url, redis_cluster=True, redis_key_prefix="clu", state_dir=tmp_path,
+                      api_auth="disabled")
     client = connect(s)
     assert len({n.port for n in client.get_primaries()}) == 3
     skus = [f"SKU-{i}" for i in range(60)]  # spread over the slots of all three nodes

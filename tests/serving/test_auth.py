@@ -203,3 +203,18 @@ def test_docs_come_from_local_assets_and_can_be_turned_off(keyed):
         assert c.get("/docs").status_code == 401 and c.get("/openapi.json").status_code == 401
         assert c.get("/docs", headers=auth(boss)).status_code == 404
         assert c.get("/openapi.json", headers=auth(boss)).status_code == 404
+
+
+def test_tokens_taken_in_lots_never_exceed_the_rate_over_all_workers(keyed):
+    """Workers lease tokens in lots (fewer trips to Redis); the bucket only ever gives tokens out, so
+    the allowed requests over both workers stay within burst + rate x elapsed."""
+    busy = token(keyed, "busy", ["availability:read"], rate=100, burst=200)
+    h = auth(busy)
+    with TestClient(create_app(keyed)) as a, TestClient(create_app(keyed)) as b:
+        started = time.monotonic()
+        codes = [(a if i % 3 else b).get("/v1/availability/SKU-1/DC-01", headers=h).status_code for i in range(400)]
+        elapsed = time.monotonic() - started
+    allowed = codes.count(200)
+    assert set(codes) <= {200, 429} and codes.count(429) > 0
+    assert allowed <= 200 + 100 * elapsed + 1
+    assert allowed >= 200 - 2 * 25  # at most a lot per worker is left unspent when the bucket runs dry
