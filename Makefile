@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: bootstrap demo test test-kafka down clean lint loadtest peers
 
-bootstrap: $(STAMP) redis-server
+bootstrap: $(STAMP) redis-server prometheus-bin
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; assert (3,11) <= sys.version_info[:2] < (3,13), "atp-stream needs Python 3.11 or 3.12, found " + sys.version.split()[0]'
@@ -27,6 +27,19 @@ redis-server:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq redis-server >/dev/null; \
 	}
 	@command -v redis-server >/dev/null 2>&1 || { echo "redis-server is still missing: install Debian's redis-server package"; exit 1; }
+
+# promtool (tests/test_observability.py) and prometheus (tests/test_prometheus_e2e.py) come from
+# Debian's prometheus package: installed only when missing, without its recommended exporters, and
+# its packaged service left stopped (the tests start their own on a free loopback port).
+.PHONY: prometheus-bin
+prometheus-bin:
+	@{ command -v promtool && command -v prometheus; } >/dev/null 2>&1 || { \
+	  echo "promtool/prometheus not found: installing Debian's prometheus package with apt-get"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null; \
+	  if [ -d /run/systemd/system ]; then $$SUDO systemctl disable --now prometheus >/dev/null 2>&1 || true; fi; \
+	}
+	@command -v promtool >/dev/null 2>&1 || { echo "promtool is still missing: install Debian's prometheus package"; exit 1; }
 
 demo: bootstrap
 	$(BIN)/atp demo
@@ -52,6 +65,7 @@ test-kafka: bootstrap
 
 lint: bootstrap
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # The load test (wrk from the OS packages, installed when missing) and the peers benchmark (Quix
 # Streams in its own environment, .venv-peers). Reports go to loadtest/reports/.

@@ -18,11 +18,15 @@ def atp_env(service: str) -> dict[str, str]:
     return {k: str(v) for k, v in (SERVICES[service].get("environment") or {}).items() if k.startswith("ATP_")}
 
 
-def test_every_atp_variable_is_a_real_setting_and_values_validate():
-    for name in ("topics", "dataflow", "api"):
+def test_every_atp_variable_is_a_real_setting_and_values_validate(tmp_path):
+    secret = tmp_path / "redis_password"
+    secret.write_text("example\n")
+    for name in ("topics", "dataflow", "api", "api-keys"):
         env = atp_env(name)
         assert set(env) <= KNOWN_ENV, (name, set(env) - KNOWN_ENV)
-        load_settings(env)  # raises ConfigError on a bad value
+        assert env["ATP_REDIS_PASSWORD_FILE"] == "/run/secrets/redis_password"
+        assert "redis_password" in SERVICES[name]["secrets"]  # the file the setting names is there
+        load_settings({**env, "ATP_REDIS_PASSWORD_FILE": str(secret)})  # raises ConfigError on a bad value
 
 
 def test_services_are_wired_to_each_other():
@@ -49,13 +53,36 @@ def test_kafka_is_the_official_image_in_kraft_mode():
     assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"  # topics come from `atp topics create`
 
 
-def test_ports_match_the_code_defaults():
+def test_ports_match_the_code_defaults_on_the_hosts_loopback_only():
     defaults = load_settings({})
-    assert f"{defaults.api_port}:{atp_env('api')['ATP_API_PORT']}" in SERVICES["api"]["ports"]
-    assert f"{defaults.metrics_port}:{atp_env('dataflow')['ATP_METRICS_PORT']}" in SERVICES["dataflow"]["ports"]
-    assert f"{defaults.kafka_bootstrap.rsplit(':', 1)[1]}:19092" in SERVICES["kafka"]["ports"]
+    assert f"127.0.0.1:{defaults.api_port}:{atp_env('api')['ATP_API_PORT']}" in SERVICES["api"]["ports"]
+    assert (f"127.0.0.1:{defaults.metrics_port}:{atp_env('dataflow')['ATP_METRICS_PORT']}"
+            in SERVICES["dataflow"]["ports"])
+    assert f"127.0.0.1:{defaults.kafka_bootstrap.rsplit(':', 1)[1]}:19092" in SERVICES["kafka"]["ports"]
     redis_port = defaults.redis_url.rsplit(":", 1)[1].split("/")[0]
-    assert f"{redis_port}:6379" in SERVICES["redis"]["ports"]
+    assert f"127.0.0.1:{redis_port}:6379" in SERVICES["redis"]["ports"]
+    published = [p for s in SERVICES.values() for p in s.get("ports", [])]
+    assert published and all(p.startswith("127.0.0.1:") for p in published), published
+
+
+def test_redis_needs_a_password_and_the_api_a_key():
+    redis_cmd = " ".join(SERVICES["redis"]["command"])
+    assert "requirepass" in redis_cmd and "/run/secrets/redis_password" in redis_cmd
+    assert COMPOSE["secrets"]["redis_password"] == {"environment": "REDIS_PASSWORD"}
+    assert "--requirepass" not in redis_cmd  # never on a command line, where `ps` would show it
+    assert "${REDIS_PASSWORD" not in (ROOT / "docker-compose.yml").read_text()  # nor interpolated into the file
+    for name in ("dataflow", "api"):
+        assert "ATP_API_AUTH" not in atp_env(name) or atp_env(name)["ATP_API_AUTH"] == "required"
+    assert load_settings({}).api_auth == "required"
+    # Prometheus reads the API's /metrics with the metrics:read key the api-keys service makes.
+    prom = yaml.safe_load((ROOT / "deploy" / "prometheus.yml").read_text())
+    api_job = next(j for j in prom["scrape_configs"] if j["job_name"] == "atp-api")
+    token_dir = "/etc/prometheus/secrets"
+    assert api_job["authorization"]["credentials_file"].startswith(token_dir + "/")
+    assert f"prometheus-token:{token_dir}:ro" in SERVICES["prometheus"]["volumes"]
+    keys = SERVICES["api-keys"]
+    assert "prometheus-token:/tokens" in keys["volumes"] and "--scope metrics:read" in keys["command"][0]
+    assert "api-keys:/data" in keys["volumes"] and "api-keys:/data" in SERVICES["api"]["volumes"]
     assert atp_env("api")["ATP_API_HOST"] == "0.0.0.0" and atp_env("dataflow")["ATP_METRICS_HOST"] == "0.0.0.0"
 
 
