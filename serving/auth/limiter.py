@@ -16,6 +16,7 @@ answer 503.
 
 from __future__ import annotations
 
+import asyncio
 import math
 import time
 from dataclasses import dataclass
@@ -89,6 +90,7 @@ class Limiter:
         self._prefix = prefix
         self._noted: dict[str, float] = {}
         self._lots: dict[str, _Lot] = {}
+        self._fetching: dict[str, asyncio.Future[None]] = {}
 
     async def note_use(self, key: ApiKey) -> None:
         now = time.time()
@@ -101,25 +103,41 @@ class Limiter:
             pass  # a convenience for `atp keys list`; the read itself says when Redis is away
 
     async def take(self, key: ApiKey, cost: int = 1) -> Verdict | None:
-        """The verdict for ``cost`` requests now, or None for a key without a rate (or Redis away)."""
+        """The verdict for ``cost`` requests now, or None for a key without a rate (or Redis away).
+
+        One trip to Redis per key at a time in a worker: requests that find the lot spent while a
+        trip is under way wait for its lot instead of each fetching (and stranding) one."""
         if key.rate <= 0:
             return None
-        now = time.monotonic()
-        lot = self._lots.get(key.name)
-        if lot is not None and lot.until > now and lot.left >= cost:
-            lot.left -= cost
-            return self._verdict(key, True, lot.bucket + lot.left, cost)
+        for _ in range(2):
+            lot = self._lots.get(key.name)
+            if lot is not None and lot.until > time.monotonic() and lot.left >= cost:
+                lot.left -= cost
+                return self._verdict(key, True, lot.bucket + lot.left, cost)
+            pending = self._fetching.get(key.name)
+            if pending is None:
+                break
+            await asyncio.shield(pending)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._fetching[key.name] = done
+        try:
+            return await self._fetch(key, cost)
+        finally:
+            del self._fetching[key.name]
+            done.set_result(None)
+
+    async def _fetch(self, key: ApiKey, cost: int) -> Verdict | None:
         try:
             granted, tokens = await self._script(keys=[f"{self._prefix}:ratelimit:{key.name}"],
                                                  args=[key.rate, key.burst, cost, max(cost, lot_size(key))])
         except redis.exceptions.RedisError:
             return None
-        bucket, granted = float(tokens), int(granted)
-        if granted < cost:
+        bucket, got = float(tokens), int(granted)
+        if got < cost:
             self._lots.pop(key.name, None)
             return self._verdict(key, False, bucket, cost)
-        self._lots[key.name] = _Lot(granted - cost, now + LEASE_S, bucket)
-        return self._verdict(key, True, bucket + granted - cost, cost)
+        self._lots[key.name] = _Lot(got - cost, time.monotonic() + LEASE_S, bucket)
+        return self._verdict(key, True, bucket + got - cost, cost)
 
     @staticmethod
     def _verdict(key: ApiKey, allowed: bool, left: float, cost: int) -> Verdict:

@@ -218,3 +218,31 @@ def test_tokens_taken_in_lots_never_exceed_the_rate_over_all_workers(keyed):
     assert set(codes) <= {200, 429} and codes.count(429) > 0
     assert allowed <= 200 + 100 * elapsed + 1
     assert allowed >= 200 - 2 * 25  # at most a lot per worker is left unspent when the bucket runs dry
+
+
+def test_concurrent_requests_of_a_key_share_one_trip_to_redis(keyed):
+    """Requests that find a key's lot spent while a trip is under way wait for that trip's lot: 64 at
+    once make one trip, and none is refused by lots the others fetched and stranded."""
+    import asyncio
+
+    from projection.client import connect_async
+    from serving.auth import ApiKey
+    from serving.auth.limiter import Limiter
+
+    async def burst() -> tuple[int, list[bool]]:
+        client = connect_async(keyed)
+        limiter = Limiter(client, keyed.redis_key_prefix)
+        real, calls = limiter._script, []
+
+        async def counted(**kw):
+            calls.append(kw)
+            return await real(**kw)
+
+        limiter._script = counted
+        key = ApiKey("hot", frozenset({"availability:read"}), rate=1e9, burst=2e9)
+        verdicts = await asyncio.gather(*(limiter.take(key) for _ in range(64)))
+        await client.aclose()
+        return len(calls), [v is not None and v.allowed for v in verdicts]
+
+    trips, allowed = asyncio.run(burst())
+    assert all(allowed) and trips == 1
