@@ -67,4 +67,4 @@ async def _read(store: Any, sku: str, location: str) -> tuple[bytes, str] | None
     stored = read.results[0]
     if stored is None or isinstance(stored, Unreadable):  # the route answers 404 / 503 position_unreadable
         return None
-    return Availability.from_stored(stored, now_ms()).model_dump_json().encode(), read.generation
+    return Availability.from_stored(stored, now_ms(), read.watermark).model_dump_json().encode(), read.generation

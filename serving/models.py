@@ -35,8 +35,12 @@ class Availability(Quantities):
     as_of: datetime | None = Field(description="Event time of the newest applied event (UTC); null when the key "
                                    "has had no stock event yet (e.g. only a safety-stock control)")
     updated_at: datetime = Field(description="When the dataflow computed this position (UTC)")
-    lag_ms: int | None = Field(description="now - as_of, in milliseconds (0 when as_of is ahead of the clock); "
-                                           "null when as_of is")
+    watermark: datetime | None = Field(
+        None, description="The pipeline's watermark (UTC): every input event logged before it is reflected in "
+                          "this answer (docs/http-api.md, Freshness); null while the dataflow has not worked one "
+                          "out (or runs without a recovery store)")
+    lag_ms: int | None = Field(description="now - watermark, in milliseconds: how far behind the input logs this "
+                                           "answer may be (a quiet key is not stale); null when watermark is")
     formula_version: int = Field(1, description="The ATP formula version that computed this position")
     demand_per_min_5m: float = Field(0.0, description="Units reserved per minute, last 5 one-minute windows")
     demand_per_min_60m: float = Field(0.0, description="Units reserved per minute, last 60 one-minute windows")
@@ -44,17 +48,18 @@ class Availability(Quantities):
         None, description="atp / demand_per_min_5m: minutes until ATP runs out at that pace; null without demand")
 
     @classmethod
-    def from_stored(cls, stored: dict[str, Any], now_ms: int) -> "Availability":
-        return cls(**fields_of(stored, now_ms))
+    def from_stored(cls, stored: dict[str, Any], now_ms: int, watermark_ms: int | None) -> "Availability":
+        return cls(**fields_of(stored, now_ms, watermark_ms))
 
 
-def fields_of(stored: dict[str, Any], now_ms: int) -> dict[str, Any]:
+def fields_of(stored: dict[str, Any], now_ms: int, watermark_ms: int | None) -> dict[str, Any]:
     """An ``Availability``'s fields from a stored position (``projection.codec.from_hash``): the
     stored fields as they are (a hash written before a field existed gets its default), the times
-    as UTC datetimes and the lag added."""
+    as UTC datetimes, and the pipeline's watermark and lag added."""
     as_of = stored["as_of"]
     return {**stored, "as_of": _utc(as_of) if as_of else None, "updated_at": _utc(stored["updated_at"]),
-            "lag_ms": max(0, now_ms - as_of) if as_of else None}
+            "watermark": None if watermark_ms is None else _utc(watermark_ms),
+            "lag_ms": None if watermark_ms is None else max(0, now_ms - watermark_ms)}
 
 
 class GroupMember(BaseModel):
@@ -68,7 +73,7 @@ class GroupAvailability(Availability):
     members: list[GroupMember]
 
     @classmethod
-    def from_group(cls, stored: dict[str, Any], now_ms: int) -> "GroupAvailability":
+    def from_group(cls, stored: dict[str, Any], now_ms: int, watermark_ms: int | None) -> "GroupAvailability":
         try:
             members = [GroupMember(location=loc, version=safe_int("members.version", v))
                        for loc, v in json.loads(stored["members"])]
@@ -76,7 +81,7 @@ class GroupAvailability(Availability):
             raise
         except (KeyError, TypeError, ValueError, RecursionError):  # ValidationError is a ValueError
             raise Unreadable("members is not a JSON list of [location, version]") from None
-        return cls(**Availability.from_stored(stored, now_ms).model_dump(), members=members)
+        return cls(**Availability.from_stored(stored, now_ms, watermark_ms).model_dump(), members=members)
 
 
 class UnreadableLocation(BaseModel):

@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from serving.models import ID_PATTERN
 from projection.keys import DEFAULT_GENERATION, READY, Generations, KeySpace, current_name
-from projection.codec import Unreadable, read_position
+from projection.codec import MAX_EPOCH_MS, Unreadable, read_position
 
 ALERT_KINDS = ("DRIFT", "OVERSOLD")
 
@@ -105,6 +105,16 @@ def retired(retire_at: Any, now_ms: float) -> bool:
 class Read:
     generation: str
     results: list[Any]
+    watermark: int | None = None  # the generation's pipeline watermark (epoch ms; dataflows.runtime.watermark)
+
+
+def _watermark(raw: Any) -> int | None:
+    """The meta's ``watermark`` as epoch ms, or None (absent, or not a number a datetime can hold)."""
+    try:
+        ms = int(raw)
+    except (TypeError, ValueError):
+        return None
+    return ms if 0 <= ms <= MAX_EPOCH_MS else None
 
 
 Build = Callable[[Any, KeySpace], None]
@@ -116,7 +126,7 @@ Build = Callable[[Any, KeySpace], None]
 # command, and a batch is one command instead of a pipeline of one per key. Not in Redis Cluster:
 # the keys live in different slots there.
 _READ_KEYS = """
-local out = {redis.call('GET', KEYS[1]), redis.call('HMGET', KEYS[2], 'state', 'retire_at')}
+local out = {redis.call('GET', KEYS[1]), redis.call('HMGET', KEYS[2], 'state', 'retire_at', 'watermark')}
 for i = 3, #KEYS do
   local r = redis.pcall('HGETALL', KEYS[i])
   if r['err'] then r = {'\\0atp:unreadable', r['err']} end
@@ -126,7 +136,7 @@ return out
 """
 MAX_COALESCED = 256  # keys of one script call; more reads of one turn take more calls
 
-Fetched = tuple[Any, Any, Any, list[Any]]  # (pointer, meta state, meta retire_at, results)
+Fetched = tuple[Any, Any, Any, Any, list[Any]]  # (pointer, meta state, retire_at, watermark, results)
 
 
 class PositionStore:
@@ -146,19 +156,19 @@ class PositionStore:
         async def pipelined(ks: KeySpace) -> Fetched:
             pipe = self.client.pipeline(transaction=False)
             pipe.get(self.gens.pointer)
-            pipe.hmget(ks.meta, "state", "retire_at")
+            pipe.hmget(ks.meta, "state", "retire_at", "watermark")
             build(pipe, ks)
             # A key of the wrong type fails its own result, not the read (position_of, _ok).
             pointer, meta, *results = await pipe.execute(raise_on_error=False)
-            state, retire_at = _ok(meta)
-            return _ok(pointer), state, retire_at, results
+            state, retire_at, watermark = _ok(meta)
+            return _ok(pointer), state, retire_at, watermark, results
 
         return await self._checked(generation, explicit, pipelined)
 
     async def _checked(self, generation: str | None, explicit: bool, fetch: Callable[[KeySpace], Awaitable[Fetched]]) -> Read:
         for _ in range(3):
             name = generation or self._current
-            pointer, state, retire_at, results = await fetch(self.gens.keyspace(name))
+            pointer, state, retire_at, watermark, results = await fetch(self.gens.keyspace(name))
             if generation is None and current_name(pointer) != name:
                 self._current = current_name(pointer)
                 continue
@@ -167,7 +177,7 @@ class PositionStore:
                 raise UnknownGeneration(name, retired=state is not None)
             if state != READY:
                 raise KeyspaceNotReady(state)
-            return Read(name, results)
+            return Read(name, results, _watermark(watermark))
         raise KeyspaceNotReady("switching")  # the pointer moved three times during one request
 
     async def get_one(self, sku: str, location: str) -> Read:
@@ -192,8 +202,8 @@ class PositionStore:
         """The fetch of the pointer, the meta and ``pairs``' positions in one script call."""
         async def fetch(ks: KeySpace) -> Fetched:
             keys = [self.gens.pointer, ks.meta, *(ks.position(sku, loc) for sku, loc in pairs)]
-            pointer, (state, retire_at), *flats = await self._read_keys(keys=keys)  # type: ignore[misc]
-            return pointer, state, retire_at, [position_of(f) for f in flats]
+            pointer, (state, retire_at, watermark), *flats = await self._read_keys(keys=keys)  # type: ignore[misc]
+            return pointer, state, retire_at, watermark, [position_of(f) for f in flats]
 
         return fetch
 
@@ -211,7 +221,7 @@ class PositionStore:
             raise
         for (_, _, future), result in zip(reads, read.results):
             if not future.done():  # a request that was cancelled (its client left) is skipped
-                future.set_result(Read(read.generation, [result]))
+                future.set_result(Read(read.generation, [result], read.watermark))
 
     async def get_many(self, pairs: list[tuple[str, str]], generation: str | None = None) -> Read:
         if self._read_keys is not None:
@@ -222,7 +232,7 @@ class PositionStore:
                 pipe.hgetall(ks.position(sku, location))
 
         read = await self._read(generation, build, explicit=generation is not None)
-        return Read(read.generation, [position_of(raw) for raw in read.results])
+        return Read(read.generation, [position_of(raw) for raw in read.results], read.watermark)
 
     async def for_sku(self, sku: str, generation: str | None = None) -> Read:
         """``(location, position or Unreadable)`` of each location the SKU has a position at, sorted.
@@ -237,7 +247,7 @@ class PositionStore:
         out: list[tuple[str, Any]] = [(loc, p) for loc, p in zip(good, found.results) if p is not None]
         out += [(loc, Unreadable("the SKU's location set names no valid location"))
                 for loc in locations if not ID.fullmatch(loc)]
-        return Read(read.generation, out)
+        return Read(read.generation, out, found.watermark)
 
     async def for_group(self, sku: str, group: str, locations: list[str], generation: str | None = None) -> Read:
         """A group's position of ``sku`` (or None) followed by its members' positions, in one read."""
@@ -247,7 +257,7 @@ class PositionStore:
                 pipe.hgetall(ks.position(sku, loc))
 
         read = await self._read(generation, build, explicit=generation is not None)
-        return Read(read.generation, [position_of(raw) for raw in read.results])
+        return Read(read.generation, [position_of(raw) for raw in read.results], read.watermark)
 
     async def alerts_of_key(self, sku: str, location: str, parse: Callable[[Any], Any],
                             generation: str | None = None) -> Read:

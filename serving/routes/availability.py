@@ -61,7 +61,7 @@ async def get_position(sku: SkuPath, location: LocationPath, store: StoreDep, re
         raise ApiError(404, "not_found", f"no position for {sku}@{location}")
     if isinstance(stored, Unreadable):
         raise unreadable(f"{sku}@{location}", stored, {"sku": sku, "location": location})
-    return Availability.from_stored(stored, now_ms())
+    return Availability.from_stored(stored, now_ms(), read.watermark)
 
 
 GroupQuery = Annotated[str | None, Query(
@@ -88,7 +88,7 @@ async def get_sku(sku: SkuPath, store: StoreDep, groups: GroupsDep, response: Re
     now = now_ms()
     return SkuAvailability(
         sku=sku,
-        locations=[Availability.from_stored(s, now) for s in stored],
+        locations=[Availability.from_stored(s, now, read.watermark) for s in stored],
         total=Quantities(**total),
         unreadable=_unreadable(results),
         restricted_to=None if key is None or key.locations is None else sorted(key.locations),
@@ -116,13 +116,13 @@ async def _get_group(sku: str, group: str, store: PositionStore, groups: dict[st
     try:
         if isinstance(stored, Unreadable):
             raise stored
-        summed = GroupAvailability.from_group(stored, now)
+        summed = GroupAvailability.from_group(stored, now, read.watermark)
     except Unreadable as exc:
         raise unreadable(f"{sku} in group {group}", exc, {"sku": sku, "group": group}) from None
     located = [(loc, p) for loc, p in zip(members, positions) if p is not None]
     return SkuAvailability(
         sku=sku,
-        locations=[Availability.from_stored(p, now) for _, p in located if not isinstance(p, Unreadable)],
+        locations=[Availability.from_stored(p, now, read.watermark) for _, p in located if not isinstance(p, Unreadable)],
         total=Quantities(**{f: stored[f] for f in FIELDS}),
         group=summed,
         unreadable=_unreadable(located),
@@ -150,7 +150,7 @@ async def query(request: QueryRequest, store: StoreDep, response: Response, key:
         {"sku": sku, "location": loc, "found": False, "availability": None,
          "error": {"code": "forbidden", "message": f"this API key may not read location {loc}"}}
         if key is not None and not key.sees(loc) else
-        {"sku": sku, "location": loc, "found": s is not None, "availability": None if s is None else fields_of(s, now)}
+        {"sku": sku, "location": loc, "found": s is not None, "availability": None if s is None else fields_of(s, now, read.watermark)}
         for (sku, loc), s in zip(pairs, found)
     ]})
 

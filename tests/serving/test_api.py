@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -87,16 +89,23 @@ def test_the_sink_reloads_its_script_after_redis_forgets_it(sink, rclient, setti
     assert rclient.hget(KeySpace(settings.redis_key_prefix).position("SKU-1", "DC-01"), "available_qty") == b"7"
 
 
-def test_one_key(sink, client):
+def test_one_key(sink, client, settings, rclient):
     sink.write_batch([pos(version=7, available=12, reserved=5)])
     r = client.get("/v1/availability/SKU-1/DC-01")
+    assert r.json()["watermark"] is None and r.json()["lag_ms"] is None  # no dataflow has worked one out
+    rclient.hset(KeySpace(settings.redis_key_prefix).meta, "watermark", 1_767_225_660_000)  # 1 min after as_of
+    before = int(time.time() * 1000)
+    r = client.get("/v1/availability/SKU-1/DC-01")
+    after = int(time.time() * 1000)
     assert r.status_code == 200
     body = r.json()
     assert (body["atp"], body["reserved"], body["version"]) == (7, 5, 7)
     assert body["as_of"] == "2026-01-01T00:00:00Z" and body["updated_at"] == "2026-01-01T00:00:00.050000Z"
-    assert body["lag_ms"] > 0
+    assert body["watermark"] == "2026-01-01T00:01:00Z"
+    assert before - 1_767_225_660_000 - 1 <= body["lag_ms"] <= after - 1_767_225_660_000 + 1  # now - watermark
     assert set(body) == {"sku", "location", "atp", "available_qty", "on_hand", "reserved", "non_sellable", "inbound",
-                         "safety_stock", "shortfall", "version", "as_of", "updated_at", "lag_ms", "formula_version",
+                         "safety_stock", "shortfall", "version", "as_of", "updated_at", "watermark", "lag_ms",
+                         "formula_version",
                          "demand_per_min_5m", "demand_per_min_60m", "stockout_eta_minutes"}
     assert body["formula_version"] == 1 and r.headers["ATP-Generation"] == "default"
     assert (body["demand_per_min_5m"], body["stockout_eta_minutes"]) == (0.0, None)
@@ -107,6 +116,7 @@ def test_the_single_key_fast_path_answers_as_the_fastapi_route_does(sink, client
 
     sink.write_batch([pos(version=7, available=12, reserved=5, demand_per_min_5m=0.5, stockout_eta_minutes=14.0),
                       pos(sku="SKU-2", version=1)])
+    rclient.hset(KeySpace(settings.redis_key_prefix).meta, "watermark", int(time.time() * 1000))
     answered = []
     real_read = fastpath._read
 

@@ -1,0 +1,126 @@
+"""The pipeline's watermark: every input event logged before it is reflected in the keyspace.
+
+The rule (docs/http-api.md, "Freshness"): for each input partition, take the offset up to which the
+recovery store has committed (Bytewax commits a snapshot only after the outputs of its epoch are
+written, so everything before that offset is in Redis). A partition whose committed offset is its
+end counts as read up to the moment its end was read; any other one, up to the log time of the
+oldest record not yet committed (the record at the committed offset: nothing logged before it is
+missing, as a partition's log times do not go back). The watermark is the minimum over every
+partition of every input topic. Process 0 (which holds the recovery store) works it out every
+``INTERVAL_S`` and writes it, in epoch ms, into the keyspace's meta (``watermark``), where every API
+answer reads it in the round trip it already makes; ``atp_watermark_lag_seconds`` is now minus it.
+
+It trails the truth by up to one snapshot interval (``ATP_SNAPSHOT_INTERVAL_S``), never leads it;
+without a recovery store (``ATP_RECOVERY=false``) there is none, and answers say so (null).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import redis
+from confluent_kafka import Consumer, TopicPartition
+from prometheus_client import Gauge
+
+from core.config import Settings
+from core.kafka_config import client_config
+from dataflows.kafka import poll
+from dataflows.kafka.admin import end_offsets
+from dataflows.runtime.recovery import RecoveryStore
+from projection.keys import KeySpace
+
+log = logging.getLogger(__name__)
+
+INTERVAL_S = 2.0
+WATERMARK_LAG = Gauge("atp_watermark_lag_seconds",
+                      "Now minus the pipeline watermark: every input event logged before it is in Redis.")
+_SET_IF_META = "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], unpack(ARGV)) end return -1"
+
+LogTime = Callable[[str, int, int], int | None]  # (topic, partition, offset) -> that record's log time (ms)
+
+
+def watermark(committed: dict[str, int], ends: dict[str, int], log_time: LogTime, now_ms: int) -> int | None:
+    """The rule above, for ``{index}-{topic}`` -> offset maps; None when a partition's time is unknown."""
+    out = now_ms
+    for part, end in ends.items():
+        index, _, topic = part.partition("-")
+        at = max(committed.get(part, 0), 0)  # Bytewax keeps OFFSET_BEGINNING (-2) for a partition never read
+        if at >= end:
+            continue  # read to its end just now
+        t = log_time(topic, int(index), at)
+        if t is None:
+            return None
+        out = min(out, t)
+    return out
+
+
+class LogTimes:
+    """The log time of the record at an offset, read with one consumer and remembered per offset."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._consumer = Consumer(client_config(settings, {"group.id": "atp-watermark", "enable.auto.commit": False,
+                                                           "enable.partition.eof": True}))
+        self._known: dict[tuple[str, int, int], int] = {}
+
+    def __call__(self, topic: str, partition: int, offset: int) -> int | None:
+        key = (topic, partition, offset)
+        if key not in self._known:
+            self._consumer.assign([TopicPartition(topic, partition, offset)])
+            deadline = time.monotonic() + 5.0
+            while time.monotonic() < deadline:
+                msg = poll(self._consumer, 0.5)
+                if msg is None or msg.error() is not None:
+                    continue
+                if (msg.topic(), msg.partition()) == (topic, partition):
+                    _, ts = msg.timestamp()
+                    self._known = {k: v for k, v in self._known.items() if k[:2] != (topic, partition)}
+                    self._known[key] = ts
+                    break
+            else:
+                return None
+        return self._known[key]
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class WatermarkWriter(threading.Thread):
+    """Works the watermark out every ``interval_s`` and writes it into the keyspace's meta."""
+
+    def __init__(self, settings: Settings, client: redis.Redis, keyspace: KeySpace, store: RecoveryStore,
+                 interval_s: float = INTERVAL_S) -> None:
+        super().__init__(name="atp-watermark", daemon=True)
+        self._settings, self._client, self._ks, self._store = settings, client, keyspace, store
+        self._interval = interval_s
+        self.stopped = threading.Event()
+
+    def run(self) -> None:
+        times: LogTimes | None = None
+        said: set[str] = set()
+        while not self.stopped.wait(self._interval):
+            try:
+                times = times or LogTimes(self._settings)
+                self.tick(times)
+            except Exception as exc:  # noqa: BLE001 - the next round tries again; said once per kind of failure
+                kind = type(exc).__name__
+                if kind not in said:
+                    said.add(kind)
+                    log.warning("the pipeline watermark was not updated (%s: %s); retrying every %g s",
+                                kind, exc, self._interval)
+        if times is not None:
+            times.close()
+
+    def tick(self, times: LogTime) -> int | None:
+        if not self._store.exists():
+            return None
+        _, committed = self._store.committed_offsets()
+        ends = end_offsets(self._settings, timeout_s=5.0)
+        now = int(time.time() * 1000)
+        mark = watermark(committed, ends, times, now)
+        if mark is not None:
+            self._client.eval(_SET_IF_META, 1, self._ks.meta, "watermark", str(mark))
+            WATERMARK_LAG.set(max(0.0, (now - mark) / 1000))
+        return mark
