@@ -24,6 +24,7 @@ from dataflows.kafka.producer import EventProducer
 from sandbox.stack import free_port
 from tests.builders import order, snapshot, wms
 from tests.conftest import get_json, processed, wait_until
+from serving.auth.keyfile import create, load_secret
 from tests.test_observability import (PROMETHEUS_CONFIG, RULES, grafana_to_promql, metric_names, panel_queries,
                                       rules)
 
@@ -84,6 +85,11 @@ def config_for(s: Settings, tmp: Path) -> Path:
     targets = {"atp-dataflow": f"{s.metrics_host}:{s.metrics_port}", "atp-api": f"{s.api_host}:{s.api_port}"}
     for job in config["scrape_configs"]:
         job["static_configs"] = [{"targets": [targets[job["job_name"]]]}]
+        if "authorization" in job:  # the API's /metrics needs a metrics:read key, as in compose
+            token = create(s.keys_file, load_secret(s.key_secret_file, create=True), "prometheus", ["metrics:read"],
+                           rate=0)
+            (tmp / "prometheus-token").write_text(token + "\n")
+            job["authorization"]["credentials_file"] = str(tmp / "prometheus-token")
     config["global"] = {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"}
     config["rule_files"] = [str((PROMETHEUS_CONFIG.parent / f).resolve()) for f in config["rule_files"]]
     assert config["rule_files"] == [str(RULES.resolve())]
@@ -140,7 +146,8 @@ def events(expires_at: int) -> list:
 
 def test_prometheus_answers_every_rule_and_panel_on_the_real_exposition(settings, start, prometheus):
     prom = prometheus
-    settings = settings.model_copy(update={"reconcile_timeout_s": 3.0, "demand_lateness_s": 0.0})
+    settings = settings.model_copy(update={"reconcile_timeout_s": 3.0, "demand_lateness_s": 0.0,
+                                           "api_auth": "required"})  # Prometheus scrapes with its key
     items = events(int((time.time() + 3) * 1000))
     producer = EventProducer(settings)
     for alias, rec in items:
