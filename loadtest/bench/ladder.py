@@ -26,6 +26,14 @@ from loadtest.common.harness import write_ends, bar_chart, cpu_of, measure, pars
 from loadtest.common.machine import machine
 from loadtest.bench.ladder_stage import STAGES
 
+BROKERS = {"tansu": "the embedded broker (tansu)", "kafka": "a single-node Apache Kafka (KRaft)"}
+
+
+def name_of(broker: str) -> str:
+    """The report's name: ladder for tansu, ladder-kafka beside it."""
+    return "ladder" if broker == "tansu" else f"ladder-{broker}"
+
+
 LABELS = {
     "consume": "raw consume()", "decode": "+ Avro decode", "bytewax": "Bytewax pass-through",
     "fold": "+ decode and ATP fold", "publish": "+ Redis and Kafka outputs", "full": "+ recovery (default)",
@@ -52,9 +60,9 @@ def _stage(stage: str, settings: Settings, ends_file: Path, stack: Stack, i: int
 
 
 def run(events: int, runs: int, skus: int, locations: int, seed: int, work_dir: Path,
-        stages: tuple[str, ...] = STAGES) -> dict[str, Any]:
+        stages: tuple[str, ...] = STAGES, broker: str = "tansu") -> dict[str, Any]:
     samples: dict[str, list[dict[str, Any]]] = {s: [] for s in stages}
-    with private_stack(work_dir) as (settings, stack):
+    with private_stack(work_dir, stack_broker=broker) as (settings, stack):
         sent = produce(settings, events, skus, locations, seed)
         ends, ends_file = write_ends(settings, work_dir)
         for i in range(runs):
@@ -86,10 +94,11 @@ def run(events: int, runs: int, skus: int, locations: int, seed: int, work_dir: 
         "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
         "input": {"events": sent.sent, "records": sum(ends.values()), "skus": skus, "locations": locations,
                   "seed": seed, "partitions": len(ends)},
-        "runs": runs, "rungs": rungs, "ratios": ratios,
+        "runs": runs, "rungs": rungs, "ratios": ratios, "broker": broker,
         "targets": {"full_records_per_s": 50_000, "full_vs_bytewax_passthrough": 0.6},
         "reproduce": f"python -m loadtest.bench.ladder --events {events} --runs {runs} --skus {skus} "
-                     f"--locations {locations} --seed {seed}",
+                     f"--locations {locations} --seed {seed}" + (f" --broker {broker} --stages {','.join(stages)}"
+                                                                 if broker != "tansu" or stages != STAGES else ""),
     }
 
 
@@ -108,7 +117,7 @@ def markdown(r: dict[str, Any]) -> str:
     ratio_lines = "\n".join(f"- {k.replace('_', ' ')}: {v}" for k, v in ratios.items())
     return f"""# Benchmark ladder
 
-Finished {r['finished_at']}, {r['machine']['cpus']} CPUs, Python {r['machine']['python']}; embedded broker
+Finished {r['finished_at']}, {r['machine']['cpus']} CPUs, Python {r['machine']['python']}; {BROKERS[r.get('broker', 'tansu')]}
 and Redis on loopback. Input: {i['events']:,} simulated events ({i['records']:,} records, {i['skus']:,} SKUs ×
 {i['locations']} locations, seed {i['seed']}, {i['partitions']} partitions), pre-produced once. Each rung is its
 own process, 1 worker, run {r['runs']} times interleaved with the others; medians below. CPU is the
@@ -121,7 +130,7 @@ rung's process; the broker's and Redis's CPU during the rung are listed beside i
 Ratios (medians):
 {ratio_lines}
 
-![records per second per rung](ladder.png)
+![records per second per rung]({name_of(r.get('broker', 'tansu'))}.png)
 
 Reproduce: `{r['reproduce']}`
 """
@@ -137,12 +146,14 @@ def plot(r: dict[str, Any], path: Path) -> bool:
 def main() -> None:
     ap = parser(__doc__ or "")
     ap.add_argument("--stages", default=",".join(STAGES), help="comma-separated subset, in ladder order")
+    ap.add_argument("--broker", choices=sorted(BROKERS), default="tansu",
+                    help="the private stack's broker; kafka writes ladder-kafka.* beside tansu's ladder.*")
     a = ap.parse_args()
     stages = tuple(s for s in STAGES if s in a.stages.split(","))
     with tempfile.TemporaryDirectory(prefix="atp-ladder-") as tmp:
-        report = run(a.events, a.runs, a.skus, a.locations, a.seed, Path(tmp), stages)
-    text = write_report(a.report_dir, "ladder", report, markdown)
-    plot(report, a.report_dir / "ladder.png")
+        report = run(a.events, a.runs, a.skus, a.locations, a.seed, Path(tmp), stages, a.broker)
+    text = write_report(a.report_dir, name_of(a.broker), report, markdown)
+    plot(report, a.report_dir / f"{name_of(a.broker)}.png")
     print(text)
 
 
