@@ -11,6 +11,9 @@ secured cluster (TLS, SASL PLAIN/SCRAM/OAUTHBEARER) needs its settings once:
 
 Secrets (the SASL password, from the setting or ``ATP_KAFKA_SASL_PASSWORD_FILE``) are read here and
 go only into the client configuration, which is never logged.
+
+Every configuration also carries ``logger``: librdkafka's own log lines go through the project's
+logging, each message at most once per 30 s (``core.kafka_logs``), instead of straight to stderr.
 """
 
 from __future__ import annotations
@@ -18,11 +21,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from core import redact
 from core.config import Settings
 from core.kafka_checks import read_properties
+from core.kafka_logs import LOGGER
 
-# A client configuration as confluent-kafka takes it: strings, numbers, booleans and callbacks
-# (``error_cb``, ``stats_cb``). Values are Any because its stubs type each client's dict differently
+# A client configuration as confluent-kafka takes it: strings, numbers, booleans, callbacks
+# (``error_cb``, ``stats_cb``) and the ``logger``. Values are Any because its stubs type each client's dict differently
 # (the admin client's leaves the callbacks out).
 ClientConfig = dict[str, Any]
 
@@ -44,10 +49,11 @@ def without_security(settings: Settings, bootstrap: str) -> Settings:
                                        **cleared})
 
 
-def security_config(settings: Settings) -> dict[str, str]:
-    """Everything but the bootstrap servers (what Bytewax's connectors take as ``add_config``)."""
+def security_config(settings: Settings) -> ClientConfig:
+    """Everything but the bootstrap servers (what Bytewax's connectors take as ``add_config``): the
+    properties and security settings, and the ``logger`` librdkafka's lines go to."""
     s = settings
-    conf: dict[str, str] = read_properties(s.kafka_config_file) if s.kafka_config_file is not None else {}
+    conf: ClientConfig = read_properties(s.kafka_config_file) if s.kafka_config_file is not None else {}
     conf.update({k: str(v) for k, v in s.kafka_config.items()})
     if s.kafka_security_protocol != "PLAINTEXT":
         conf["security.protocol"] = s.kafka_security_protocol
@@ -62,6 +68,7 @@ def security_config(settings: Settings) -> dict[str, str]:
                       ("kafka_ssl_key_file", "ssl.key.location")):
         if getattr(s, name) is not None:
             conf[key] = str(getattr(s, name))
+    conf["logger"] = LOGGER
     return conf
 
 
@@ -71,6 +78,12 @@ def client_config(settings: Settings, extra: Mapping[str, Any] | None = None) ->
     if extra:
         conf.update(extra)
     return conf
+
+
+def unreachable(bootstrap: str, why: str) -> str:
+    """The line that says Kafka cannot be reached at ``bootstrap`` (a password in it hidden), and what to do."""
+    return (f"cannot reach Kafka at {redact.text(bootstrap)} ({why}); start the local stack with `atp stack up` "
+            "or set ATP_KAFKA_BOOTSTRAP")
 
 
 def metadata(settings: Settings, timeout_s: float = 10.0) -> object:
@@ -94,14 +107,14 @@ def metadata(settings: Settings, timeout_s: float = 10.0) -> object:
         client.poll(0.5)  # serves the error callbacks: what went wrong on the wire
         codes = {e.code() for e in seen}
         who = f"user {settings.kafka_sasl_username!r} ({settings.kafka_sasl_mechanism})"
+        at = redact.text(settings.kafka_bootstrap)
         if codes & {KafkaError._AUTHENTICATION, KafkaError.SASL_AUTHENTICATION_FAILED}:
-            why = (f"Kafka at {settings.kafka_bootstrap} refused the credentials of {who}: check "
+            why = (f"Kafka at {at} refused the credentials of {who}: check "
                    "ATP_KAFKA_SASL_USERNAME and ATP_KAFKA_SASL_PASSWORD (or its _FILE)")
         elif codes & {KafkaError._SSL}:
-            why = (f"the TLS handshake with Kafka at {settings.kafka_bootstrap} failed "
+            why = (f"the TLS handshake with Kafka at {at} failed "
                    f"({next(e.str() for e in seen if e.code() == KafkaError._SSL)}): check ATP_KAFKA_SSL_CA_FILE "
                    "and that the broker's listener is SSL or SASL_SSL")
         else:
-            why = (f"cannot reach Kafka at {settings.kafka_bootstrap} within {timeout_s:.0f} s "
-                   f"({exc.args[0].str()}); start the local stack with `atp stack up` or set ATP_KAFKA_BOOTSTRAP")
+            why = unreachable(settings.kafka_bootstrap, f"no answer within {timeout_s:.0f} s: {exc.args[0].str()}")
         raise StackError(why) from None

@@ -5,7 +5,11 @@ writes unless ``ATP_GENERATION`` names another). `atp replay` builds a new one f
 the live one keeps serving; `atp generation switch` moves the API to it with one ``SET`` of the
 pointer and schedules the old one's retirement after a grace period. The spec (kind, formula,
 cut-off) lives in a file beside the generation's recovery store, so it survives a Redis loss;
-the meta hash mirrors it for readers.
+the meta hash mirrors it for readers. So does the retirement schedule (``RETIRE_FILE``), which the
+old generation's own dataflow copies from its meta to its disk and back after a Redis loss.
+
+A switch needs the new generation running live and caught up: its dataflow writes, with its
+heartbeat, how far it has read its input (``caught_up_at``, ``lag``); ``live_problem`` judges them.
 """
 
 from __future__ import annotations
@@ -27,6 +31,13 @@ from projection.keys import generations_of
 LIVE, REPLAY, PIT = "live", "replay", "pit"
 SPEC_FILE = "generation.json"
 WAS_CURRENT_FILE = "was-current"  # beside the spec: the pointer named this generation when last seen
+RETIRE_FILE = "retire-at"  # beside the spec: the meta's retire_at (epoch ms) a switch gave this generation
+
+# What a running dataflow writes into its meta with every heartbeat (dataflows/runtime/continuity.py):
+# ``flow`` (running | stopped | crash_loop), ``heartbeat`` (epoch ms), and its read progress:
+# ``caught_up_at`` (epoch ms: every input record logged by then had been read; "" until it has
+# caught up once since it started) and ``lag`` (input records behind the ends at the last measurement).
+FLOW_RUNNING, CAUGHT_UP_AT, LAG = "running", "caught_up_at", "lag"
 
 
 class GenerationError(StackError):
@@ -128,23 +139,74 @@ def list_all(settings: Settings, client: redis.Redis) -> list[Listed]:
     return out
 
 
-def switch(settings: Settings, client: redis.Redis, name: str, grace_s: float) -> str:
-    """Point the API at ``name``; the old current generation retires after ``grace_s``. Returns the old name."""
+def check_switchable(settings: Settings, client: redis.Redis, name: str) -> dict[str, str]:
+    """The refusals no ``--force`` overrides; returns the generation's meta."""
     gens = generations_of(settings)
     meta = read_meta(client, gens.keyspace(name))
     if meta is None:
         raise GenerationError(f"generation '{name}' has no keyspace in Redis; build it with `atp replay {name}`")
-    if meta.get("kind") == PIT:
+    spec = Spec.load(for_generation(settings, name).generation_dir)  # this machine's copy, if it has one
+    if meta.get("kind") == PIT or (spec is not None and spec.kind == PIT):
         raise GenerationError(
-            f"generation '{name}' is a point-in-time rebuild (frozen at {meta.get('until')}); it is read with "
-            "?generation= and never becomes current")
+            f"generation '{name}' is a point-in-time rebuild, frozen by design (at {meta.get('until')}): it never "
+            f"becomes current, and --force does not apply; read it with ?generation={name}")
     if meta.get("state") != READY:
         raise GenerationError(f"generation '{name}' is {meta.get('state')}; wait until it is ready")
     if meta.get("retire_at"):
         raise GenerationError(f"generation '{name}' is retiring; build a new one instead")
-    old = current(client, gens)
-    if old == name:
+    if current(client, gens) == name:
         raise GenerationError(f"generation '{name}' is already current")
+    return meta
+
+
+def live_problem(meta: dict[str, str], at_ms: int, stale_after_ms: int, max_behind_ms: int) -> str | None:
+    """Why ``meta``'s dataflow is not running live and caught up at ``at_ms``, or None: its ``flow``
+    must be running, its heartbeat at most ``stale_after_ms`` old, and it must have read every input
+    record logged up to ``max_behind_ms`` before ``at_ms``."""
+    flow = meta.get("flow")
+    if flow is None:
+        return "no dataflow has run it"
+    if flow != FLOW_RUNNING:
+        return f"its dataflow is {flow}"
+    beat = _number(meta.get("heartbeat"))
+    if beat is None:
+        return f"its dataflow's heartbeat is unreadable ({meta.get('heartbeat')!r})"[:120]
+    if at_ms - beat > stale_after_ms:
+        return (f"its dataflow's last heartbeat is {(at_ms - beat) / 1000:.1f} s old (more than "
+                f"ATP_READY_HEARTBEAT_S={stale_after_ms / 1000:g}): it may have stopped or hung")
+    lag = _number(meta.get(LAG))
+    behind = f", {lag:,} input records behind at its last measurement" if lag is not None else ""
+    caught_up = _number(meta.get(CAUGHT_UP_AT))
+    if caught_up is None:
+        return f"its dataflow has not caught up with its input since it started{behind}"
+    if at_ms - caught_up > max_behind_ms:
+        return (f"its dataflow has read its input only up to {(at_ms - caught_up) / 1000:.0f} s ago (the bound "
+                f"is {max_behind_ms / 1000:g} s){behind}")
+    return None
+
+
+def _number(value: str | None) -> int | None:
+    try:
+        return int(value or "")
+    except ValueError:
+        return None
+
+
+def not_live(name: str, problem: str) -> GenerationError:
+    run = "atp run" if name == DEFAULT_GENERATION else f"ATP_GENERATION={name} atp run"
+    return GenerationError(
+        f"generation '{name}' is not running live and caught up ({problem}); the API would serve it frozen. "
+        f"Start its dataflow (`{run}`), wait for it to catch up and switch again, or --force to switch anyway")
+
+
+def switch(settings: Settings, client: redis.Redis, name: str, grace_s: float) -> str:
+    """Point the API at ``name``; the old current generation retires after ``grace_s``. Returns the old name.
+
+    Whether ``name`` runs live is the caller's check (``live_problem``): `atp generation switch`
+    makes it unless ``--force``."""
+    gens = generations_of(settings)
+    check_switchable(settings, client, name)
+    old = current(client, gens)
     retire_at = now_ms() + int(grace_s * 1000)
     # The SET is the switch. No MULTI: the two keys may live on different Redis Cluster nodes; the
     # pointer goes first, so a failure in between never retires the generation being served.
@@ -153,6 +215,22 @@ def switch(settings: Settings, client: redis.Redis, name: str, grace_s: float) -
     pipe.hset(gens.keyspace(old).meta, "retire_at", retire_at)
     pipe.execute()
     return old
+
+
+def save_retire_at(directory: Path, at_ms: int) -> None:
+    """Keep a generation's retirement time beside its spec, for after a Redis loss."""
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / (RETIRE_FILE + ".tmp")
+    tmp.write_text(f"{at_ms}\n")
+    tmp.replace(directory / RETIRE_FILE)
+
+
+def load_retire_at(directory: Path) -> int | None:
+    """The retirement time kept beside the spec; None when there is none (or it is not a number)."""
+    try:
+        return int((directory / RETIRE_FILE).read_text().strip())
+    except (OSError, ValueError):
+        return None
 
 
 def retire_due(meta: dict[str, str] | None, at_ms: int | None = None) -> bool:
@@ -174,6 +252,7 @@ def drop(settings: Settings, client: redis.Redis, name: str, force: bool = False
     shutil.rmtree(gen_settings.recovery_dir, ignore_errors=True)
     (gen_settings.generation_dir / SPEC_FILE).unlink(missing_ok=True)
     (gen_settings.generation_dir / WAS_CURRENT_FILE).unlink(missing_ok=True)
+    (gen_settings.generation_dir / RETIRE_FILE).unlink(missing_ok=True)
     if name != DEFAULT_GENERATION:
         shutil.rmtree(gen_settings.generation_dir, ignore_errors=True)
     return deleted

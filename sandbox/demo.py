@@ -14,7 +14,7 @@ from core.config import Settings
 from core.errors import StackError
 from dataflows.kafka.producer import EventProducer
 from sandbox.stack import Stack
-from sandbox.pace import send_paced
+from sandbox.pace import send_paced, start_from_keyspace
 from sandbox.scrape import scrape, total
 from sandbox.simulator import Simulator
 from serving.auth import ADMIN
@@ -68,7 +68,8 @@ def run_demo(s: Settings, count: int, rate: float, console: Console) -> tuple[li
     wait_http(metrics, 60, "the dataflow", stack, "dataflow")
     console.print(f"dataflow  running (metrics {metrics})\napi       running ({api})")
     before = events_processed(metrics)
-    sim = Simulator(seed=int(time.time()), skus=200, locations=4)
+    sim = Simulator(seed=int(time.time()), skus=200, locations=4, run=f"{int(time.time() * 1000):x}")
+    start_from_keyspace(sim, s)  # a second demo on a running stack continues from its stock (no false drift)
     result = send_paced(sim, EventProducer(s), rate, count)
     console.print(f"sent {result.sent} events in {result.seconds:.1f} s ({result.rate:,.0f}/s)")
     deadline = time.monotonic() + 60

@@ -2,6 +2,12 @@
 
 Events are consistent with each other: ships and releases name lines that were reserved, transfers
 arrive where they were sent, counts and snapshots are close to the simulated stock.
+
+The simulated stock starts empty, or from the positions a keyspace already holds (``start_from``):
+snapshots and counts describe the stock the simulation believes in, so on top of existing stock
+they must start from it, or every one of them would be a drift (and a WMS one a rebase). ``run``
+tags every id (events, order lines, transfers, snapshots), so a second run with the same seed is
+new traffic rather than duplicates of the first, and its lines never reuse another run's.
 """
 
 from __future__ import annotations
@@ -9,7 +15,7 @@ from __future__ import annotations
 import itertools
 from bisect import bisect_right
 import random
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 Event = tuple[str, dict[str, Any]]  # (topic alias, canonical record)
@@ -24,9 +30,10 @@ CHANNELS = ("web", "marketplace", "edi", "inside-sales")
 
 class Simulator:
     def __init__(self, seed: int = 42, skus: int = 200, locations: int = 4, zipf_s: float = 1.1,
-                 start_ms: int = 1_767_225_600_000, step_ms: int = 10) -> None:
+                 start_ms: int = 1_767_225_600_000, step_ms: int = 10, run: str = "") -> None:
         self.rng = random.Random(seed)
         self.seed = seed
+        self._tag = f"{run}-" if run else ""  # in every id this run makes
         self.skus = [f"SKU-{i:05d}" for i in range(1, skus + 1)]
         self.locations = [f"DC-{j:02d}" for j in range(1, locations + 1)]
         self._cum = list(itertools.accumulate(1.0 / (r + 1) ** zipf_s for r in range(skus)))
@@ -34,12 +41,21 @@ class Simulator:
         self._kind_cum = list(itertools.accumulate(MIX.values()))
         self.stock: dict[tuple[str, str], int] = {}  # AVAILABLE units
         self.held: dict[tuple[str, str], int] = {}  # units in the non-sellable statuses
+        self.reserved_before: dict[tuple[str, str], int] = {}  # open reservations it did not make
         self.last_ms: dict[tuple[str, str], int] = {}
         self.lines: dict[tuple[str, str], list[list[Any]]] = {}  # key -> [[line_id, qty, shipped]]
         self.in_transit: list[tuple[str, str, str, str, int]] = []  # (transfer_id, sku, from, to, qty)
         self.clock_ms = start_ms
         self.step_ms = step_ms
         self.seq = 0
+
+    def start_from(self, positions: Mapping[tuple[str, str], tuple[int, int, int]]) -> None:
+        """Continue from existing stock: (available, non-sellable, reserved) per (sku, location), as a
+        published position has them. Those reservations stay open (their lines are not this run's)."""
+        for key, (available, held, reserved) in positions.items():
+            self.stock[key] = available
+            self.held[key] = held
+            self.reserved_before[key] = reserved
 
     def busiest(self, n: int) -> list[str]:
         """The n most popular SKUs (Zipf rank order)."""
@@ -65,12 +81,12 @@ class Simulator:
             kind = "RECEIPT"
         elif kind == "RECEIPT" and stock > REORDER_POINT:
             kind = "SHIP"  # replenish only what sells, so stock stays realistic
-        base = {"event_id": f"sim-{self.seed}-{self.seq}", "occurred_at": now_ms, "source": "simulator",
+        base = {"event_id": f"sim-{self.seed}-{self._tag}{self.seq}", "occurred_at": now_ms, "source": "simulator",
                 "sku": sku, "location": loc}
         lines = self.lines.setdefault(key, [])
         if kind in ("SHIP", "RELEASE") and not lines:
             kind = "RESERVE"
-        if kind == "RESERVE" and stock - sum(line[1] for line in lines) < 5:
+        if kind == "RESERVE" and stock - self.reserved_before.get(key, 0) - sum(line[1] for line in lines) < 5:
             kind = "RECEIPT"  # channels only reserve what is sellable
         if kind == "TRANSFER_IN" and not self.in_transit:
             kind = "RECEIPT"
@@ -93,10 +109,10 @@ class Simulator:
 
     def _reserve(self, base: dict[str, Any], key: Any, stock: int, lines: list[list[Any]]) -> Event:
         qty = self.rng.randint(1, 5)
-        line_id = f"L{self.seq}"
+        line_id = f"L{self._tag}{self.seq}"
         lines.append([line_id, qty, 0])
-        return "orders", {**base, "event_type": "RESERVE", "order_id": f"O{self.seq}", "order_line_id": line_id,
-                          "channel": self.rng.choice(CHANNELS), "qty": qty}
+        return "orders", {**base, "event_type": "RESERVE", "order_id": f"O{self._tag}{self.seq}",
+                          "order_line_id": line_id, "channel": self.rng.choice(CHANNELS), "qty": qty}
 
     def _ship(self, base: dict[str, Any], key: Any, stock: int, lines: list[list[Any]]) -> Event:
         line = lines.pop(self.rng.randrange(len(lines)))
@@ -111,7 +127,7 @@ class Simulator:
     def _short_pick(self, base: dict[str, Any], key: Any, stock: int, lines: list[list[Any]]) -> Event:
         qty = self.rng.randint(1, 2)
         self.stock[key] = stock - qty
-        line = lines[0][0] if lines else f"L{self.seq}"
+        line = lines[0][0] if lines else f"L{self._tag}{self.seq}"
         return "wms", {**base, "event_type": "SHORT_PICK", "qty": qty, "order_line_id": line}
 
     def _adjust(self, base: dict[str, Any], key: Any, stock: int, lines: Any) -> Event:
@@ -138,7 +154,7 @@ class Simulator:
             return self._receipt(base, key, stock, lines)
         to = self.rng.choice(others)
         qty = self.rng.randint(1, max(1, min(20, stock // 4)))
-        tid = f"T{self.seq}"
+        tid = f"T{self._tag}{self.seq}"
         self.stock[key] = stock - qty
         self.in_transit.append((tid, sku, loc, to, qty))
         return "wms", {**base, "event_type": "TRANSFER_OUT", "qty": qty, "to_location": to, "transfer_id": tid}
@@ -160,6 +176,6 @@ class Simulator:
 
     def _snapshot(self, base: dict[str, Any], key: Any, stock: int, lines: Any) -> Event:
         on_hand = stock + self.held.get(key, 0)  # every status, as the ERP/WMS counts it
-        return "snapshots", {**base, "snapshot_id": f"S{self.seq}", "on_hand": on_hand,
+        return "snapshots", {**base, "snapshot_id": f"S{self._tag}{self.seq}", "on_hand": on_hand,
                              "as_of": base["occurred_at"], "source_system": self.rng.choice(("ERP", "WMS"))}
 

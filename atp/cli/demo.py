@@ -15,17 +15,34 @@ def simulate(
     rate: float = typer.Option(1000.0, help="Target events per second (0 = as fast as possible)."),
     skus: int = typer.Option(200, help="Distinct SKUs (Zipf popularity)."),
     locations: int = typer.Option(4, help="Distinct locations."),
-    seed: int = typer.Option(42, help="Random seed: the same seed gives the same events."),
+    seed: int = typer.Option(42, help="Random seed: the same seed from the same stock gives the same events "
+                                      "(their ids carry the run's start time, so a rerun is new traffic)."),
+    from_empty: bool = typer.Option(False, "--from-empty", help="Start every key from no stock instead of the "
+                                    "positions Redis serves: only for a keyspace that has no positions (the "
+                                    "snapshots and counts sent describe the simulated stock)."),
 ) -> None:
-    """Send a seeded, realistic stream of warehouse, order and snapshot events."""
+    """Send a seeded, realistic stream of warehouse, order and snapshot events.
+
+    It continues from the positions the API serves (read from Redis once a running dataflow has caught
+    up), so on top of `atp demo` its snapshots and counts match the stock there: no drift, no rebase.
+    """
+    import time
+
     from dataflows.kafka.producer import EventProducer
     from dataflows.kafka.admin import check_kafka
-    from sandbox.pace import send_paced
+    from sandbox.pace import send_paced, start_from_keyspace
     from sandbox.simulator import Simulator
 
     s = settings()
     check_kafka(s)
-    result = send_paced(Simulator(seed, skus, locations), EventProducer(s), rate, count)
+    sim = Simulator(seed, skus, locations, run=f"{int(time.time() * 1000):x}")
+    if not from_empty:
+        start = start_from_keyspace(sim, s, on_wait=lambda behind: console.print(
+            f"waiting for the dataflow to read the {behind} records it is behind, to start from current positions"))
+        console.print(f"continuing from {start.positions} existing position(s) of generation '{start.generation}'"
+                      if start.positions else f"no positions yet in generation '{start.generation}': starting from "
+                      "empty stock", markup=False)
+    result = send_paced(sim, EventProducer(s), rate, count)
     console.print(f"sent {result.sent} events in {result.seconds:.1f} s ({result.rate:,.0f}/s), failed {result.failed}")
     if result.interrupted:
         raise typer.Exit(130)

@@ -103,6 +103,7 @@ def replay(
 @friendly
 def _replay(name: str, until_ms: int | None, formula: int | None, starts: dict[str, int], allow_truncated: bool,
             resume: bool, discard: bool, dry_run: bool, metrics_port: int) -> None:
+    from core.kafka_config import metadata
     from projection.generations import count_positions, current, drop
     from projection.verify import compare
     from dataflows.runtime import replay as rp
@@ -112,6 +113,7 @@ def _replay(name: str, until_ms: int | None, formula: int | None, starts: dict[s
     if formula is not None and formula not in FORMULAS:
         raise ConfigError(f"--formula {formula}: known versions are {', '.join(map(str, sorted(FORMULAS)))}")
     client = _client(s)
+    metadata(s)  # the broker too, before anything is prepared: one line within seconds when it is down
     req = rp.Request(name, until_ms, formula or s.formula_version or 1, starts, allow_truncated, resume, discard)
     gen, spec = rp.prepare(s, client, req)
     gen = gen.model_copy(update={"metrics_port": metrics_port})
@@ -205,15 +207,26 @@ def generation_verify(
 def generation_switch(
     name: str = typer.Argument(..., callback=_name),
     grace: float = typer.Option(300.0, min=0, help="Seconds the old generation stays readable before it retires"),
-    settle: float = typer.Option(10.0, help="Seconds verification waits for keys to converge"),
-    force: bool = typer.Option(False, help="Switch even when verification finds differences"),
+    settle: float = typer.Option(10.0, min=0, help="Seconds to wait for NAME's dataflow to be live and caught up, "
+                                 "then for keys to converge"),
+    max_behind: float = typer.Option(15.0, min=0, help="Caught up: NAME's dataflow has read every input record "
+                                     "logged up to this many seconds ago"),
+    force: bool = typer.Option(False, help="Switch even when NAME's dataflow is not live and caught up, or "
+                               "verification finds differences (never to a point-in-time generation)"),
 ) -> None:
-    """Verify NAME against the current generation, then point the API at it (one atomic SET)."""
-    from projection.generations import current, switch
+    """Point the API at NAME (one atomic SET) once its dataflow runs live and caught up and it equals the current
+    generation; the old one retires after --grace."""
+    from projection.generations import check_switchable, current, not_live, switch
     from projection.verify import compare
 
     s = settings()
     client = _client(s)
+    check_switchable(s, client, name)  # what no --force overrides (a point-in-time generation, for one)
+    problem = _wait_live(s, client, name, settle, max_behind)
+    if problem is not None and not force:
+        raise not_live(name, problem)
+    if problem is not None:
+        err.print(f"warning: switching to '{name}' although {problem} (--force)", style="yellow", markup=False)
     cur = current(client, generations_of(s))
     diff = compare(client, generations_of(s).keyspace(name), generations_of(s).keyspace(cur), settle)
     _print_diff(diff, 10)
@@ -223,6 +236,29 @@ def generation_switch(
     old = switch(s, client, name, grace)
     console.print(f"the API now serves '{name}'; '{old}' retires in {grace:.0f} s (its dataflow then stops and "
                   "deletes it)")
+
+
+def _wait_live(s: Settings, client: redis.Redis, name: str, settle: float, max_behind: float) -> str | None:
+    """Wait up to ``settle`` s for NAME's dataflow to be running live and caught up, as the heartbeat
+    and read progress it writes into NAME's meta say; returns why not (None: it is, and says so)."""
+    from projection.generations import CAUGHT_UP_AT, live_problem, now_ms, read_meta
+
+    ks = generations_of(s).keyspace(name)
+    deadline, said = time.monotonic() + settle, False
+    while True:
+        meta = read_meta(client, ks) or {}
+        at = now_ms()
+        problem = live_problem(meta, at, int(s.ready_heartbeat_s * 1000), int(max_behind * 1000))
+        if problem is None:
+            console.print(f"'{name}' runs live: its dataflow has read every input record logged up to "
+                          f"{(at - int(meta[CAUGHT_UP_AT])) / 1000:.1f} s ago")
+            return None
+        if time.monotonic() >= deadline:
+            return problem
+        if not said:
+            err.print(f"waiting up to {settle:g} s for the dataflow of '{name}': {problem}", markup=False)
+            said = True
+        time.sleep(0.5)
 
 
 @generation_app.command("drop")

@@ -49,12 +49,18 @@ def stack_down() -> None:
 
 @app.command("status")
 @friendly
-def stack_status() -> None:
-    """Show which processes of this stack are running."""
+def stack_status(
+    as_json: bool = typer.Option(False, "--json", help="One JSON document instead of one line per process and "
+                                                       "component."),
+) -> None:
+    """The stack's processes, then what `atp status` shows (exit code 0 when all is up and the keyspace ready)."""
+    from atp.cli.status import show
     from sandbox.stack import Stack
+    from sandbox.status import gather
 
-    stack = Stack(settings())
+    s = settings()
+    stack = Stack(s)
     kind = stack.broker_kind()
-    for name, pid in stack.status().items():
-        what = f"{kind}, " if name == "broker" and kind else ""
-        console.print(f"{name:8} {'running (' + what + 'pid ' + str(pid) + ')' if pid else 'stopped'}")
+    processes = {name: {"running": pid is not None, "pid": pid, **({"kind": kind} if name == "broker" and kind else {})}
+                 for name, pid in stack.status().items()}
+    show(gather(s, processes), as_json)

@@ -53,8 +53,15 @@ class EventProducer:
 
     def send_raw(self, topic: str, key: bytes | None, value: bytes | None,
                  headers: list[tuple[str, str | bytes | None]] | None = None) -> None:
-        self._producer.produce(topic, value, key, headers=headers, on_delivery=self._on_delivery)
+        while True:
+            try:
+                self._producer.produce(topic, value, key, headers=headers, on_delivery=self._on_delivery)
+                break
+            except BufferError:  # local queue full (`atp produce --raw` of a big file): let it drain
+                self._producer.poll(0.05)
         self.sent += 1
+        if self.sent % 1000 == 0:
+            self._producer.poll(0)
 
     def flush(self, timeout_s: float = 30.0) -> int:
         """Wait for delivery; returns the number of messages still undelivered."""

@@ -9,7 +9,14 @@ from dataclasses import dataclass
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 
+from core.errors import StackError
+from core.kafka_config import unreachable
+from core import redact
 from dataflows.kafka import consume
+
+
+class ReadTimeout(StackError, TimeoutError):
+    """The broker stopped answering a read (a TimeoutError too, for callers that wait it out)."""
 
 
 @dataclass(frozen=True)
@@ -29,15 +36,30 @@ def _conf(client: Mapping[str, Any] | str, extra: dict[str, Any]) -> dict[str, A
     return {**base, **extra}
 
 
-def read_topics(client: Mapping[str, Any] | str, topics: list[str], timeout_s: float = 30.0,
+def _bootstrap(client: Mapping[str, Any] | str) -> str:
+    return client if isinstance(client, str) else str(client.get("bootstrap.servers", "?"))
+
+
+def read_topics(client: Mapping[str, Any] | str, topics: list[str], timeout_s: float = 15.0,
                 ends: dict[tuple[str, int], int] | None = None) -> Iterator[Message]:
     """Every message of ``topics`` from the beginning to each partition's end, or to ``ends`` (the
     first offset not to read: a log that keeps growing has no end to wait for). One consumer, all
-    partitions assigned; partitions interleave, offsets within one stay in order."""
+    partitions assigned; partitions interleave, offsets within one stay in order.
+
+    A broker that does not answer for ``timeout_s`` (at the start, or between two batches) ends the
+    read with a StackError that names it (``ReadTimeout`` when it stopped in the middle)."""
     consumer = Consumer(_conf(client, {"group.id": "atp-topicread", "enable.auto.commit": False,
                                        "enable.partition.eof": True, "fetch.max.bytes": 52428800}))
     try:
-        md = consumer.list_topics(timeout=timeout_s)
+        try:
+            md = consumer.list_topics(timeout=timeout_s)
+        except KafkaException as exc:
+            raise StackError(unreachable(_bootstrap(client), f"no answer within {timeout_s:g} s: "
+                                                             f"{exc.args[0].str()}")) from None
+        missing = [t for t in topics if t not in md.topics]
+        if missing:
+            raise StackError(f"topic(s) {', '.join(missing)} missing on {redact.text(_bootstrap(client))}; "
+                             "run `atp topics create`")
         parts = [TopicPartition(t, p, OFFSET_BEGINNING) for t in topics for p in sorted(md.topics[t].partitions)]
         consumer.assign(parts)
         open_parts = {(tp.topic, tp.partition) for tp in parts}
@@ -49,7 +71,8 @@ def read_topics(client: Mapping[str, Any] | str, topics: list[str], timeout_s: f
             msgs = consume(consumer, 10_000, 0.05)
             if not msgs:
                 if time.monotonic() > deadline:
-                    raise TimeoutError(f"no end of {sorted(open_parts)} within {timeout_s} s")
+                    raise ReadTimeout(unreachable(_bootstrap(client), f"nothing read for {timeout_s:g} s before the "
+                                                  f"end of {len(open_parts)} partition(s) of {', '.join(topics)}"))
                 continue
             deadline = time.monotonic() + timeout_s
             for m in msgs:

@@ -16,6 +16,11 @@ point-in-time generation live. A replay (``live=False``) creates its keyspace ``
 
 In cluster mode process 0 decides as above (it holds the recovery store, with one partition per
 worker of the cluster) and the other processes follow the meta it writes (``follow_start``).
+
+While the flow runs, ``KeyspaceWatch`` writes the heartbeat with the read progress a live run
+measures (``ReadProgress``: what `atp generation switch` requires), keeps a switch's retirement
+time on disk too and restores it after a Redis loss, and retires the generation when it is due
+(never while the pointer still names it).
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import logging
 import shutil
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -31,18 +37,21 @@ import redis
 
 from core.config import Settings
 from projection.generations import LIVE, PIT, SPEC_FILE, WAS_CURRENT_FILE, GenerationError, Spec, current, delete_matching, local_dirs, now_ms, read_meta, retire_due, write_meta
+from projection.generations import CAUGHT_UP_AT, LAG, RETIRE_FILE, load_retire_at, save_retire_at
+from dataflows import metrics
 from dataflows.kafka import admin as kafka_admin
 from dataflows.runtime.cluster import Board, Status
 from dataflows.runtime.recovery import RecoveryError, RecoveryStore
 from dataflows.runtime.crashguard import LEDGER_FILE, NOTE_FILE
 from dataflows.republish import REPUBLISH
-from projection.keys import READY, REBUILDING, DEFAULT_GENERATION, KeySpace
+from projection.keys import READY, REBUILDING, DEFAULT_GENERATION, KeySpace, current_name
 from projection.keys import generations_of, keyspace_of
 
 
 log = logging.getLogger(__name__)
 
-__all__ = ["KeyspaceWatch", "StartPlan", "beat", "follow_start", "plan_start", "read_meta", "reset", "write_meta"]
+__all__ = ["KeyspaceWatch", "ReadProgress", "StartPlan", "beat", "follow_start", "plan_start", "read_meta", "read_offsets",
+           "reset", "write_meta"]
 
 # Liveness for readiness (the API reads it): the meta hash's ``flow`` (running | stopped | crash_loop)
 # and ``heartbeat`` (epoch ms, rewritten every watch interval while the flow runs). Only into an
@@ -51,9 +60,68 @@ RUNNING, STOPPED, CRASH_LOOP = "running", "stopped", "crash_loop"
 _BEAT = "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HSET', KEYS[1], unpack(ARGV)) end return -1"
 
 
-def beat(client: redis.Redis, ks: KeySpace, flow: str) -> bool:
-    """Write ``flow`` and a fresh ``heartbeat`` into the keyspace's meta, if it exists."""
-    return client.eval(_BEAT, 1, ks.meta, "flow", flow, "heartbeat", str(now_ms())) != -1
+def beat(client: redis.Redis, ks: KeySpace, flow: str, caught_up_at: int | None = None, lag: int | None = None) -> bool:
+    """Write ``flow``, a fresh ``heartbeat`` and the read progress (``caught_up_at``, ``lag``: ""
+    when not measured, so no earlier run's figures outlive it) into the keyspace's meta, if it exists."""
+    progress = ("" if caught_up_at is None else str(caught_up_at), "" if lag is None else str(lag))
+    return client.eval(_BEAT, 1, ks.meta, "flow", flow, "heartbeat", str(now_ms()),
+                       CAUGHT_UP_AT, progress[0], LAG, progress[1]) != -1
+
+
+PROGRESS_EVERY_S = 5.0  # how often a live run measures its read progress (a consumer's round trips to the broker)
+
+
+class ReadProgress(threading.Thread):
+    """How far a live run has read its input (process 0), for `atp generation switch`.
+
+    Every ``interval_s`` it takes the end of every input partition (``ends``), then what has been
+    read (``read``: see ``read_offsets``). ``caught_up_at`` is the time of the newest measurement
+    whose ends had all been read: every record logged before it had been read. It trails the truth
+    by up to one interval plus the measurement's own time, never leads it. ``lag``: the records
+    between what was read and the ends of the last measurement."""
+
+    def __init__(self, ends: Callable[[], dict[str, int]], read: Callable[[], dict[str, int]],
+                 interval_s: float = PROGRESS_EVERY_S, clock: Callable[[], int] = now_ms) -> None:
+        super().__init__(name="atp-read-progress", daemon=True)
+        self._ends, self._read, self._interval, self._clock = ends, read, interval_s, clock
+        self._open: deque[tuple[int, dict[str, int]]] = deque(maxlen=64)  # measurements not yet read up to
+        self.caught_up_at: int | None = None
+        self.lag: int | None = None
+        self.stopped = threading.Event()
+
+    def measure(self) -> None:
+        at = self._clock()
+        ends = self._ends()
+        read = self._read()  # after the ends: what was read by then counts
+        self.lag = sum(max(0, end - read.get(part, 0)) for part, end in ends.items())
+        self._open.append((at, ends))
+        while self._open and all(read.get(part, 0) >= end for part, end in self._open[0][1].items()):
+            self.caught_up_at = self._open.popleft()[0]
+
+    def run(self) -> None:
+        failed = False
+        while True:
+            try:
+                self.measure()
+            except Exception as exc:  # noqa: BLE001 - the broker away: no measurement, caught_up_at ages
+                if not failed:
+                    log.warning("could not measure how far the input was read (%s); retrying every %g s",
+                                exc, self._interval)
+                failed = True
+            if self.stopped.wait(self._interval):
+                return
+
+
+def read_offsets(store: RecoveryStore | None) -> dict[str, int]:
+    """The next offset to read per input partition (``{index}-{topic}``): what this process's decode
+    step has read (``atp_input_offset``), else what the recovery store committed (where the run
+    resumed; in cluster mode the other processes' partitions, one snapshot interval behind)."""
+    out = dict(store.committed_offsets()[1]) if store is not None and store.exists() else {}
+    for metric in metrics.INPUT_OFFSET.collect():
+        for sample in metric.samples:
+            part = f"{sample.labels['partition']}-{sample.labels['topic']}"
+            out[part] = max(out.get(part, 0), int(sample.value))
+    return out
 
 
 @dataclass(frozen=True)
@@ -88,7 +156,7 @@ def plan_start(settings: Settings, client: redis.Redis, new: Spec | None = None,
     ks = keyspace_of(settings)
     meta = read_meta(client, ks)
     name = settings.generation
-    if retire_due(meta):
+    if retire_due(meta) and current(client, generations_of(settings)) != name:  # served still: the watch retires it
         raise GenerationError(
             f"generation '{name}' was retired (the API serves '{current(client, generations_of(settings))}'); start "
             "the dataflow with ATP_GENERATION set to the current generation, or drop this one")
@@ -147,18 +215,22 @@ def follow_start(settings: Settings, client: redis.Redis, interval_s: float = 0.
 class KeyspaceWatch(threading.Thread):
     """Runs beside the flow: notices a lost keyspace with no traffic to reveal it, marks a
     re-published keyspace ready once it is complete and caught up, restores the generation
-    pointer Redis lost with it, and notices when a switch has retired this generation. In cluster
-    mode it also exchanges this process's status with the others' (``board``). With ``flow`` it
-    writes the heartbeat (docs/crash-loop.md); ``on_tick`` runs first in every round."""
+    pointer Redis lost with it, and notices when a switch has retired this generation (process 0
+    keeps the retirement time on disk too, see ``keep_schedule``). In cluster mode it also
+    exchanges this process's status with the others' (``board``). With ``flow`` it writes the
+    heartbeat (docs/crash-loop.md), with ``progress``'s figures; ``on_tick`` runs first in every round."""
 
     def __init__(self, client: redis.Redis, settings: Settings, plan: StartPlan, store: RecoveryStore | None,
                  interval_s: float = 0.5, mark_ready: bool = True, on_retire: Callable[[], None] = lambda: None,
                  board: Board | None = None, on_peer_lost: Callable[[list[int]], None] = lambda peers: None,
-                 flow: Callable[[], str] | None = None, on_tick: Callable[[], None] = lambda: None) -> None:
+                 flow: Callable[[], str] | None = None, on_tick: Callable[[], None] = lambda: None,
+                 progress: ReadProgress | None = None) -> None:
         super().__init__(name="atp-keyspace-watch", daemon=True)
         self._client, self._plan, self._store, self._board = client, plan, store, board
         self._name, self._gens, self._ks = settings.generation, generations_of(settings), keyspace_of(settings)
         self._marker = settings.generation_dir / WAS_CURRENT_FILE
+        self._schedule_dir = settings.generation_dir if settings.coordinator else None  # RETIRE_FILE's directory
+        self._progress, self._waiting_pointer = progress, False
         self._interval = interval_s
         self._pending = plan.republish and mark_ready
         self._on_retire, self._on_peer_lost = on_retire, on_peer_lost
@@ -182,6 +254,15 @@ class KeyspaceWatch(threading.Thread):
         return all(committed.get(part, 0) >= end for part, end in self._plan.targets.items() if end > 0)
 
     def run(self) -> None:
+        if self._progress is not None:
+            self._progress.start()
+        try:
+            self._watch()
+        finally:
+            if self._progress is not None:
+                self._progress.stopped.set()
+
+    def _watch(self) -> None:
         started = time.monotonic()
         while not self.stopped.wait(self._interval):
             try:
@@ -198,7 +279,8 @@ class KeyspaceWatch(threading.Thread):
                     if silent:
                         self._on_peer_lost(silent)
                         return
-                if retire_due(meta):
+                meta = self.keep_schedule(meta)
+                if retire_due(meta) and self.may_retire():
                     log.info("generation '%s' reached the end of its grace period after a switch; retiring", self._name)
                     self._on_retire()
                     return
@@ -210,13 +292,47 @@ class KeyspaceWatch(threading.Thread):
                              self._plan.expected_keys, self._ks.prefix, time.monotonic() - started)
                 self.remember_pointer()
                 if self._flow is not None:
-                    beat(self._client, self._ks, self._flow())
+                    progress = self._progress
+                    beat(self._client, self._ks, self._flow(), progress.caught_up_at if progress else None,
+                         progress.lag if progress else None)
             except (redis.exceptions.RedisError, OSError) as exc:
                 log.debug("keyspace check failed (the sink retries writes): %s", exc)
                 if self._board is not None:
                     self._board.forget()
             except Exception:  # noqa: BLE001 - the heartbeat and the loss watch must outlive bad data
                 log.exception("keyspace check failed on what Redis holds; the watch goes on")
+
+    def keep_schedule(self, meta: dict[str, str]) -> dict[str, str]:
+        """Process 0 keeps the ``retire_at`` a switch wrote into the meta on disk too (``RETIRE_FILE``,
+        beside the spec), and writes it back into a meta that lost it with Redis; returns the meta
+        with it. The schedule reaches the disk within one watch interval of the switch."""
+        if self._schedule_dir is None:
+            return meta
+        in_redis = meta.get("retire_at")
+        if in_redis:
+            if in_redis.isdigit() and load_retire_at(self._schedule_dir) != int(in_redis):
+                save_retire_at(self._schedule_dir, int(in_redis))
+            return meta
+        kept = load_retire_at(self._schedule_dir)
+        if kept is None:
+            return meta
+        if self._client.eval(_BEAT, 1, self._ks.meta, "retire_at", str(kept)) == -1:
+            return meta  # the meta is gone again: the next round sees the loss
+        log.warning("restored the retirement of generation '%s' at %d (epoch ms), lost with Redis, from %s",
+                    self._name, kept, self._schedule_dir / RETIRE_FILE)
+        return {**meta, "retire_at": str(kept)}
+
+    def may_retire(self) -> bool:
+        """A generation retires only once the pointer names another one: after a Redis loss the pointer
+        is absent (``default`` served) until the new generation's dataflow restores it."""
+        if current(self._client, self._gens) != self._name:
+            return True
+        if not self._waiting_pointer:
+            self._waiting_pointer = True
+            log.warning("generation '%s' is due to retire, but the API serves it (the pointer was lost?): it retires "
+                        "once the pointer names another generation (its dataflow restores it after re-publishing, "
+                        "or `atp generation switch NAME`)", self._name)
+        return False
 
     @staticmethod
     def exchange(board: Board) -> list[int]:
@@ -226,8 +342,12 @@ class KeyspaceWatch(threading.Thread):
         return board.silent()
 
     def remember_pointer(self) -> None:
-        """Keep a local note of whether the API serves this generation, for after a Redis loss."""
-        is_current = current(self._client, self._gens) == self._name
+        """Keep a local note of whether the API serves this generation, for after a Redis loss. An
+        absent pointer says nothing (a switch always sets it): it may have been lost with Redis."""
+        raw = self._client.get(self._gens.pointer)
+        if raw is None:
+            return
+        is_current = current_name(raw) == self._name
         if is_current != self._marker.exists():
             if is_current:
                 self._marker.parent.mkdir(parents=True, exist_ok=True)
@@ -251,6 +371,7 @@ def reset(settings: Settings, client: redis.Redis) -> tuple[int, bool]:
         shutil.rmtree(directory, ignore_errors=True)
     (settings.state_dir / SPEC_FILE).unlink(missing_ok=True)
     (settings.state_dir / WAS_CURRENT_FILE).unlink(missing_ok=True)
+    (settings.state_dir / RETIRE_FILE).unlink(missing_ok=True)
     for name in (LEDGER_FILE, NOTE_FILE):  # counted crashes belong to the deleted store; the skip list stays
         (settings.state_dir / name).unlink(missing_ok=True)
     return deleted, existed

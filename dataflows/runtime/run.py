@@ -30,8 +30,11 @@ from dataflows import metrics
 from dataflows.runtime.cluster import PEER_TIMEOUT_S, Board
 from dataflows.runtime.continuity import CRASH_LOOP, RUNNING, STOPPED as FLOW_STOPPED, KeyspaceWatch, StartPlan, beat, \
     follow_start, plan_start
+from dataflows.runtime.continuity import ReadProgress, read_offsets
 from dataflows.skiplist import SKIP, SKIP_FILE
 from dataflows.runtime.crashguard import CrashGuard, unread
+from dataflows.runtime.panic import PanicHush
+from dataflows.runtime.watermark import WatermarkWriter
 from dataflows.runtime.recovery import RecoveryStore
 from dataflows.republish import REPUBLISH
 from dataflows.flow import production_flow
@@ -101,7 +104,11 @@ def _raise_once(why: str, frame: FrameType | None) -> None:
         timer.start()
         return
     _interrupting.set()
+    _HUSH.hush()
     raise KeyboardInterrupt(why)
+
+
+_HUSH = PanicHush()
 
 
 def _in_flow_callback(frame: FrameType | None) -> bool:
@@ -244,6 +251,14 @@ def _beat(client: redis.Redis, settings: Settings, flow: str) -> None:
             log.debug("could not write flow=%s to the keyspace meta: %s", flow, exc)
 
 
+def _read_progress(settings: Settings, replay: Replay | None, store: RecoveryStore | None) -> ReadProgress | None:
+    """How far a live run has read its input, written with the heartbeat (process 0 only; a replay
+    has its own progress): what `atp generation switch` requires (docs/replay-and-generations.md)."""
+    if replay is not None or not settings.coordinator:
+        return None
+    return ReadProgress(lambda: kafka_admin.end_offsets(settings), lambda: read_offsets(store))
+
+
 def _plan(settings: Settings, client: redis.Redis, replay: Replay | None) -> StartPlan:
     if not settings.coordinator:
         return follow_start(settings, client)
@@ -288,9 +303,13 @@ def _run_once(settings: Settings, plan: StartPlan, client: redis.Redis, replay: 
     board = Board(client, settings) if settings.processes > 1 else None
     watch = KeyspaceWatch(client, settings, plan, store, mark_ready=replay is None and settings.coordinator,
                           on_retire=_retire, board=board, on_peer_lost=_peer_lost,
-                          flow=_flow_of(guard) if settings.coordinator else None, on_tick=lambda: _tick(guard))
+                          flow=_flow_of(guard) if settings.coordinator else None, on_tick=lambda: _tick(guard),
+                          progress=_read_progress(settings, replay, store))
     _beat(client, settings, guard.flow if guard is not None else RUNNING)
     watch.start()
+    marks = WatermarkWriter(settings, client, keyspace_of(settings), store) if store and replay is None else None
+    if marks is not None:
+        marks.start()
     log.info(
         "dataflow starting generation=%s run=%s brokers=%s redis=%s process=%d/%d workers=%d recovery=%s "
         "republish=%s replay=%s", settings.generation, plan.run_id, settings.kafka_bootstrap, redact.url(settings.redis_url),
@@ -298,14 +317,15 @@ def _run_once(settings: Settings, plan: StartPlan, client: redis.Redis, replay: 
         replay is not None,
     )
     try:
-        cli_main(
-            production_flow(settings, plan.spec.formula_version, replay.bounds if replay else None),
-            workers_per_process=settings.workers,
-            process_id=settings.process_id,
-            addresses=settings.addresses,
-            epoch_interval=timedelta(seconds=settings.snapshot_interval_s),
-            recovery_config=recovery_config(settings),
-        )
+        with _HUSH.around(settings):
+            cli_main(
+                production_flow(settings, plan.spec.formula_version, replay.bounds if replay else None),
+                workers_per_process=settings.workers,
+                process_id=settings.process_id,
+                addresses=settings.addresses,
+                epoch_interval=timedelta(seconds=settings.snapshot_interval_s),
+                recovery_config=recovery_config(settings),
+            )
     except BaseException as exc:
         # Bytewax wraps the KeyboardInterrupt in its own runtime error; a stop we asked for is
         # not a failure.
@@ -333,4 +353,6 @@ def _run_once(settings: Settings, plan: StartPlan, client: redis.Redis, replay: 
         raise
     finally:
         watch.stopped.set()
+        if marks is not None:
+            marks.stopped.set()
     return DONE

@@ -7,6 +7,7 @@ import pytest
 from core import redact
 from core.config import child_environ, load_settings
 from core.errors import ConfigError
+from core.kafka_logs import LOGGER
 from core.kafka_config import client_config, security_config
 
 SECRET = "s3cr3t-Pa55"
@@ -21,7 +22,7 @@ def test_sasl_over_tls_reaches_the_client_config_and_nothing_prints_the_password
     conf = client_config(s, {"group.id": "g"})
     assert conf == {"bootstrap.servers": s.kafka_bootstrap, "security.protocol": "SASL_SSL",
                     "sasl.mechanism": "SCRAM-SHA-512", "sasl.username": "atp", "sasl.password": SECRET,
-                    "ssl.ca.location": str(ca), "group.id": "g"}
+                    "ssl.ca.location": str(ca), "group.id": "g", "logger": LOGGER}
     assert SECRET not in repr(s) and SECRET not in str(s)
     assert child_environ(s, {})["ATP_KAFKA_SASL_PASSWORD"] == SECRET  # children get the value itself
 
