@@ -117,11 +117,14 @@ class DecodeStep:
             else "SAFETY_STOCK_SET" if record and "safety_stock" in record else "unknown")
         metrics.EVENTS.inc((msg.topic, label, "dead_letter"))
         metrics.DEAD_LETTER.labels(exc.reason).inc()
+        # Lineage: the record's correlation_id when it was decoded that far (and is a string at all).
+        cid = record.get("correlation_id") if record else None
+        cid = cid[:ev.MAX_EVENT_ID] if isinstance(cid, str) and cid else None
         log.info(
-            "dead letter topic=%s partition=%s offset=%s key=%r reason=%s error=%s",
-            msg.topic, msg.partition, msg.offset, msg.key, exc.reason, exc,
+            "dead letter topic=%s partition=%s offset=%s key=%r correlation_id=%r reason=%s error=%s",
+            msg.topic, msg.partition, msg.offset, msg.key, cid, exc.reason, exc,
         )
-        return DeadLetter(msg, exc.reason, type(exc).__name__, str(exc))
+        return DeadLetter(msg, exc.reason, type(exc).__name__, str(exc), correlation_id=cid)
 
 
 def is_dead_letter(item: object) -> TypeGuard[DeadLetter]:

@@ -84,13 +84,15 @@ def refused(event: Event, reason: str, message: str, error_class: str, step: str
     if topic is not None:
         labels = (topic, getattr(event, "event_type", None) or (
             "SNAPSHOT" if type(event) is InventorySnapshot else "SAFETY_STOCK_SET"), "dead_letter")
-    line = (step, src.topic, src.partition, src.offset, src.key, event.event_id, reason, message)
+    line = (step, src.topic, src.partition, src.offset, src.key, event.event_id, getattr(event, "correlation_id", None),
+            reason, message)
 
     def count(_: object = None) -> None:
         if labels is not None:
             metrics.EVENTS.inc(labels)
         metrics.DEAD_LETTER.labels(reason).inc()
-        log.warning("dead letter step=%s topic=%s partition=%s offset=%s key=%r event_id=%s reason=%s error=%s", *line)
+        log.warning("dead letter step=%s topic=%s partition=%s offset=%s key=%r event_id=%s correlation_id=%r "
+                    "reason=%s error=%s", *line)
 
     if effects is None:
         count()

@@ -27,11 +27,12 @@ from typing import Any
 from bytewax.operators import StatefulBatchLogic
 
 from dataflows import metrics
-from dataflows.guard import OUT_OF_RANGE, STEP_ERROR, OutOfRange, out_of_range, refused
+from dataflows.guard import OUT_OF_RANGE, STEP_ERROR, OutOfRange, out_of_range
 from dataflows.effects import (FOLD_STEP, NEWEST_EVENT_MS, Effects, FoldContext, Moment, Output, count_band,
                                count_event, count_late, note_newest_event)
+from dataflows.redis_sink import LINEAGE
 from dataflows.republish import REPUBLISH
-from dataflows.timers import Timers
+from dataflows.timers import Timers, refused
 from state.bands import BandChange, band_of
 from state.events import Event, InventorySnapshot, SafetyStockSet, TransferSent, kafka_key, make_key
 from state.limits import MAX_FIGURE, MAX_QTY
@@ -148,8 +149,9 @@ class PositionLogic(Timers, StatefulBatchLogic[Event, Output, bytes]):
                 out.append(refused(event, OUT_OF_RANGE, str(exc), "OutOfRange", FOLD_STEP, self._topic(event)))
                 continue
             except Exception as exc:  # noqa: BLE001 - one event's error is that event's, not the flow's
-                log.exception("step %s failed on %s event_id=%s; the event goes to the dead-letter topic",
-                              FOLD_STEP, kafka_key(event.sku, event.location), event.event_id)
+                log.exception("step %s failed on %s event_id=%s correlation_id=%s; the event goes to the "
+                              "dead-letter topic", FOLD_STEP, kafka_key(event.sku, event.location), event.event_id,
+                              event.correlation_id)
                 self._restore(mark)
                 out.append(refused(event, STEP_ERROR, f"{type(exc).__name__}: {exc}", type(exc).__name__, FOLD_STEP,
                                    self._topic(event)))
@@ -207,6 +209,8 @@ class PositionLogic(Timers, StatefulBatchLogic[Event, Output, bytes]):
         ctx = self._ctx
         now = moment[0]
         now_ms = int(now * 1000)
+        if LINEAGE.enabled:
+            st.fresh = []  # the changes this batch applies, for the key's lineage in Redis (_publish)
         for event in values:
             outcome = apply(st, event, ctx.dedup_window_ms, ctx.lateness_ms)
             b = st.buckets
@@ -237,6 +241,7 @@ class PositionLogic(Timers, StatefulBatchLogic[Event, Output, bytes]):
             self._publish(out, now, fx, event_driven=True)
         if st.short_since is not None:
             self._confirm_short(st, now_ms, out, fx, moment)
+        st.fresh = None
         return out
 
     def _publish(self, out: list[Output], now: float, fx: Effects, event_driven: bool = False) -> None:
@@ -246,6 +251,9 @@ class PositionLogic(Timers, StatefulBatchLogic[Event, Output, bytes]):
         ctx = self._ctx
         pos = position(st, ctx.safety.for_state(st), int(now * 1000), ctx.formula)
         out.append(pos)
+        if st.fresh:  # handed to the Redis sink with this position once the batch is accepted
+            fx.append((LINEAGE.add, (pos.key, st.fresh)))
+            st.fresh = []
         if event_driven:
             fx.append((metrics.EVENT_LAG.observe, max(0.0, now - st.max_event_ms / 1000)))
         if st.max_event_ms > NEWEST_EVENT_MS[0]:

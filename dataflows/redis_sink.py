@@ -20,12 +20,46 @@ from state.groups import GroupPosition
 from state.position import Position
 from projection.scripts import ALERT_INDEX_SIZE, GUARDED_ALERT, GUARDED_WRITE, WRITE_CHUNK, alert_member
 from projection.keys import KeySpace
-from projection.codec import write_args
+from projection.codec import lineage_arg, write_args
+from state.fold import Entry
 
 log = logging.getLogger(__name__)
 
-# One GUARDED_WRITE item: the SKU, the hash's key, its index's key, then write_args and the members.
-_Item = tuple[str, str, str, int, str, str, str]
+# One GUARDED_WRITE item: the SKU, the hash's key, its index's key, its lineage list's key, then
+# write_args, the members and the lineage.
+_Item = tuple[str, str, str, str, int, str, str, str, str]
+
+
+class Lineage:
+    """The changes behind the positions the fold step emits, handed to this sink (the sink of the
+    worker that folded them, in the same process: positions are not exchanged between workers).
+
+    A Position is a fixed record (its fields are the hash's and the feed's), so the changes travel
+    beside it: the fold adds a key's new history entries when its batch is accepted (an effect,
+    so a refused batch adds none), the sink takes them with the key's position. Collected only
+    while a Redis sink is built (tests and benchmarks with other sinks collect nothing)."""
+
+    __slots__ = ("enabled", "pending")
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self.pending: dict[str, list[Entry]] = {}
+
+    def add(self, item: tuple[str, list[Entry]]) -> None:
+        key, entries = item
+        got = self.pending.get(key)
+        if got is None:
+            self.pending[key] = entries
+        else:
+            got += entries
+
+    def take(self, key: str) -> str:
+        """The key's changes since it was last taken, as ``GUARDED_WRITE``'s argument ("" none)."""
+        entries = self.pending.pop(key, None)
+        return lineage_arg(entries) if entries else ""
+
+
+LINEAGE = Lineage()
 
 
 _OUTAGE_REPLIES = ("READONLY", "OOM", "MISCONF", "NOPERM", "NOAUTH", "LOADING", "MASTERDOWN", "CLUSTERDOWN",
@@ -58,6 +92,7 @@ class RedisPositionSink(DynamicSink[Position | Alert | GroupPosition]):
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> "_RedisPartition":
         client = connect_url(self._url, self._cluster, socket_timeout=10, socket_connect_timeout=5, **self._options)
+        LINEAGE.enabled = True
         return _RedisPartition(client, self._keyspace, self._retry_for_s, self._cluster)
 
 
@@ -88,12 +123,14 @@ class _RedisPartition(StatelessSinkPartition[Position | Alert | GroupPosition]):
                     groups[p.key] = p
             else:
                 alerts.append(p)
+        # Taken once, before any retry: a write that is retried sends the same changes.
+        lineage = {key: LINEAGE.take(key) for key in latest} if LINEAGE.pending else {}
         started = time.perf_counter()
         deadline = time.monotonic() + self._retry_for_s
         delay = 0.05
         while True:
             try:
-                self._write(latest.values(), groups.values(), alerts)
+                self._write(latest.values(), groups.values(), alerts, lineage)
                 break
             except redis.exceptions.NoScriptError:
                 self._load_scripts()  # Redis restarted: reload once
@@ -122,20 +159,23 @@ class _RedisPartition(StatelessSinkPartition[Position | Alert | GroupPosition]):
         if REPUBLISH.keys:
             REPUBLISH.written(list(latest))
 
-    def _write(self, positions: Iterable[Position], groups: Iterable[GroupPosition], alerts: list[Alert]) -> None:
+    def _write(self, positions: Iterable[Position], groups: Iterable[GroupPosition], alerts: list[Alert],
+               lineage: dict[str, str]) -> None:
         pipe = self._client.pipeline(transaction=False)
         ks, sha = self._ks, self._sha
         pipe.exists(ks.meta)  # first, so a lost keyspace is seen before this batch counts as written
-        items: list[_Item] = [(p.sku, ks.position(p.sku, p.location), ks.locations(p.sku), *write_args(p), "")
+        items: list[_Item] = [(p.sku, ks.position(p.sku, p.location), ks.locations(p.sku),
+                               ks.lineage(p.sku, p.location), *write_args(p), "", lineage.get(p.key, ""))
                               for p in positions]
         for g in groups:
             p = g.position
-            items.append((p.sku, ks.group(p.sku, g.group), ks.groups(p.sku), *write_args(p),
-                          json.dumps(g.members, separators=(",", ":"))))
+            group_key = ks.group(p.sku, g.group)  # a group has no lineage: its own key stands in, never written
+            items.append((p.sku, group_key, ks.groups(p.sku), group_key, *write_args(p),
+                          json.dumps(g.members, separators=(",", ":")), ""))
         for chunk in self._chunks(items):
-            keys = [k for item in chunk for k in item[1:3]]
+            keys = [k for item in chunk for k in item[1:4]]
             # execute_command: redis-py's cluster pipeline refuses .evalsha() but routes EVALSHA by its keys.
-            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *(a for item in chunk for a in item[3:]))
+            pipe.execute_command("EVALSHA", sha, len(keys), *keys, *(a for item in chunk for a in item[4:]))
         for a in alerts:
             # Single-key commands only (Redis Cluster): the guarded hash, then both indexes.
             # ZADD GT keeps an entry's newest as_of, so a re-delivered alert never moves it back.

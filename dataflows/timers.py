@@ -7,13 +7,17 @@ A mixin of ``dataflows.logic.PositionLogic`` (it uses that class's state and its
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING
 
 from bytewax.operators import StatefulBatchLogic
 
 from dataflows import metrics
-from dataflows.guard import OUT_OF_RANGE, STEP_ERROR, out_of_range, refused
+from dataflows.guard import OUT_OF_RANGE, STEP_ERROR, out_of_range
+from dataflows.guard import refused as _refused
+from dataflows.kafka import DeadLetter
+from dataflows.redis_sink import LINEAGE
 from dataflows.republish import REPUBLISH
 from state import drift
 from state.events import Event, make_key
@@ -22,6 +26,13 @@ from state.position import position
 from dataflows.effects import (EPOCH, FOLD_STEP, Effects, FoldContext, Moment, Output, count_alert, count_reconciled)
 
 log = logging.getLogger(__name__)
+
+
+def refused(event: Event, reason: str, message: str, error_class: str, step: str, topic: str | None,
+            effects: Effects | None = None) -> DeadLetter:
+    """``dataflows.guard.refused``, with the event's correlation_id for the dead letter's headers."""
+    dl = _refused(event, reason, message, error_class, step, topic, effects)
+    return dl if event.correlation_id is None else replace(dl, correlation_id=event.correlation_id)
 
 
 class Timers:
@@ -129,12 +140,15 @@ class Timers:
         out: list[Output] = []
         now = moment[0]
         now_ms = int(now * 1000)
+        if LINEAGE.enabled:
+            st.fresh = []  # expiries and rebases, for the key's lineage (see PositionLogic._batch)
         self._due(st, now_ms, out, fx, moment)
         if self._republish or st.version != before:
             self._republish = False
             self._publish(out, now, fx)
         if st.short_since is not None:
             self._confirm_short(st, now_ms, out, fx, moment)
+        st.fresh = None
         return out
 
     def _due(self, st: KeyState, now_ms: int, out: list[Output], fx: Effects, moment: Moment) -> None:
@@ -156,12 +170,15 @@ class Timers:
             # What a rebase changes (drift.rebase): the version, one history entry, AVAILABLE. Kept
             # as copies, not packed: a pack of a busy key costs ~100 us, these ~1 us.
             undo = (st.version, st.history[:], st.buckets[:])
+            fresh = len(st.fresh) if st.fresh is not None else 0
             result = drift.reconcile(st, snap, ctx.drift, ctx.lateness_ms, now_ms)
             # Each field of a snapshot is in range, but its rebase can still take a figure out (an
             # on-hand of -10^13 under open reservations): that snapshot is refused, alone.
             why = out_of_range([position(st, ctx.safety.for_state(st), 0, ctx.formula), result.alert])
             if why is not None:
                 st.version, st.history, st.buckets = undo
+                if st.fresh is not None:
+                    del st.fresh[fresh:]  # the refused rebase's entry
                 out.append(refused(snap, OUT_OF_RANGE, why, "OutOfRange", FOLD_STEP, None, fx))
                 continue
             fx.append((count_reconciled, (snap.source_system, result.outcome)))

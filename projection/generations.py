@@ -259,8 +259,9 @@ def drop(settings: Settings, client: redis.Redis, name: str, force: bool = False
 
 
 def delete_keyspace(client: redis.Redis, ks: KeySpace) -> int:
-    """Delete one generation's keys (position hashes, location sets, then its meta)."""
-    return delete_matching(client, f"{ks.prefix}:pos:*", f"{ks.prefix}:locs:*") + client.delete(ks.meta)
+    """Delete one generation's keys (position hashes, location sets, explain lists, then its meta)."""
+    return (delete_matching(client, f"{ks.prefix}:pos:*", f"{ks.prefix}:locs:*", f"{ks.prefix}:expl:*")
+            + client.delete(ks.meta))
 
 
 def delete_matching(client: redis.Redis, *patterns: str) -> int:

@@ -6,6 +6,7 @@ Layout (``{sku}`` is a Redis Cluster hash tag, so a SKU's locations share one sl
 - ``<prefix>:grp:{<sku>}:<group>``: a location group's summed position, with ``members`` (JSON
   ``[[location, version], ...]``, the member versions summed), and ``<prefix>:grps:{<sku>}``;
 - ``<prefix>:alert:{<sku>}:<location>`` and the ``<prefix>:alerts`` indexes: the latest alerts;
+- ``<prefix>:expl:{<sku>}:<location>``: the key's lineage, its newest changes (``projection.scripts``);
 - ``<prefix>:meta``: hash ``run_id`` (the dataflow run that owns the keyspace), ``state``
   (``ready`` or ``rebuilding``) and ``since`` (epoch ms). No meta key means the keyspace is lost
   or was never written: readers must not trust what they find, and the dataflow re-publishes.
@@ -48,6 +49,10 @@ class KeySpace:
 
     def groups(self, sku: str) -> str:
         return f"{self.prefix}:grps:{{{sku}}}"
+
+    def lineage(self, sku: str, location: str) -> str:
+        """The newest changes behind a key's position (a list, newest applied first; ``GUARDED_WRITE``)."""
+        return f"{self.prefix}:expl:{{{sku}}}:{location}"
 
     def alert(self, sku: str, location: str) -> str:
         return f"{self.prefix}:alert:{{{sku}}}:{location}"

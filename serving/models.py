@@ -160,6 +160,36 @@ class StockChange(BaseModel):
     non_sellable: int = Field(description="The change of the non-sellable statuses")
 
 
+class LineageEntry(BaseModel):
+    """One change behind a position (GET /v1/availability/{sku}/{location}/explain)."""
+
+    event_id: str = Field(description="The input event's id; an expiry names the order line")
+    event_type: str = Field(description="A warehouse event type, SNAPSHOT (a rebase), SAFETY_STOCK_SET or "
+                                        "SAFETY_STOCK_CLEARED (a control), or EXPIRY (a reservation that lapsed)")
+    effective_at: datetime = Field(description="When it took effect (event time; the window's edge if it came late; "
+                                               "an expiry: when the reservation lapsed)")
+    change: Literal["delta", "set_available", "set_on_hand", "control", "expiry"] = Field(
+        description="delta: quantity is the change of AVAILABLE; set_available (a COUNT) and set_on_hand (a "
+                    "snapshot taken as the truth): the absolute figure set; control: the safety stock set "
+                    "(0 when cleared); expiry: the units no longer reserved")
+    quantity: int = Field(description="The quantity effect, as ``change`` says")
+    non_sellable: int = Field(description="The change of the non-sellable statuses")
+    source: str | None = Field(description="The emitting system (the event's source); null for an expiry")
+    correlation_id: str | None = Field(description="The event's correlation_id; null when it had none")
+    version: int = Field(description="The key's version that applied it")
+
+    @classmethod
+    def from_stored(cls, e: dict[str, Any]) -> "LineageEntry":
+        """An entry as ``projection.codec.read_lineage`` reads it (times in epoch milliseconds)."""
+        return cls(**{**e, "effective_at": _utc(e["effective_at"])})
+
+
+class Explanation(BaseModel):
+    position: Availability = Field(description="The current position, as GET /v1/availability/{sku}/{location}")
+    changes: list[LineageEntry] = Field(
+        description="The newest changes behind it, newest first (at most 32; within what the key keeps)")
+
+
 class DriftAlert(BaseModel):
     alert_id: str = Field(description="Stable across re-deliveries")
     kind: Literal["DRIFT", "OVERSOLD"]

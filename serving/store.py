@@ -14,7 +14,7 @@ import redis.asyncio as aioredis
 
 from serving.models import ID_PATTERN
 from projection.keys import DEFAULT_GENERATION, READY, Generations, KeySpace, current_name
-from projection.codec import MAX_EPOCH_MS, Unreadable, read_position
+from projection.codec import MAX_EPOCH_MS, Unreadable, read_lineage, read_position
 
 ALERT_KINDS = ("DRIFT", "OVERSOLD")
 
@@ -258,6 +258,24 @@ class PositionStore:
 
         read = await self._read(generation, build, explicit=generation is not None)
         return Read(read.generation, [position_of(raw) for raw in read.results], read.watermark)
+
+    async def explain(self, sku: str, location: str, generation: str | None = None) -> Read:
+        """A key's position (None, or ``Unreadable``) and its lineage (``projection.codec.read_lineage``,
+        newest first; ``Unreadable`` when it cannot be served), in one round trip."""
+        def build(pipe: Any, ks: KeySpace) -> None:
+            pipe.hgetall(ks.position(sku, location))
+            pipe.lrange(ks.lineage(sku, location), 0, -1)
+
+        read = await self._read(generation, build, explicit=generation is not None)
+        raw_position, raw_lineage = read.results
+        lineage: list[dict[str, Any]] | Unreadable
+        try:
+            if isinstance(raw_lineage, Exception):
+                raise Unreadable(f"lineage: not a list: {raw_lineage}")
+            lineage = read_lineage(raw_lineage)
+        except Unreadable as exc:
+            lineage = exc if exc.reason.startswith("lineage") else Unreadable(f"lineage: {exc.reason}")
+        return Read(read.generation, [position_of(raw_position), lineage], read.watermark)
 
     async def alerts_of_key(self, sku: str, location: str, parse: Callable[[Any], Any],
                             generation: str | None = None) -> Read:

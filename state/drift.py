@@ -100,6 +100,7 @@ class Alert:
     corrected: bool = False
     version: int = 0  # the key's version when detected: a newer alert replaces an older one
     moved_by: tuple[Moved, ...] = ()
+    correlation_id: str | None = None  # DRIFT: the snapshot's (lineage: which business action raised it)
 
     @property
     def key(self) -> str:
@@ -149,7 +150,7 @@ def reconcile(state: KeyState, snap: InventorySnapshot, policy: DriftPolicy, lat
         location=state.location, as_of=snap.as_of_ms, detected_at=now_ms, expected=expected,
         observed=snap.on_hand, difference=drift, source_system=snap.source_system,
         snapshot_id=snap.snapshot_id, action=action, corrected=action == REBASE, version=state.version,
-        moved_by=moved,
+        moved_by=moved, correlation_id=snap.correlation_id,
     )
     return Reconciliation(DRIFT, drift, alert)
 

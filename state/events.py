@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from collections.abc import Callable
-from typing import Any, Union, final
+from sys import intern
+from typing import Any, TypeVar, Union, final
 
 from core.contract import ID_RE as ID_RE
 from state import limits
@@ -29,6 +30,8 @@ MAX_EVENT_ID = 200
 # dataflow refuses an event after decoding (a sum out of range, an error in a step), that record
 # goes to the dead-letter topic unchanged. It is not part of a key's state: packing leaves it out,
 # so a snapshot or control kept in the state has none after a restart.
+# ``source`` and ``correlation_id`` are lineage: opaque to the figures, kept with the key's history
+# (state.fold), named in alerts, dead letters and log lines.
 # The event types are ``final``: the fold and the flow tell them apart with ``type(event) is ...``.
 
 
@@ -51,6 +54,8 @@ class WarehouseEvent:
     order_line_id: str | None = None
     transfer_id: str | None = None
     other_location: str | None = None  # TRANSFER_OUT: to_location; TRANSFER_IN: from_location
+    source: str = ""  # the emitting system (lineage: kept with the key's history, shown by explain)
+    correlation_id: str | None = None  # the caller's id for the business action (lineage)
     src: Any = field(default=None, compare=False, repr=False)  # the input record (see above)
 
 
@@ -65,6 +70,8 @@ class OrderLineEvent:
     order_line_id: str
     qty: int
     expires_ms: int | None = None
+    source: str = ""  # the emitting system (lineage: kept with the key's history, shown by explain)
+    correlation_id: str | None = None  # the caller's id for the business action (lineage)
     src: Any = field(default=None, compare=False, repr=False)  # the input record (see above)
 
 
@@ -79,6 +86,8 @@ class InventorySnapshot:
     on_hand: int
     as_of_ms: int
     source_system: str
+    source: str = ""  # the emitting system (lineage: kept with the key's history, shown by explain)
+    correlation_id: str | None = None  # the caller's id for the business action (lineage)
     src: Any = field(default=None, compare=False, repr=False)  # the input record (see above)
 
 
@@ -93,6 +102,8 @@ class TransferSent:
     location: str
     transfer_id: str
     qty: int
+    source: str = ""  # the emitting system (lineage: kept with the key's history, shown by explain)
+    correlation_id: str | None = None  # the caller's id for the business action (lineage)
     src: Any = field(default=None, compare=False, repr=False)  # the input record (see above)
 
 
@@ -109,6 +120,8 @@ class SafetyStockSet:
     location: str
     safety_stock: int | None
     location_wide: bool
+    source: str = ""  # the emitting system (lineage: kept with the key's history, shown by explain)
+    correlation_id: str | None = None  # the caller's id for the business action (lineage)
     src: Any = field(default=None, compare=False, repr=False)  # the input record (see above)
 
     @property
@@ -118,6 +131,7 @@ class SafetyStockSet:
 
 
 Event = Union[WarehouseEvent, OrderLineEvent, InventorySnapshot, TransferSent, SafetyStockSet]
+_E = TypeVar("_E", WarehouseEvent, OrderLineEvent, InventorySnapshot, SafetyStockSet)
 
 
 def _str(rec: dict[str, Any], name: str) -> str:
@@ -179,6 +193,31 @@ def _identity(rec: dict[str, Any]) -> tuple[str, int]:
     return event_id, occurred
 
 
+def _lineage_text(rec: dict[str, Any], name: str) -> str | None:
+    """A lineage field as kept: never a reason to refuse the event (it changes no figure). A value
+    that is not a string is dropped; one with control characters or over MAX_EVENT_ID characters
+    is kept printable (each control character a '?') and cut there, so it can be stored and shown."""
+    value = rec.get(name)
+    if type(value) is str and len(value) <= MAX_EVENT_ID and value.isprintable():
+        return value  # the common case: one check
+    return printable(value) if isinstance(value, str) else None
+
+
+def printable(value: str) -> str:
+    """``value`` as lineage keeps it: its first MAX_EVENT_ID characters, each control character a '?'."""
+    value = value[:MAX_EVENT_ID]
+    return value if value.isprintable() else "".join(c if c.isprintable() else "?" for c in value)
+
+
+def _lineage(event: _E, rec: dict[str, Any]) -> _E:
+    """Set the event's ``source`` and ``correlation_id`` from its record (both optional here: a
+    re-driven canonical JSON record may lack ``source``)."""
+    source = _lineage_text(rec, "source")
+    event.source = intern(source) if source else ""  # a few systems: one string each in the history
+    event.correlation_id = _lineage_text(rec, "correlation_id") or None
+    return event
+
+
 def _common(rec: dict[str, Any]) -> tuple[str, int, str, str]:
     return *_identity(rec), _id(rec, "sku"), _id(rec, "location")
 
@@ -193,6 +232,10 @@ def _positive(rec: dict[str, Any], name: str, event_type: str) -> int:
 
 
 def warehouse_event(rec: dict[str, Any]) -> WarehouseEvent:
+    return _lineage(_warehouse_event(rec), rec)
+
+
+def _warehouse_event(rec: dict[str, Any]) -> WarehouseEvent:
     event_id, occurred, sku, location = _common(rec)
     etype = rec.get("event_type")
     if etype not in WAREHOUSE_TYPES:
@@ -245,7 +288,7 @@ def order_line_event(rec: dict[str, Any]) -> OrderLineEvent:
     expires = rec.get("expires_at") if etype == "RESERVE" else None  # a RELEASE's is meaningless: ignored
     if expires is not None:
         expires = limits.expiry(_int(rec, "expires_at"))
-    return OrderLineEvent(event_id, occurred, sku, location, etype, line, qty, expires)
+    return _lineage(OrderLineEvent(event_id, occurred, sku, location, etype, line, qty, expires), rec)
 
 
 def inventory_snapshot(rec: dict[str, Any]) -> InventorySnapshot:
@@ -254,7 +297,8 @@ def inventory_snapshot(rec: dict[str, Any]) -> InventorySnapshot:
     if system not in SOURCE_SYSTEMS:
         raise InvalidEvent("invalid_field", f"source_system={system!r} must be ERP or WMS")
     on_hand = limits.quantity("on_hand", _int(rec, "on_hand"), limits.MAX_FIGURE)
-    return InventorySnapshot(event_id, occurred, sku, location, _str(rec, "snapshot_id"), on_hand, _int(rec, "as_of"), system)
+    snap = InventorySnapshot(event_id, occurred, sku, location, _str(rec, "snapshot_id"), on_hand, _int(rec, "as_of"), system)
+    return _lineage(snap, rec)
 
 
 def safety_stock_set(rec: dict[str, Any]) -> SafetyStockSet:
@@ -266,7 +310,7 @@ def safety_stock_set(rec: dict[str, Any]) -> SafetyStockSet:
         raise InvalidEvent("invalid_quantity", f"safety_stock must be an integer >= 0 or null, got {value!r}")
     if value is not None:
         limits.quantity("safety_stock", value)
-    return SafetyStockSet(event_id, occurred, sku, location, value, sku is None)
+    return _lineage(SafetyStockSet(event_id, occurred, sku, location, value, sku is None), rec)
 
 
 def kafka_key(sku: str | None, location: str) -> str:
@@ -291,7 +335,8 @@ def fan_out(event: Event) -> list[tuple[str, Event]]:
     if isinstance(event, WarehouseEvent) and event.event_type == "TRANSFER_OUT":
         assert event.other_location is not None and event.transfer_id is not None
         sent = TransferSent(
-            event.event_id, event.occurred_ms, event.sku, event.other_location, event.transfer_id, event.qty, event.src
+            event.event_id, event.occurred_ms, event.sku, event.other_location, event.transfer_id, event.qty,
+            event.source, event.correlation_id, event.src,
         )
         return [own, (make_key(event.sku, event.other_location), sent)]
     return [own]

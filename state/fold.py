@@ -28,6 +28,7 @@ from state.events import (
     SafetyStockSet,
     TransferSent,
     WarehouseEvent,
+    printable,
 )
 
 AVAILABLE = STATUS_INDEX["AVAILABLE"]
@@ -42,8 +43,12 @@ DUPLICATE, APPLIED, LATE = 0, 1, 2
 # History entry kinds: a delta of AVAILABLE (and of the non-sellable total), an absolute AVAILABLE
 # (COUNT), an absolute on-hand (a snapshot taken as the truth: AVAILABLE = on_hand - non-sellable).
 DELTA, SET_AVAILABLE, SET_ON_HAND = 0, 1, 2
-# (effective_ms, seq, kind, value, non_sellable_delta, event_id, event_type)
-Entry = tuple[int, int, int, int, int, str, str]
+# Lineage only (never in ``history``: they move no bucket): a safety-stock control that took effect
+# (value: the safety stock, 0 when cleared) and a reservation that lapsed (value: the units released).
+CONTROL, EXPIRY = 3, 4
+# (effective_ms, seq, kind, value, non_sellable_delta, event_id, event_type, source, correlation_id);
+# seq is the key's version when the change was applied. Before state format 5 the last two were absent.
+Entry = tuple[int, int, int, int, int, str, str, str, "str | None"]
 
 
 class Line:
@@ -89,7 +94,7 @@ class KeyState:
         "sku", "location", "buckets", "lines", "transfers", "reserved", "inbound",
         "seen", "version", "max_event_ms", "last_snapshot", "prune_at",
         "history", "base", "next_expiry", "pending", "band", "short", "stock_ms", "demand",
-        "short_since", "safety_item", "safety_location",
+        "short_since", "safety_item", "safety_location", "fresh",
     )
 
     def __init__(self, sku: str, location: str) -> None:
@@ -125,6 +130,9 @@ class KeyState:
         # The newest safety-stock controls for this item and for its location's default.
         self.safety_item: SafetyStockSet | None = None
         self.safety_location: SafetyStockSet | None = None
+        # Lineage of the changes applied since the dataflow last took them (dataflows.logic), in the
+        # order applied: the history's entries plus CONTROL and EXPIRY ones. None: nobody collects.
+        self.fresh: list[Entry] | None = None
 
     def __getstate__(self) -> tuple[object, ...]:
         return (*_SLOT_VALUES(self), _LAYOUT)
@@ -149,6 +157,13 @@ class KeyState:
         self.lines = self.lines or None
         self.transfers = self.transfers or None
         self.demand = self.demand or None
+        self.history = upgrade_entries(self.history)
+        self.fresh = None  # a layout-2 snapshot's last value is its layout number, zipped onto this slot
+
+
+def upgrade_entries(history: list[Any]) -> list[Entry]:
+    """History entries of a state written before they carried ``source`` and ``correlation_id``."""
+    return [e if len(e) == 9 else (*e, "", None) for e in history]
 
 
 _SLOTS = KeyState.__slots__
@@ -214,6 +229,10 @@ def _control(state: KeyState, ctl: SafetyStockSet) -> None:
     current = getattr(state, slot)
     if current is None or ctl.stamp > current.stamp:
         setattr(state, slot, ctl)
+        if state.fresh is not None:
+            state.fresh.append((ctl.occurred_ms, state.version, CONTROL, ctl.safety_stock or 0, 0, ctl.event_id,
+                                "SAFETY_STOCK_SET" if ctl.safety_stock is not None else "SAFETY_STOCK_CLEARED",
+                                ctl.source, ctl.correlation_id))
 
 
 def prune(state: KeyState, window_ms: int) -> None:
@@ -231,14 +250,17 @@ def prune(state: KeyState, window_ms: int) -> None:
 
 # -- event time ---------------------------------------------------------------------------------
 
-def _record(state: KeyState, effective_ms: int, kind: int, value: int, other: int, event_id: str, etype: str) -> None:
+def _record(state: KeyState, effective_ms: int, kind: int, value: int, other: int,
+            ev: WarehouseEvent | InventorySnapshot, etype: str) -> None:
     """Add one stock change to the history and bring AVAILABLE up to date.
 
     ``other`` (the change of the non-sellable total) is already in the buckets: those statuses
     only ever move by deltas, which commute. AVAILABLE is what an absolute change can reset.
     """
     h, b = state.history, state.buckets
-    entry: Entry = (effective_ms, state.version, kind, value, other, event_id, etype)
+    entry: Entry = (effective_ms, state.version, kind, value, other, ev.event_id, etype, ev.source, ev.correlation_id)
+    if state.fresh is not None:
+        state.fresh.append(entry)
     if not h or effective_ms >= h[-1][0]:  # in order (seq only grows): the common case
         h.append(entry)
         if kind == DELTA:
@@ -259,7 +281,7 @@ def _record(state: KeyState, effective_ms: int, kind: int, value: int, other: in
 def _fold_window(state: KeyState, until_ms: int | None) -> tuple[int, int]:
     """AVAILABLE and the non-sellable total after the history entries up to ``until_ms`` (all: None)."""
     available, other = state.base
-    for t, _, kind, value, d_other, _, _ in state.history:
+    for t, _, kind, value, d_other, *_ in state.history:
         if until_ms is not None and t > until_ms:
             break
         other += d_other
@@ -308,7 +330,7 @@ def rebase(state: KeyState, snap: InventorySnapshot, lateness_ms: int) -> None:
     """Take a snapshot's on-hand as the truth as of its ``as_of``; the newer changes are re-applied."""
     state.version += 1
     edge = window_edge(state, lateness_ms)
-    _record(state, max(edge, snap.as_of_ms), SET_ON_HAND, snap.on_hand, 0, snap.event_id, "SNAPSHOT")
+    _record(state, max(edge, snap.as_of_ms), SET_ON_HAND, snap.on_hand, 0, snap, "SNAPSHOT")
 
 
 # -- reservations -------------------------------------------------------------------------------
@@ -323,6 +345,9 @@ def expire(state: KeyState, now_ms: int) -> list[str]:
         if line.expires_ms is None or line.open_qty() == 0:
             continue
         if line.expires_ms <= now_ms:
+            if state.fresh is not None:
+                state.fresh.append((line.expires_ms, state.version + 1, EXPIRY, line.open_qty(), 0,
+                                    printable(line_id), "EXPIRY", "", None))
             state.reserved -= line.open_qty()
             line.released = True
             released.append(line_id)
@@ -353,12 +378,12 @@ def _warehouse(state: KeyState, ev: WarehouseEvent, effective_ms: int) -> None:
         assert ev.to_status is not None  # state.events sets it for these types, as the ones below
         status = STATUS_INDEX[ev.to_status]
         if status == AVAILABLE:
-            _record(state, effective_ms, DELTA, ev.qty, 0, ev.event_id, t)
+            _record(state, effective_ms, DELTA, ev.qty, 0, ev, t)
         else:
             b[status] += ev.qty
-            _record(state, effective_ms, DELTA, 0, ev.qty, ev.event_id, t)
+            _record(state, effective_ms, DELTA, 0, ev.qty, ev, t)
     elif t == "SHIP":
-        _record(state, effective_ms, DELTA, -ev.qty, 0, ev.event_id, t)
+        _record(state, effective_ms, DELTA, -ev.qty, 0, ev, t)
         assert ev.order_line_id is not None
         line = _line(state, ev.order_line_id)
         before = line.open_qty()
@@ -366,11 +391,11 @@ def _warehouse(state: KeyState, ev: WarehouseEvent, effective_ms: int) -> None:
         line.last_ms = max(line.last_ms, ev.occurred_ms)
         state.reserved += line.open_qty() - before
     elif t == "SHORT_PICK" or t == "TRANSFER_OUT":
-        _record(state, effective_ms, DELTA, -ev.qty, 0, ev.event_id, t)
+        _record(state, effective_ms, DELTA, -ev.qty, 0, ev, t)
     elif t == "ADJUST":
-        _record(state, effective_ms, DELTA, ev.qty, 0, ev.event_id, t)
+        _record(state, effective_ms, DELTA, ev.qty, 0, ev, t)
     elif t == "COUNT":
-        _record(state, effective_ms, SET_AVAILABLE, ev.qty, 0, ev.event_id, t)
+        _record(state, effective_ms, SET_AVAILABLE, ev.qty, 0, ev, t)
     elif t == "STATUS_MOVE":
         assert ev.from_status is not None and ev.to_status is not None
         src, dst = STATUS_INDEX[ev.from_status], STATUS_INDEX[ev.to_status]
@@ -381,9 +406,9 @@ def _warehouse(state: KeyState, ev: WarehouseEvent, effective_ms: int) -> None:
         if dst != AVAILABLE:
             b[dst] += ev.qty
         if d_available or d_other:
-            _record(state, effective_ms, DELTA, d_available, d_other, ev.event_id, t)
+            _record(state, effective_ms, DELTA, d_available, d_other, ev, t)
     elif t == "TRANSFER_IN":
-        _record(state, effective_ms, DELTA, ev.qty, 0, ev.event_id, t)
+        _record(state, effective_ms, DELTA, ev.qty, 0, ev, t)
         assert ev.transfer_id is not None
         _transfer(state, ev.transfer_id, -ev.qty)
 

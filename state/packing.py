@@ -20,13 +20,15 @@ from collections.abc import Sequence
 from typing import Any, cast
 
 from state.events import InventorySnapshot, SafetyStockSet
-from state.fold import ID_TAGS, KeyState, Line
+from state.fold import ID_TAGS, KeyState, Line, upgrade_entries
 
-# The last value of a packed tuple; pickled KeyState objects were layouts 1 and 2. Format 4 keeps
-# dedup identities per record type (state.fold.identity); format 3 kept bare event ids.
-FORMAT = 3 + 1
-_FORMATS = (3, FORMAT)
+# The last value of a packed tuple; pickled KeyState objects were layouts 1 and 2. Format 5 keeps
+# lineage (source, correlation_id) in each history entry and has the ``fresh`` slot (last);
+# format 4 keeps dedup identities per record type (state.fold.identity); format 3 kept bare event ids.
+FORMAT = 5
+_FORMATS = (3, 4, FORMAT)
 _SLOTS = KeyState.__slots__
+_OLD_LEN = len(_SLOTS)  # formats 3 and 4: every slot but ``fresh``, then the format
 _values = attrgetter(*_SLOTS)
 _LINES, _LAST, _PENDING, _ITEM, _LOCATION = (
     _SLOTS.index(s) for s in ("lines", "last_snapshot", "pending", "safety_item", "safety_location"))
@@ -65,10 +67,14 @@ def unpack(data: bytes) -> KeyState | None:
     packed = pickle.loads(data)
     if type(packed) is not tuple:
         return cast("KeyState | None", packed)  # None, or a KeyState pickled before FORMAT 3
-    if len(packed) != len(_SLOTS) + 1 or packed[-1] not in _FORMATS:
+    if len(packed) == _OLD_LEN and packed[-1] in (3, 4):
+        packed = (*packed[:-1], None, packed[-1])  # no ``fresh`` yet
+    elif len(packed) != len(_SLOTS) + 1 or packed[-1] not in _FORMATS:
         raise ValueError(f"not a packed key state of format {FORMAT}: {len(packed)} values, last {packed[-1]!r}")
     st = KeyState.__new__(KeyState)
     _assign(st, packed)
+    if packed[-1] != FORMAT:
+        st.history = upgrade_entries(st.history)
     if packed[-1] == 3:
         # A bare id stood for every record type: keep it standing for each, so an event applied
         # before the upgrade is still a duplicate after it (these age out with the dedup window).

@@ -23,6 +23,8 @@ ERROR_CLASS = "atp.error.class"
 ERROR_MESSAGE = "atp.error.message"
 ERROR_STEP = "atp.error.step"
 ERROR_DROPPED = "atp.error.dropped"
+# The refused record's correlation_id, when it was decoded far enough to have one (lineage).
+SOURCE_CORRELATION_ID = "atp.source.correlation_id"
 REDRIVE_SOURCE = "atp.redrive.source"
 
 
@@ -105,3 +107,4 @@ class DeadLetter:
     error_class: str
     message: str
     step: str = "decode"  # the step that refused it (atp.error.step)
+    correlation_id: str | None = None  # the record's, when decoded far enough (atp.source.correlation_id)

@@ -61,6 +61,8 @@ class DeadLetterMessage:
             (hdr.ERROR_MESSAGE, dl.message.encode("utf-8", "replace")[:4000]),
             (hdr.ERROR_STEP, dl.step.encode()),
         ]
+        if dl.correlation_id is not None:
+            headers.append((hdr.SOURCE_CORRELATION_ID, dl.correlation_id.encode("utf-8", "replace")))
         if dropped:
             headers += [(hdr.ERROR_DROPPED, ",".join(dropped).encode()), (hdr.SOURCE_BYTES, str(total).encode())]
         return KafkaSinkMessage(key, value, topic=self._topic, headers=headers)

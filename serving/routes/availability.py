@@ -13,7 +13,9 @@ from serving.errors import BODY_ERROR_RESPONSES, ERROR_RESPONSES, ApiError, unre
 from serving.models import (
     ID_PATTERN,
     Availability,
+    Explanation,
     GroupAvailability,
+    LineageEntry,
     Quantities,
     QueryRequest,
     QueryResponse,
@@ -62,6 +64,23 @@ async def get_position(sku: SkuPath, location: LocationPath, store: StoreDep, re
     if isinstance(stored, Unreadable):
         raise unreadable(f"{sku}@{location}", stored, {"sku": sku, "location": location})
     return Availability.from_stored(stored, now_ms(), read.watermark)
+
+
+@router.get("/{sku}/{location}/explain", response_model=Explanation,
+            summary="The position of one item at one location and the changes behind it, newest first")
+async def explain(sku: SkuPath, location: LocationPath, store: StoreDep, response: Response, key: KeyDep,
+                  generation: GenerationQuery = None) -> Explanation:
+    check_location(key, location)
+    read = await store.explain(sku, location, generation)
+    response.headers[GENERATION_HEADER] = read.generation
+    stored, lineage = read.results
+    if stored is None:
+        raise ApiError(404, "not_found", f"no position for {sku}@{location}")
+    for part in (stored, lineage):
+        if isinstance(part, Unreadable):
+            raise unreadable(f"{sku}@{location}", part, {"sku": sku, "location": location})
+    return Explanation(position=Availability.from_stored(stored, now_ms(), read.watermark),
+                       changes=[LineageEntry.from_stored(e) for e in lineage])
 
 
 GroupQuery = Annotated[str | None, Query(
