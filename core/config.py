@@ -10,7 +10,7 @@ import json
 import os
 import tomllib
 from collections.abc import Mapping
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlparse
@@ -23,9 +23,16 @@ from pydantic_settings import (
 )
 
 from core import redact
+from core.contract import (
+    DEFAULT_GENERATION,
+    DEFAULT_SKEW_MS,
+    EARLIEST_MS,
+    FORMULA_VERSIONS,
+    GENERATION_PATTERN,
+    ID_RE,
+    MAX_SUMMED_KEYS,
+)
 from core.errors import ConfigError
-from core.contract import (DEFAULT_GENERATION, DEFAULT_SKEW_MS, EARLIEST_MS, FORMULA_VERSIONS, GENERATION_PATTERN, ID_RE,
-                           MAX_SUMMED_KEYS)
 from core.kafka_checks import check_security
 
 ENV_PREFIX = "ATP_"
@@ -156,7 +163,7 @@ class Settings(BaseSettings):
         description="How far ahead of this machine's clock an occurred_at or as_of may be; later ones are dead letters "
                     "(clock_skew).")
     earliest_event_time: datetime = Field(
-        datetime.fromtimestamp(EARLIEST_MS / 1000, timezone.utc),
+        datetime.fromtimestamp(EARLIEST_MS / 1000, UTC),
         description="Event times before this are dead letters (clock_skew): absurd dates, not old ones (ISO-8601, UTC).")
     reconcile_delay_s: float = Field(
         2.0, ge=0, le=3600, description="How long a snapshot waits, at least, for the stock changes before its as_of.")
@@ -275,13 +282,13 @@ class Settings(BaseSettings):
         return v
 
     @model_validator(mode="after")
-    def _kafka_security(self) -> "Settings":
+    def _kafka_security(self) -> Settings:
 
         check_security(self)
         return self
 
     @model_validator(mode="after")
-    def _tls_files(self) -> "Settings":
+    def _tls_files(self) -> Settings:
         tls = [n for n in ("redis_tls_ca_file", "redis_tls_cert_file", "redis_tls_key_file") if getattr(self, n)]
         if tls and not self.redis_url.startswith("rediss://"):
             raise ValueError(f"{', '.join(env_name(n) for n in tls)} need a rediss:// ATP_REDIS_URL (TLS); with "
@@ -298,7 +305,7 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _cluster_url(self) -> "Settings":
+    def _cluster_url(self) -> Settings:
         if self.redis_cluster and (self.redis_url.startswith("unix://")
                                    or urlparse(self.redis_url).path.strip("/") not in ("", "0")):
             raise ValueError("ATP_REDIS_CLUSTER needs a redis:// or rediss:// URL of one cluster node, with db 0 "
@@ -306,7 +313,7 @@ class Settings(BaseSettings):
         return self
 
     @model_validator(mode="after")
-    def _cluster(self) -> "Settings":
+    def _cluster(self) -> Settings:
         if (self.cluster_addresses is None) != (self.process_id is None):
             raise ValueError("cluster mode needs both ATP_CLUSTER_ADDRESSES (every process's host:port) and "
                              "ATP_PROCESS_ID (this process's index in it); set both, or neither for one process")
@@ -392,7 +399,7 @@ class Settings(BaseSettings):
     @property
     def earliest_event_ms(self) -> int:
         t = self.earliest_event_time
-        return int((t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+        return int((t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp() * 1000)
 
     @property
     def lateness_ms(self) -> int:

@@ -42,9 +42,7 @@ def _password(settings: Settings) -> str | None:
 
 def without_security(settings: Settings, bootstrap: str) -> Settings:
     """``settings`` for a PLAINTEXT listener at ``bootstrap`` (the local stack's internal one)."""
-    cleared = {name: None for name in ("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password",
-                                       "kafka_sasl_password_file", "kafka_ssl_ca_file", "kafka_ssl_cert_file",
-                                       "kafka_ssl_key_file")}
+    cleared = dict.fromkeys(("kafka_sasl_mechanism", "kafka_sasl_username", "kafka_sasl_password", "kafka_sasl_password_file", "kafka_ssl_ca_file", "kafka_ssl_cert_file", "kafka_ssl_key_file"))
     return settings.model_copy(update={"kafka_bootstrap": bootstrap, "kafka_security_protocol": "PLAINTEXT",
                                        **cleared})
 

@@ -16,14 +16,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 from sys import intern
-from typing import Any, TypeGuard, Union
+from typing import Any, TypeGuard
 
 from bytewax.operators import StatefulBatchLogic
 
 from dataflows import metrics
 from state.events import SafetyStockSet, make_key
 
-DirectoryInput = Union[set[str], SafetyStockSet]  # a batch's SKUs at the location, or a control
+DirectoryInput = set[str] | SafetyStockSet  # a batch's SKUs at the location, or a control
 Copy = tuple[str, SafetyStockSet]  # (sku@location, the control with the key's sku)
 
 

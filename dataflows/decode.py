@@ -6,19 +6,18 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeGuard, Union
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 from bytewax.connectors.kafka import KafkaError
 
 from dataflows import metrics
+from dataflows.kafka import DeadLetter
 from dataflows.kafka.progress import STOCK_PROGRESS, StockProgress
 from dataflows.skiplist import SKIP, SkipList
-from schemas import Decoder, DecodeError
+from schemas import DecodeError, Decoder
 from state import events as ev
 from state import limits
 from state.errors import InvalidEvent
-from dataflows.kafka import DeadLetter
-
 
 if TYPE_CHECKING:
     pass
@@ -30,7 +29,7 @@ log = logging.getLogger(__name__)
 _KNOWN_TYPES = ev.WAREHOUSE_TYPES | ev.ORDER_TYPES
 
 
-Routed = Union[tuple[str, ev.Event], DeadLetter]
+Routed = tuple[str, ev.Event] | DeadLetter
 
 
 @dataclass(frozen=True)

@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Any, Union
+from datetime import UTC, datetime
+from typing import Any
 
 from dataflows import metrics
 from dataflows.kafka import DeadLetter
@@ -19,7 +19,7 @@ from state.fold import LATENESS_MS
 from state.position import Position
 from state.safety import SafetyStock
 
-Output = Union[Position, drift.Alert, BandChange, DeadLetter]
+Output = Position | drift.Alert | BandChange | DeadLetter
 FOLD_STEP = "atp_fold"
 # The metric updates of a batch, applied once the batch is accepted: (function, its one argument).
 Effects = list[tuple[Callable[[Any], object], Any]]
@@ -45,7 +45,7 @@ class FoldContext:
     stock_progress: Callable[[], int] = field(default=STOCK_PROGRESS.get)  # see dataflows.kafka.progress
 
 
-EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NEWEST_EVENT_MS = [0]  # process-wide, for the last-event gauge
 
 

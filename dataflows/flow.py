@@ -11,29 +11,28 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 from bytewax.outputs import DynamicSink, Sink, StatelessSinkPartition
 
-from core.config import Settings
-from dataflows.kafka import output as kafka_output
-from dataflows.kafka import source as kafka_source
+from core.config import DriftLevels, Settings
 from dataflows.controls import LocationDirectory, is_location_control, skus_by_location
 from dataflows.decode import DecodeStep, TimeRules, is_dead_letter
 from dataflows.groups import GroupLogic, ToGroups
 from dataflows.guard import guarded
 from dataflows.kafka import Bounds
+from dataflows.kafka import output as kafka_output
+from dataflows.kafka import source as kafka_source
+from dataflows.kafka.progress import STOCK_PROGRESS, no_progress
 from dataflows.location_demand import DemandMetrics, location_demand
 from dataflows.logic import FoldContext, PositionLogic
-from dataflows.kafka.progress import STOCK_PROGRESS, no_progress
 from dataflows.redis_sink import RedisPositionSink
+from projection.client import security_options
+from projection.keys import keyspace_of
 from schemas import Decoder, Encoder, default_store
 from schemas.codec import registry_client
 from state import events as ev
-from core.config import DriftLevels
 from state.bands import BandChange
 from state.drift import Alert, DriftPolicy, Level, Thresholds
 from state.groups import GroupPosition, Groups
 from state.position import Position
 from state.safety import SafetyStock
-from projection.client import security_options
-from projection.keys import keyspace_of
 
 FLOW_ID = "atp"
 
@@ -142,7 +141,7 @@ class _Discard(DynamicSink[Any]):
     """A replay rebuilds Redis only: re-sending the availability feed, the alerts, the band changes
     and every dead letter of the whole log would flood their consumers with copies."""
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> "_DiscardPartition":
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DiscardPartition:
         return _DiscardPartition()
 
 

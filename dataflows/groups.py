@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from bytewax.operators import StatefulBatchLogic
 
@@ -17,7 +17,7 @@ from dataflows.republish import REPUBLISH
 from state.groups import GroupPosition, Groups, group_position
 from state.position import Position
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 Member = tuple[str, Position]  # (the group, a member's position)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from functools import lru_cache
+from datetime import UTC, datetime
+from functools import cache
 from typing import Any, TextIO
 
 from dataflows.kafka.producer import RECORD_OF_ALIAS
@@ -37,7 +37,7 @@ def to_millis(value: Any, field: str) -> int:
         except ValueError:
             raise InvalidEvent("invalid_field", f"{field}={value!r} is not ISO-8601") from None
         if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
+            dt = dt.replace(tzinfo=UTC)
         return int(dt.timestamp() * 1000)
     raise InvalidEvent("invalid_field", f"{field} must be ISO-8601 or epoch ms, got {value!r}")
 
@@ -57,7 +57,7 @@ def normalise(alias: str, event: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-@lru_cache(maxsize=None)
+@cache
 def _field_names(record: str) -> tuple[str, ...]:
     return tuple(f["name"] for f in default_store().latest(record).raw["fields"])
 

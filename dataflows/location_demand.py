@@ -9,7 +9,7 @@ These count input events as read (a re-sent duplicate counts again); positions a
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import bytewax.operators as op
@@ -21,7 +21,7 @@ from prometheus_client import Counter, Gauge
 from state.events import OrderLineEvent, WarehouseEvent
 
 MINUTE = timedelta(minutes=1)
-ALIGN = datetime(2020, 1, 1, tzinfo=timezone.utc)
+ALIGN = datetime(2020, 1, 1, tzinfo=UTC)
 
 UNITS = Counter("atp_location_demand_units_total",
                 "Units reserved or shipped per location, added as each one-minute window closes.", ["location", "kind"])
@@ -55,7 +55,7 @@ def per_minute(batch: list[tuple[str, Any]]) -> list[tuple[str, Sums]]:
 
 
 def _ts(v: Sums) -> datetime:
-    return datetime.fromtimestamp(v[0] / 1000, timezone.utc)
+    return datetime.fromtimestamp(v[0] / 1000, UTC)
 
 
 def _add(acc: list[int], v: Sums) -> list[int]:
@@ -79,7 +79,7 @@ def location_demand(stream: Stream[Any], allowed_lateness: timedelta) -> Stream[
 class DemandMetrics(DynamicSink[Any]):
     """Closed windows -> the per-location metrics."""
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> "_DemandPartition":
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _DemandPartition:
         return _DemandPartition()
 
 

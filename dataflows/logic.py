@@ -27,16 +27,26 @@ from typing import Any
 from bytewax.operators import StatefulBatchLogic
 
 from dataflows import metrics
+from dataflows.effects import (
+    FOLD_STEP,
+    NEWEST_EVENT_MS,
+    Effects,
+    FoldContext,
+    Moment,
+    Output,
+    count_band,
+    count_event,
+    count_late,
+    note_newest_event,
+)
 from dataflows.guard import OUT_OF_RANGE, STEP_ERROR, OutOfRange, out_of_range
-from dataflows.effects import (FOLD_STEP, NEWEST_EVENT_MS, Effects, FoldContext, Moment, Output, count_band,
-                               count_event, count_late, note_newest_event)
 from dataflows.redis_sink import LINEAGE
 from dataflows.republish import REPUBLISH
 from dataflows.timers import Timers, refused
 from state.bands import BandChange, band_of
 from state.events import Event, InventorySnapshot, SafetyStockSet, TransferSent, kafka_key, make_key
-from state.limits import MAX_FIGURE, MAX_QTY
 from state.fold import AVAILABLE, DUPLICATE, LATE, KeyState, apply
+from state.limits import MAX_FIGURE, MAX_QTY
 from state.packing import pack, unpack
 from state.position import FORMULAS, position
 

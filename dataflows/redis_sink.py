@@ -12,16 +12,16 @@ from typing import Any
 import redis
 from bytewax.outputs import DynamicSink, StatelessSinkPartition
 
-from projection.client import connect_url
 from dataflows import metrics
 from dataflows.republish import REPUBLISH
+from projection.client import connect_url
+from projection.codec import lineage_arg, write_args
+from projection.keys import KeySpace
+from projection.scripts import ALERT_INDEX_SIZE, GUARDED_ALERT, GUARDED_WRITE, WRITE_CHUNK, alert_member
 from state.drift import Alert
+from state.fold import Entry
 from state.groups import GroupPosition
 from state.position import Position
-from projection.scripts import ALERT_INDEX_SIZE, GUARDED_ALERT, GUARDED_WRITE, WRITE_CHUNK, alert_member
-from projection.keys import KeySpace
-from projection.codec import lineage_arg, write_args
-from state.fold import Entry
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class RedisPositionSink(DynamicSink[Position | Alert | GroupPosition]):
         self._retry_for_s = retry_for_s
         self._cluster = cluster
 
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> "_RedisPartition":
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _RedisPartition:
         client = connect_url(self._url, self._cluster, socket_timeout=10, socket_connect_timeout=5, **self._options)
         LINEAGE.enabled = True
         return _RedisPartition(client, self._keyspace, self._retry_for_s, self._cluster)

@@ -8,10 +8,9 @@ generation there. It is empty in normal runs, and then the decode step pays one 
 
 from __future__ import annotations
 
-import logging
-
 import fcntl
 import json
+import logging
 import os
 import time
 from collections.abc import Iterator

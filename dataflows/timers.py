@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 from bytewax.operators import StatefulBatchLogic
 
 from dataflows import metrics
+from dataflows.effects import EPOCH, FOLD_STEP, Effects, FoldContext, Moment, Output, count_alert, count_reconciled
 from dataflows.guard import OUT_OF_RANGE, STEP_ERROR, out_of_range
 from dataflows.guard import refused as _refused
 from dataflows.kafka import DeadLetter
@@ -23,7 +24,6 @@ from state import drift
 from state.events import Event, make_key
 from state.fold import KeyState, expire
 from state.position import position
-from dataflows.effects import (EPOCH, FOLD_STEP, Effects, FoldContext, Moment, Output, count_alert, count_reconciled)
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +73,7 @@ class Timers:
             due = min(a + delay if now_ms < a + delay else min(a + timeout, again) for a in waits)
         if st.next_expiry is not None and (due is None or st.next_expiry < due):
             due = st.next_expiry
-        return None if due is None else datetime.fromtimestamp(due / 1000, timezone.utc)
+        return None if due is None else datetime.fromtimestamp(due / 1000, UTC)
 
     def on_notify(self) -> tuple[list[Output], bool]:
         self._live()

@@ -28,7 +28,6 @@ from redis.typing import EncodableT, FieldT
 from state.fold import Entry
 from state.position import Position
 
-
 # The fields of a stored position: every field of ``Position``, in the order ``write_args`` packs them.
 HASH_FIELDS = tuple(f.name for f in fields(Position))
 
@@ -193,7 +192,7 @@ def _shown(v: Any) -> str:
 
 _STRICT: dict[str, Any] = {
     **{f: safe_int for f in INT_FIELDS if f not in EPOCH_FIELDS},
-    **{f: epoch_ms for f in EPOCH_FIELDS},
+    **dict.fromkeys(EPOCH_FIELDS, epoch_ms),
     "demand_per_min_5m": lambda n, v: _finite(n, v, empty_ok=False),
     "demand_per_min_60m": lambda n, v: _finite(n, v, empty_ok=False),
     "stockout_eta_minutes": lambda n, v: _finite(n, v, empty_ok=True),

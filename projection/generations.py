@@ -25,8 +25,7 @@ from redis.typing import EncodableT, FieldT
 
 from core.config import Settings
 from core.errors import StackError
-from projection.keys import DEFAULT_GENERATION, READY, Generations, KeySpace, current_name
-from projection.keys import generations_of
+from projection.keys import DEFAULT_GENERATION, READY, Generations, KeySpace, current_name, generations_of
 
 LIVE, REPLAY, PIT = "live", "replay", "pit"
 SPEC_FILE = "generation.json"
@@ -63,7 +62,7 @@ class Spec:
         tmp.replace(directory / SPEC_FILE)
 
     @classmethod
-    def load(cls, directory: Path) -> "Spec | None":
+    def load(cls, directory: Path) -> Spec | None:
         path = directory / SPEC_FILE
         if not path.exists():
             return None

@@ -23,8 +23,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from core.config import Settings
-from core.contract import DEFAULT_GENERATION as DEFAULT_GENERATION, GENERATION_PATTERN as GENERATION_PATTERN
-
+from core.contract import DEFAULT_GENERATION as DEFAULT_GENERATION
+from core.contract import GENERATION_PATTERN as GENERATION_PATTERN
 
 
 @dataclass(frozen=True)

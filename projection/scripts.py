@@ -21,9 +21,7 @@ Writes are at-least-once (Bytewax re-emits after a restart), so a write lands on
 
 from __future__ import annotations
 
-
 from projection.codec import HASH_FIELDS, LINEAGE_SIZE, SEP
-
 
 # Writes any number of positions (or group positions) in one call. Per item j: KEYS[3j-2] its
 # hash, KEYS[3j-1] the SKU's location (or group) set, KEYS[3j] its lineage list; ARGV[5j-4] version,
@@ -70,7 +68,7 @@ for j = 1, #KEYS / 3 do
   end
 end
 return written
-""" % (", ".join(f"'{f}'" for f in HASH_FIELDS), SEP, SEP, SEP, LINEAGE_SIZE - 1)
+""" % (", ".join(f"'{f}'" for f in HASH_FIELDS), SEP, SEP, SEP, LINEAGE_SIZE - 1)  # noqa: UP031 - Lua is full of braces
 
 
 # Items per call. Redis runs a call's items back to back: about 8 us each (the measured wall time

@@ -16,8 +16,8 @@ from typing import Any
 
 import redis
 
-from projection.keys import KeySpace
 from projection.codec import from_hash
+from projection.keys import KeySpace
 
 IGNORED = {"updated_at", "formula_version"}
 

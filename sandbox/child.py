@@ -22,7 +22,7 @@ class Child:
         self.p: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
-    def start(self) -> "Child":
+    def start(self) -> Child:
         with self.log.open("ab") as fh:  # the child keeps its own copy of the descriptor
             self.p = subprocess.Popen([sys.executable, "-m", "atp", *self.args], cwd=ROOT, stdout=fh,
                                       stderr=subprocess.STDOUT, env=child_environ(self.settings, os.environ))

@@ -13,10 +13,10 @@ from rich.console import Console
 from core.config import Settings
 from core.errors import StackError
 from dataflows.kafka.producer import EventProducer
-from sandbox.stack import Stack
 from sandbox.pace import send_paced, start_from_keyspace
 from sandbox.scrape import scrape, total
 from sandbox.simulator import Simulator
+from sandbox.stack import Stack
 from serving.auth import ADMIN
 from serving.auth.keyfile import create, load_secret, read_records, rotate
 

@@ -13,8 +13,8 @@ new traffic rather than duplicates of the first, and its lines never reuse anoth
 from __future__ import annotations
 
 import itertools
-from bisect import bisect_right
 import random
+from bisect import bisect_right
 from collections.abc import Iterator, Mapping
 from typing import Any
 

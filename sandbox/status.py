@@ -25,7 +25,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -33,9 +33,22 @@ import httpx
 from core import redact
 from core.config import Settings
 from core.errors import AtpError
-from sandbox.status_report import (Lag, Meta, Report, api_line, api_url, consumed_offsets, dataflow_line,
-                                   dead_letters_line, kafka_line, lag_line, lag_per_topic, last_event_line,
-                                   metrics_url, redis_lines)
+from sandbox.status_report import (
+    Lag,
+    Meta,
+    Report,
+    api_line,
+    api_url,
+    consumed_offsets,
+    dataflow_line,
+    dead_letters_line,
+    kafka_line,
+    lag_line,
+    lag_per_topic,
+    last_event_line,
+    metrics_url,
+    redis_lines,
+)
 
 CHECK_S = 3.0  # the longest one check waits for an answer
 HOUR_MS = 3_600_000
@@ -184,7 +197,7 @@ def _max_as_of(client: Any, keys: list[Any], newest: int | None) -> int | None:
 
 def gather(settings: Settings, processes: dict[str, dict[str, Any]] | None = None) -> Report:
     """Run every check (in parallel, each bounded) and describe what was found."""
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     now_ms = int(now.timestamp() * 1000)
     started = time.monotonic()
     pool = ThreadPoolExecutor(max_workers=6, thread_name_prefix="atp-status")

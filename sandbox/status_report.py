@@ -7,7 +7,7 @@ met) into one ``Component`` each, without any I/O, so each judgment is tested on
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 from core import redact
@@ -114,7 +114,7 @@ def ago(now_ms: int, at_ms: float) -> str:
 
 def iso(ms: float) -> str:
     """Epoch milliseconds as an ISO-8601 UTC time."""
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def api_url(settings: Settings) -> str:

@@ -77,7 +77,7 @@ class SchemaStore:
         self._short = {k.rsplit(".", 1)[-1]: k for k in self._by_name}
 
     @classmethod
-    def from_dir(cls, directory: Path = AVRO_DIR) -> "SchemaStore":
+    def from_dir(cls, directory: Path = AVRO_DIR) -> SchemaStore:
         return cls([_load(p) for p in sorted(directory.glob("*.avsc"))])
 
     def by_fingerprint(self, fp: bytes) -> SchemaVersion | None:

@@ -11,9 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from projection.codec import Unreadable
 from serving.models import ErrorBody
 from serving.store import KeyspaceNotReady, UnknownGeneration
-from projection.codec import Unreadable
 
 log = logging.getLogger(__name__)
 

@@ -17,11 +17,11 @@ from typing import Any
 
 import redis.exceptions
 
+from projection.codec import Unreadable
 from serving.auth.middleware import key_of
 from serving.models import ID_PATTERN, Availability
 from serving.routes.availability import GENERATION_HEADER, now_ms, router
 from serving.store import KeyspaceNotReady
-from projection.codec import Unreadable
 
 TEMPLATE = router.prefix + "/{sku}/{location}"
 _ID = ID_PATTERN.removeprefix("^").removesuffix("$")

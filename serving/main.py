@@ -14,6 +14,7 @@ from core import gctune, redact
 from core.config import Settings
 from core.errors import ConfigError
 from projection.client import connect_async
+from projection.keys import generations_of
 from serving import docs, errors
 from serving.auth.keyring import Keyring
 from serving.auth.limiter import Limiter
@@ -23,7 +24,6 @@ from serving.limits import MAX_BODY_BYTES, BodyLimit
 from serving.metrics import MetricsMiddleware
 from serving.routes import availability, drift, health
 from serving.store import PositionStore
-from projection.keys import generations_of
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import json
-
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError
@@ -48,7 +47,7 @@ class Availability(Quantities):
         None, description="atp / demand_per_min_5m: minutes until ATP runs out at that pace; null without demand")
 
     @classmethod
-    def from_stored(cls, stored: dict[str, Any], now_ms: int, watermark_ms: int | None) -> "Availability":
+    def from_stored(cls, stored: dict[str, Any], now_ms: int, watermark_ms: int | None) -> Availability:
         return cls(**fields_of(stored, now_ms, watermark_ms))
 
 
@@ -73,7 +72,7 @@ class GroupAvailability(Availability):
     members: list[GroupMember]
 
     @classmethod
-    def from_group(cls, stored: dict[str, Any], now_ms: int, watermark_ms: int | None) -> "GroupAvailability":
+    def from_group(cls, stored: dict[str, Any], now_ms: int, watermark_ms: int | None) -> GroupAvailability:
         try:
             members = [GroupMember(location=loc, version=safe_int("members.version", v))
                        for loc, v in json.loads(stored["members"])]
@@ -141,7 +140,7 @@ class QueryResponse(BaseModel):
     results: list[QueryResult]
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def _utc(ms: int) -> datetime:
@@ -179,7 +178,7 @@ class LineageEntry(BaseModel):
     version: int = Field(description="The key's version that applied it")
 
     @classmethod
-    def from_stored(cls, e: dict[str, Any]) -> "LineageEntry":
+    def from_stored(cls, e: dict[str, Any]) -> LineageEntry:
         """An entry as ``projection.codec.read_lineage`` reads it (times in epoch milliseconds)."""
         return cls(**{**e, "effective_at": _utc(e["effective_at"])})
 
@@ -210,7 +209,7 @@ class DriftAlert(BaseModel):
     moved_by: list[StockChange] = Field(description="The stock changes at or before as_of, newest last")
 
     @classmethod
-    def from_stored(cls, a: dict[str, Any]) -> "DriftAlert":
+    def from_stored(cls, a: dict[str, Any]) -> DriftAlert:
         moved = [StockChange(**{**m, "effective_at": _utc(m["effective_at"])}) for m in a["moved_by"]]
         return cls(**{**a, "as_of": _utc(a["as_of"]), "detected_at": _utc(a["detected_at"]), "moved_by": moved})
 

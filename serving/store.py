@@ -12,9 +12,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from serving.models import ID_PATTERN
-from projection.keys import DEFAULT_GENERATION, READY, Generations, KeySpace, current_name
 from projection.codec import MAX_EPOCH_MS, Unreadable, read_lineage, read_position
+from projection.keys import DEFAULT_GENERATION, READY, Generations, KeySpace, current_name
+from serving.models import ID_PATTERN
 
 ALERT_KINDS = ("DRIFT", "OVERSOLD")
 

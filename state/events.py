@@ -9,10 +9,10 @@ the 17 fields of a ``Position``). They are values all the same: nothing changes 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from sys import intern
-from typing import Any, TypeVar, Union, final
+from typing import Any, TypeVar, final
 
 from core.contract import ID_RE as ID_RE
 from state import limits
@@ -130,7 +130,7 @@ class SafetyStockSet:
         return (self.occurred_ms, self.event_id)
 
 
-Event = Union[WarehouseEvent, OrderLineEvent, InventorySnapshot, TransferSent, SafetyStockSet]
+Event = WarehouseEvent | OrderLineEvent | InventorySnapshot | TransferSent | SafetyStockSet
 _E = TypeVar("_E", WarehouseEvent, OrderLineEvent, InventorySnapshot, SafetyStockSet)
 
 

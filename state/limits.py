@@ -18,17 +18,20 @@ positions as the fold produces them (``figures_out_of_range``).
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
-from core.contract import DEFAULT_SKEW_MS as DEFAULT_SKEW_MS, EARLIEST_MS as EARLIEST_MS
-from core.contract import JS_MAX as JS_MAX, MAX_FIGURE as MAX_FIGURE, MAX_SUMMED_KEYS as MAX_SUMMED_KEYS
+from core.contract import DEFAULT_SKEW_MS as DEFAULT_SKEW_MS
+from core.contract import EARLIEST_MS as EARLIEST_MS
+from core.contract import JS_MAX as JS_MAX
+from core.contract import MAX_FIGURE as MAX_FIGURE
+from core.contract import MAX_SUMMED_KEYS as MAX_SUMMED_KEYS
 from state.errors import InvalidEvent
 
 MAX_QTY = 10**12  # units one event may move or hold (qty, a RESERVE's qty, a safety stock)
 
 # Event time. The past bound is about absurd dates, not age: replays of old logs must still work.
 # The latest time Python's datetime (and so every reader of ISO-8601 times) can represent.
-LATEST_MS = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc).timestamp() * 1000)
+LATEST_MS = int(datetime(9999, 12, 31, 23, 59, 59, tzinfo=UTC).timestamp() * 1000)
 
 POSITION_FIGURES = ("atp", "available_qty", "on_hand", "reserved", "non_sellable", "inbound", "safety_stock",
                     "shortfall")
@@ -84,6 +87,6 @@ def figures_out_of_range(values: dict[str, int | None], names: tuple[str, ...], 
 def _iso(ms: int) -> str:
     """A time for a message: ISO-8601 where a date can hold it, else the raw epoch milliseconds."""
     try:
-        return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+        return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
     except (OverflowError, ValueError, OSError):
         return f"{ms} ms"

@@ -15,8 +15,8 @@ The bytes are still a pickle, so snapshots written before (a pickled ``KeyState`
 from __future__ import annotations
 
 import pickle
-from operator import attrgetter
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any, cast
 
 from state.events import InventorySnapshot, SafetyStockSet

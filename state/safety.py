@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.errors import ConfigError
-from state.limits import MAX_QTY
 from state.events import ID_RE, SafetyStockSet
 from state.fold import KeyState
+from state.limits import MAX_QTY
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class SafetyStock:
         return self.locations.get(location, 0)
 
     @classmethod
-    def from_file(cls, path: Path | None) -> "SafetyStock":
+    def from_file(cls, path: Path | None) -> SafetyStock:
         if path is None:
             return cls()
         try:

@@ -15,12 +15,10 @@ import pytest
 import redis
 
 from core.config import Settings, child_environ, load_settings
-from sandbox.demo import events_processed
-from sandbox.stack import Stack, free_port
 from dataflows.kafka.admin import admin, create_topics
 from sandbox.child import ROOT, Child
-
-
+from sandbox.demo import events_processed
+from sandbox.stack import Stack, free_port
 
 # The broker the integration tests run against: tansu (embedded, the default) or kafka (a real
 # Apache Kafka, started by `sandbox.stack` from the pom's jars; `make test` runs the marked tests again

@@ -104,10 +104,11 @@ def exported() -> dict[str, frozenset[str]]:
 
     Counters add ``_total`` (and ``_created`` when prometheus_client's own), histograms ``_bucket``,
     ``_sum`` and ``_count`` (and ``_created``); a labelled metric is known before its first sample."""
-    import dataflows.runtime.run  # noqa: F401 - what `atp run` imports registers the dataflow's metrics
-    import serving.main  # noqa: F401 - and `atp serve` the API's
     from prometheus_client import REGISTRY
     from prometheus_client import metrics as client_metrics
+
+    import dataflows.runtime.run  # noqa: F401 - what `atp run` imports registers the dataflow's metrics
+    import serving.main  # noqa: F401 - and `atp serve` the API's
 
     created = getattr(client_metrics, "_use_created", True)
     out: dict[str, set[str]] = {name: set(labels) for name, labels in SYNTHETIC.items()}
@@ -302,7 +303,7 @@ def services() -> dict:
     return yaml.safe_load(COMPOSE.read_text())["services"]
 
 
-COMPOSE_VOLUMES = set((yaml.safe_load((ROOT / "docker-compose.yml").read_text()).get("volumes") or {}))
+COMPOSE_VOLUMES = set(yaml.safe_load((ROOT / "docker-compose.yml").read_text()).get("volumes") or {})
 
 
 def mounts(service: str) -> dict[str, tuple[Path, str]]:

@@ -22,11 +22,10 @@ import yaml
 from core.config import Settings
 from dataflows.kafka.producer import EventProducer
 from sandbox.stack import free_port
+from serving.auth.keyfile import create, load_secret
 from tests.builders import order, snapshot, wms
 from tests.conftest import get_json, processed, wait_until
-from serving.auth.keyfile import create, load_secret
-from tests.test_observability import (PROMETHEUS_CONFIG, RULES, grafana_to_promql, metric_names, panel_queries,
-                                      rules)
+from tests.test_observability import PROMETHEUS_CONFIG, RULES, grafana_to_promql, metric_names, panel_queries, rules
 
 pytestmark = pytest.mark.integration
 

@@ -83,8 +83,8 @@ def loadtest(
     report_dir: Path = typer.Option(None, help="Where to write loadtest.{json,md,png} (default loadtest/reports)."),
 ) -> None:
     """Peak-season traffic through the real dataflow and API: freshness, lag, max rate, API load."""
-    from loadtest.load import report as loadreport
     from loadtest.common.harness import REPORT_DIR, write_report
+    from loadtest.load import report as loadreport
     from loadtest.load.config import LoadConfig
     from loadtest.load.run import run_loadtest
     from loadtest.workload.profile import PeakProfile

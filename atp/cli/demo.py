@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import typer
 from rich.table import Table
 
@@ -28,8 +27,8 @@ def simulate(
     """
     import time
 
-    from dataflows.kafka.producer import EventProducer
     from dataflows.kafka.admin import check_kafka
+    from dataflows.kafka.producer import EventProducer
     from sandbox.pace import send_paced, start_from_keyspace
     from sandbox.simulator import Simulator
 

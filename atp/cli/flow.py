@@ -20,7 +20,8 @@ if TYPE_CHECKING:  # the commands import their heavy modules when they run
 @friendly
 def run() -> None:
     """Run the dataflow in the foreground (Ctrl-C stops it; recovery resumes where it stopped)."""
-    from dataflows.runtime.run import RETIRED, run as run_flow
+    from dataflows.runtime.run import RETIRED
+    from dataflows.runtime.run import run as run_flow
 
     s = settings()
     if run_flow(s) == RETIRED:
@@ -33,9 +34,9 @@ def reset(yes: bool = typer.Option(False, "--yes", help="Do not ask for confirma
 
     Stop the dataflow first. Channels get 503 until the next run has re-published the keyspace.
     """
-    from projection.client import connect
     from dataflows.runtime.continuity import reset as reset_all
     from dataflows.runtime.run import check_redis
+    from projection.client import connect
 
     s = settings()
     check_redis(s)  # before asking: Redis down is one line with what to do
@@ -182,8 +183,8 @@ def safety_stock(
 
     from core.errors import ConfigError
     from dataflows.jsonl import normalise
-    from dataflows.kafka.producer import EventProducer
     from dataflows.kafka.admin import check_kafka
+    from dataflows.kafka.producer import EventProducer
     from state.errors import InvalidEvent
 
     if (units is None) == (not clear):

@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 import re
 import time
-from datetime import datetime, timezone
-
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
 import typer
@@ -14,11 +13,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from atp.cli.common import console, err, friendly, settings
-from core.procinfo import own_peak_rss_mib
 from core.errors import AtpError, ConfigError
+from core.procinfo import own_peak_rss_mib
+from projection.keys import GENERATION_PATTERN, generations_of, keyspace_of
 from state.position import FORMULAS
-from projection.keys import GENERATION_PATTERN
-from projection.keys import generations_of, keyspace_of
 
 if TYPE_CHECKING:  # the commands import their heavy modules when they run
     import redis
@@ -59,8 +57,8 @@ def _starts(values: list[str]) -> dict[str, int]:
 
 
 def _client(s: Settings) -> redis.Redis:
-    from projection.client import connect
     from dataflows.runtime.run import check_redis
+    from projection.client import connect
 
     check_redis(s)
     return connect(s, socket_timeout=30, socket_connect_timeout=5)
@@ -104,10 +102,11 @@ def replay(
 def _replay(name: str, until_ms: int | None, formula: int | None, starts: dict[str, int], allow_truncated: bool,
             resume: bool, discard: bool, dry_run: bool, metrics_port: int) -> None:
     from core.kafka_config import metadata
+    from dataflows.runtime import replay as rp
+    from dataflows.runtime.run import DONE, Replay
+    from dataflows.runtime.run import run as run_flow
     from projection.generations import count_positions, current, drop
     from projection.verify import compare
-    from dataflows.runtime import replay as rp
-    from dataflows.runtime.run import DONE, Replay, run as run_flow
 
     s = settings()
     if formula is not None and formula not in FORMULAS:
@@ -174,7 +173,7 @@ def generation_list(as_json: bool = typer.Option(False, "--json", help="Machine-
 
 
 def _when(ms: str | None) -> str:
-    return datetime.fromtimestamp(int(ms) / 1000, timezone.utc).isoformat(timespec="seconds") if ms else ""
+    return datetime.fromtimestamp(int(ms) / 1000, UTC).isoformat(timespec="seconds") if ms else ""
 
 
 @generation_app.command("verify")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import typer
 
@@ -27,7 +27,7 @@ def _expires_ms(text: str | None) -> int | None:
         t = datetime.fromisoformat(text.replace("Z", "+00:00"))
     except ValueError:
         raise ConfigError(f"--expires {text!r}: use an ISO time, e.g. 2027-01-31T00:00:00Z") from None
-    return int((t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp() * 1000)
+    return int((t if t.tzinfo else t.replace(tzinfo=UTC)).timestamp() * 1000)
 
 
 @app.command("create")
@@ -44,7 +44,8 @@ def create(
     expires: str = typer.Option(None, "--expires", help="ISO time after which the key is refused"),
 ) -> None:
     """Create a key; its token is printed once, as the last line of standard output."""
-    from serving.auth.keyfile import create as create_key, load_secret
+    from serving.auth.keyfile import create as create_key
+    from serving.auth.keyfile import load_secret
 
     s = settings()
     token = create_key(s.keys_file, load_secret(s.key_secret_file, create=True), name, scope, _split(locations),
@@ -95,7 +96,8 @@ def rotate(
     grace: float = typer.Option(3600.0, "--grace", help="Seconds the old token stays valid (0: dead at once)"),
 ) -> None:
     """Give a key a new token (printed once, last line); the old one works for --grace seconds more."""
-    from serving.auth.keyfile import load_secret, rotate as rotate_key
+    from serving.auth.keyfile import load_secret
+    from serving.auth.keyfile import rotate as rotate_key
 
     s = settings()
     token = rotate_key(s.keys_file, load_secret(s.key_secret_file), name, grace)
@@ -106,4 +108,4 @@ def rotate(
 def _iso(ms: int | None) -> str:
     if ms is None:
         return "-"
-    return datetime.fromtimestamp(ms / 1000, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(ms / 1000, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 import typer
 
 from atp.cli.common import console, friendly, settings

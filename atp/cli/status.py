@@ -13,7 +13,7 @@ if TYPE_CHECKING:
     from sandbox.status import Report
 
 
-def show(report: "Report", as_json: bool) -> None:
+def show(report: Report, as_json: bool) -> None:
     """Print the report (one line per component, or one JSON document) and exit 0 if all is well, else 1."""
     if as_json:
         console.print(json.dumps(report.as_dict(), indent=2), markup=False, highlight=False, soft_wrap=True)

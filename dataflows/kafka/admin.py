@@ -10,10 +10,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from core.config import Settings
-from core.kafka_config import client_config, metadata
 from core.errors import StackError
+from core.kafka_config import client_config, metadata
 from dataflows.kafka import poll
-
 
 log = logging.getLogger(__name__)
 

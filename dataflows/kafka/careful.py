@@ -17,9 +17,6 @@ from confluent_kafka import Consumer
 
 from dataflows.kafka import Consumed, consume
 
-
-
-
 CAREFUL_GAP_S = 0.002  # a careful run emits at most one record per this, over every partition of the process
 
 

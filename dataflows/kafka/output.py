@@ -3,19 +3,17 @@ their headers, and the sink that produces them."""
 
 from __future__ import annotations
 
-
 from bytewax.connectors.kafka import KafkaSinkMessage
 
 from core.config import Settings
-from dataflows import kafka as hdr
 from core.kafka_config import security_config
+from dataflows import kafka as hdr
 from dataflows.kafka import DeadLetter
 from dataflows.kafka.sink import OutputSink, fit, size
 from schemas import Encoder
 from state.bands import BandChange
 from state.drift import Alert
 from state.position import Position
-
 
 PRODUCER_CONFIG = {"linger.ms": "5", "compression.type": "lz4", "enable.idempotence": "true"}
 

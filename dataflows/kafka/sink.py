@@ -22,6 +22,7 @@ from typing import Any
 from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from bytewax.outputs import StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Producer
+
 from dataflows.metrics import PRODUCE_ERRORS
 
 log = logging.getLogger(__name__)

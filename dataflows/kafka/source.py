@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import logging
-
 import time
 from typing import Any
 
 from bytewax.connectors.kafka import KafkaError as SourceError
-from bytewax.connectors.kafka import KafkaSource, KafkaSourceMessage
-from bytewax.connectors.kafka import _KafkaSourcePartition  # bytewax is pinned (0.21.1); see LivePartition
+from bytewax.connectors.kafka import (
+    KafkaSource,
+    KafkaSourceMessage,
+    _KafkaSourcePartition,  # bytewax is pinned (0.21.1); see LivePartition
+)
 from bytewax.inputs import StatefulSourcePartition
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from core.config import Settings
 from core.kafka_config import ClientConfig, security_config
+from dataflows.kafka import Bounds, InputMessage, consume
 from dataflows.kafka.careful import CAREFUL
 from dataflows.kafka.progress import STOCK_PROGRESS
-from dataflows.kafka import Bounds, InputMessage, consume
 
 log = logging.getLogger(__name__)
 

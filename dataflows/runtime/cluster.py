@@ -39,7 +39,7 @@ class Status:
         return json.dumps({"built": self.built, "pending": self.pending, "beat": self.beat}, separators=(",", ":"))
 
     @classmethod
-    def loads(cls, raw: bytes | str) -> "Status":
+    def loads(cls, raw: bytes | str) -> Status:
         d = json.loads(raw)
         return cls(int(d["built"]), int(d["pending"]), int(d["beat"]))
 

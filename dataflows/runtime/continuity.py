@@ -36,17 +36,33 @@ from dataclasses import dataclass, field
 import redis
 
 from core.config import Settings
-from projection.generations import LIVE, PIT, SPEC_FILE, WAS_CURRENT_FILE, GenerationError, Spec, current, delete_matching, local_dirs, now_ms, read_meta, retire_due, write_meta
-from projection.generations import CAUGHT_UP_AT, LAG, RETIRE_FILE, load_retire_at, save_retire_at
 from dataflows import metrics
 from dataflows.kafka import admin as kafka_admin
-from dataflows.runtime.cluster import Board, Status
-from dataflows.runtime.recovery import RecoveryError, RecoveryStore
-from dataflows.runtime.crashguard import LEDGER_FILE, NOTE_FILE
 from dataflows.republish import REPUBLISH
-from projection.keys import READY, REBUILDING, DEFAULT_GENERATION, KeySpace, current_name
-from projection.keys import generations_of, keyspace_of
-
+from dataflows.runtime.cluster import Board, Status
+from dataflows.runtime.crashguard import LEDGER_FILE, NOTE_FILE
+from dataflows.runtime.recovery import RecoveryError, RecoveryStore
+from projection.generations import (
+    CAUGHT_UP_AT,
+    LAG,
+    LIVE,
+    PIT,
+    RETIRE_FILE,
+    SPEC_FILE,
+    WAS_CURRENT_FILE,
+    GenerationError,
+    Spec,
+    current,
+    delete_matching,
+    load_retire_at,
+    local_dirs,
+    now_ms,
+    read_meta,
+    retire_due,
+    save_retire_at,
+    write_meta,
+)
+from projection.keys import DEFAULT_GENERATION, READY, REBUILDING, KeySpace, current_name, generations_of, keyspace_of
 
 log = logging.getLogger(__name__)
 

@@ -36,10 +36,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-
-from dataflows.skiplist import CRASH_LOOP, Where, _write_json, add_skip, source_of
 from dataflows.kafka.careful import CAREFUL
-
+from dataflows.skiplist import CRASH_LOOP, Where, _write_json, add_skip, source_of
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +79,7 @@ class Ledger:
     running: dict[str, Any] | None = None  # the marker of a run in progress: pid, since_ms, alive_ms, careful
 
     @classmethod
-    def load(cls, path: Path) -> "Ledger":
+    def load(cls, path: Path) -> Ledger:
         try:
             return cls(**json.loads(path.read_text()))
         except FileNotFoundError:

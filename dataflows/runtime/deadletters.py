@@ -18,13 +18,13 @@ from typing import Any
 from bytewax.connectors.kafka import KafkaSourceMessage
 
 from core.config import Settings
-from dataflows import kafka as hdr
 from core.errors import AtpError
 from core.kafka_config import client_config, metadata
+from dataflows import kafka as hdr
+from dataflows.decode import DecodeStep, is_dead_letter
 from dataflows.jsonl import normalise
 from dataflows.kafka.producer import RECORD_OF_ALIAS, EventProducer
 from dataflows.kafka.topicread import read_topics
-from dataflows.decode import DecodeStep, is_dead_letter
 from schemas import Decoder, Encoder, default_store
 from schemas.codec import registry_client
 from state.errors import InvalidEvent
@@ -57,9 +57,8 @@ def parse_source(text: str) -> str:
 def skip(settings: Settings, text: str) -> tuple[bool, str]:
     """Put ``topic:partition:offset`` on the skip list (reason ``skipped``): from then on the dataflow
     dead-letters that record unread. Returns (whether it was new, a note on when it takes effect)."""
-    from dataflows.skiplist import SKIP_FILE, add_skip, parse_where
-    from dataflows.skiplist import SKIPPED
     from dataflows.runtime.recovery import RecoveryStore
+    from dataflows.skiplist import SKIP_FILE, SKIPPED, add_skip, parse_where
 
     where = parse_where(parse_source(text))
     assert where is not None

@@ -16,15 +16,13 @@ from typing import Any
 import redis
 
 from core.config import Settings
-from projection.generations import PIT, REPLAY, GenerationError, Spec, current, drop, for_generation, now_ms, read_meta
 from core.kafka_config import client_config
-from dataflows.kafka.topicread import offsets_at, read_topics
-from dataflows import kafka
+from dataflows import kafka, metrics
 from dataflows.kafka import admin as kafka_admin
-from dataflows import metrics
+from dataflows.kafka.topicread import offsets_at, read_topics
 from dataflows.runtime.recovery import RecoveryStore
-from projection.keys import READY
-from projection.keys import generations_of, keyspace_of
+from projection.generations import PIT, REPLAY, GenerationError, Spec, current, drop, for_generation, now_ms, read_meta
+from projection.keys import READY, generations_of, keyspace_of
 
 log = logging.getLogger(__name__)
 

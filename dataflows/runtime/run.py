@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from core import redact
 import logging
 import os
 import signal
@@ -14,34 +13,40 @@ from datetime import timedelta
 from types import FrameType
 
 import redis
-from bytewax.run import cli_main
 from bytewax.recovery import RecoveryConfig
+from bytewax.run import cli_main
 from prometheus_client import start_http_server
 
+from core import gctune, memtrim, redact
 from core.config import Settings
 from core.errors import StackError
-from projection.client import connect
-from projection.generations import Spec, current, drop, write_meta
-from core import gctune
-from core import memtrim
-from dataflows.kafka import topic_config
-from dataflows.kafka import admin as kafka_admin
 from dataflows import metrics
+from dataflows.flow import production_flow
+from dataflows.kafka import Bounds, topic_config
+from dataflows.kafka import admin as kafka_admin
+from dataflows.kafka.progress import STOCK_PROGRESS
+from dataflows.republish import REPUBLISH
 from dataflows.runtime.cluster import PEER_TIMEOUT_S, Board
-from dataflows.runtime.continuity import CRASH_LOOP, RUNNING, STOPPED as FLOW_STOPPED, KeyspaceWatch, StartPlan, beat, \
-    follow_start, plan_start
-from dataflows.runtime.continuity import ReadProgress, read_offsets
-from dataflows.skiplist import SKIP, SKIP_FILE
+from dataflows.runtime.continuity import (
+    CRASH_LOOP,
+    RUNNING,
+    KeyspaceWatch,
+    ReadProgress,
+    StartPlan,
+    beat,
+    follow_start,
+    plan_start,
+    read_offsets,
+)
+from dataflows.runtime.continuity import STOPPED as FLOW_STOPPED
 from dataflows.runtime.crashguard import CrashGuard, unread
 from dataflows.runtime.panic import PanicHush
-from dataflows.runtime.watermark import WatermarkWriter
 from dataflows.runtime.recovery import RecoveryStore
-from dataflows.republish import REPUBLISH
-from dataflows.flow import production_flow
-from dataflows.kafka.progress import STOCK_PROGRESS
-from dataflows.kafka import Bounds
-from projection.keys import READY
-from projection.keys import generations_of, keyspace_of
+from dataflows.runtime.watermark import WatermarkWriter
+from dataflows.skiplist import SKIP, SKIP_FILE
+from projection.client import connect
+from projection.generations import Spec, current, drop, write_meta
+from projection.keys import READY, generations_of, keyspace_of
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -101,7 +101,7 @@ def run(rounds: int, seconds: float, n_keys: int, work: Path) -> dict[str, Any]:
     off = statistics.median(x.rps for x in runs["off"])
     return {
         "kind": "auth-cost",
-        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "config": {"rounds": rounds, "seconds": seconds, "keys": n_keys, "connections": 32, "api_workers": 1},
         "results": {c: {"rps_median": round(statistics.median(x.rps for x in rs)),

@@ -22,15 +22,23 @@ import os
 import statistics
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from core.config import Settings, child_environ
-from sandbox.stack import free_port
-from loadtest.common.harness import write_ends, bar_chart, measure_together, parser, private_stack, produce, write_report
+from loadtest.common.harness import (
+    bar_chart,
+    measure_together,
+    parser,
+    private_stack,
+    produce,
+    write_ends,
+    write_report,
+)
 from loadtest.common.machine import machine
 from loadtest.truth.verify import LogTruth, Verdict, check_redis_positions, read_truth
+from sandbox.stack import free_port
 
 LAYOUTS = {"1x1": (1, 1), "1x2": (1, 2), "2x1": (2, 1)}  # processes, workers per process
 LABELS = {"1x1": "1 process x 1 worker", "1x2": "1 process x 2 workers", "2x1": "2 processes x 1 worker (cluster)"}
@@ -99,7 +107,7 @@ def run(events: int, runs: int, skus: int, locations: int, seed: int, work_dir: 
     rate = {r["layout"]: r["median_records_per_s"] for r in rows}
     ratios = {f"{k}_vs_1x1": round(rate[k] / rate["1x1"], 2) for k in ("1x2", "2x1") if rate.get(k) and rate.get("1x1")}
     return {
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
         "input": {"events": sent.sent, "records": sum(ends.values()), "keys": len(truth.expected), "skus": skus,
                   "locations": locations, "seed": seed, "partitions": len(ends)},
         "runs": runs, "layouts": rows, "ratios": ratios,

@@ -21,7 +21,7 @@ import sys
 import tempfile
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -161,7 +161,7 @@ def draw(url: str, start: float, end: float, out: Path, command: str) -> None:
                 a.tick_params(labelsize=8)
                 if a.get_legend_handles_labels()[0]:
                     a.legend(fontsize=6, loc="upper left" if a is ax else "upper right")
-    when = datetime.fromtimestamp(start, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    when = datetime.fromtimestamp(start, UTC).strftime("%Y-%m-%d %H:%M UTC")
     fig.suptitle(f"atp-stream dashboard, main panels, {when}\nReproduce: {command}", fontsize=10)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -20,8 +20,8 @@ from bytewax.testing import TestingSink, TestingSource, run_main
 
 from core import gctune
 from core.config import load_settings
-from dataflows.kafka.producer import RECORD_OF_ALIAS
 from dataflows.flow import FlowIO, build_flow, deps_from_settings
+from dataflows.kafka.producer import RECORD_OF_ALIAS
 from sandbox.simulator import Simulator
 from schemas import Encoder, default_store
 from state.events import kafka_key

@@ -23,15 +23,15 @@ import subprocess
 import sys
 import tempfile
 from collections import Counter
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from core.config import child_environ
-from loadtest.common.harness import write_ends, bar_chart, parser, private_stack, produce, write_report
+from loadtest.bench.ladder_stage import STAGES
+from loadtest.common.harness import bar_chart, parser, private_stack, produce, write_ends, write_report
 from loadtest.common.machine import machine
 from sandbox.child import ROOT
-from loadtest.bench.ladder_stage import STAGES
 
 # (step, substrings of a frame "function (file:line)"): a sample goes to the first step, in this
 # order, with a frame containing one of them. Packing comes first: it runs inside the fold's calls.
@@ -144,7 +144,7 @@ def run(events: int, skus: int, locations: int, seed: int, work_dir: Path, stage
     result = json.loads(lines[-1])
     profile = attribute(read_folded(raw), result["records"], result["cpu_s"])
     return {
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
         "stage": stage, "input": {"events": sent.sent, "records": sum(ends.values()), "skus": skus,
                                   "locations": locations, "seed": seed, "partitions": len(ends)},
         "sampling": {"rate_hz": rate, "native": native}, **profile,

@@ -16,15 +16,15 @@ import os
 import statistics
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from core.config import Settings, child_environ
-from sandbox.stack import Stack
-from loadtest.common.harness import write_ends, bar_chart, cpu_of, measure, parser, private_stack, produce, write_report
-from loadtest.common.machine import machine
 from loadtest.bench.ladder_stage import STAGES
+from loadtest.common.harness import bar_chart, cpu_of, measure, parser, private_stack, produce, write_ends, write_report
+from loadtest.common.machine import machine
+from sandbox.stack import Stack
 
 BROKERS = {"tansu": "the embedded broker (tansu)", "kafka": "a single-node Apache Kafka (KRaft)"}
 
@@ -91,7 +91,7 @@ def run(events: int, runs: int, skus: int, locations: int, seed: int, work_dir: 
     for lower, upper in zip(stages, stages[1:]):
         ratios[f"{upper}_vs_{lower}"] = round(rate[upper] / rate[lower], 3)
     return {
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
         "input": {"events": sent.sent, "records": sum(ends.values()), "skus": skus, "locations": locations,
                   "seed": seed, "partitions": len(ends)},
         "runs": runs, "rungs": rungs, "ratios": ratios, "broker": broker,

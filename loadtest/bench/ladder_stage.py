@@ -31,18 +31,18 @@ from bytewax.recovery import RecoveryConfig
 from bytewax.run import cli_main
 
 from core.config import Settings
+from core.procinfo import own_peak_rss_mib
 from dataflows import kafka
+from dataflows.flow import FlowIO, build_flow, deps_from_settings
 from dataflows.kafka import admin as kafka_admin
 from dataflows.kafka import output as kafka_output
 from dataflows.kafka import source as kafka_source
-from core.procinfo import own_peak_rss_mib
-from loadtest.bench.peer_logic import read_input, start_process
-from dataflows.flow import FlowIO, build_flow, deps_from_settings
 from dataflows.kafka.progress import STOCK_PROGRESS
-from dataflows.runtime.recovery import RecoveryStore
 from dataflows.redis_sink import RedisPositionSink
-from schemas import Decoder, default_store
+from dataflows.runtime.recovery import RecoveryStore
+from loadtest.bench.peer_logic import read_input, start_process
 from projection.keys import keyspace_of
+from schemas import Decoder, default_store
 
 STAGES = ("consume", "decode", "bytewax", "fold", "publish", "full")
 COUNT = [0]
@@ -63,7 +63,7 @@ class _EndMarked(FixedPartitionedSource[Any, Any]):
     def list_parts(self) -> list[str]:
         return self._inner.list_parts()
 
-    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> "_EndMark":
+    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _EndMark:
         return _EndMark(self._inner.build_part(step_id, for_part, resume_state))
 
 
@@ -89,7 +89,7 @@ class _EndMark(StatefulSourcePartition[Any, Any]):
 
 
 class _Count(DynamicSink[Any]):
-    def build(self, step_id: str, worker_index: int, worker_count: int) -> "_CountPart":
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _CountPart:
         return _CountPart()
 
 

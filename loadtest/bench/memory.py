@@ -19,7 +19,7 @@ import json
 import os
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +27,8 @@ import redis
 from rich.progress import Progress
 
 from core.config import Settings, child_environ
-from dataflows.kafka.producer import EventProducer
 from dataflows.kafka import admin as kafka_admin
+from dataflows.kafka.producer import EventProducer
 from loadtest.common.harness import REPORT_DIR, measure, private_stack, write_report
 from loadtest.common.machine import machine
 
@@ -93,7 +93,7 @@ def run(keys: int, base_keys: int, work: Path) -> dict[str, Any]:
 
     per_key_redis = (large["redis_bytes"] - small["redis_bytes"]) / dk
     return {
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
         "keys": keys, "base_keys": base_keys, "small": small, "large": large,
         # A live dataflow's memory: the peak until the input was read. A bounded run (a replay, this
         # benchmark) also has an end of input, where Bytewax snapshots every key at once.

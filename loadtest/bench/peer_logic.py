@@ -15,14 +15,12 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from core import gctune
-from core import memtrim
+from core import gctune, memtrim
 from core.config import Settings, load_settings
 from core.kafka_config import client_config
 from core.procinfo import own_peak_rss_mib
 from dataflows.kafka import Consumed, consume
-from schemas import Decoder, default_store
-from schemas import DecodeError
+from schemas import DecodeError, Decoder, default_store
 from state import events as ev
 from state.errors import InvalidEvent
 from state.fold import KeyState, apply

@@ -11,8 +11,8 @@ import redis
 
 from loadtest.bench.peer_logic import AtpLogic, load_ends, read_input, report, start_process
 from projection.codec import hash_fields
-from state.fold import KeyState
 from projection.keys import keyspace_of
+from state.fold import KeyState
 
 
 def main() -> None:

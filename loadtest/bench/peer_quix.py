@@ -18,14 +18,13 @@ import time
 from typing import Any
 
 import redis
-from redis.typing import FieldT
 from quixstreams import Application, State
 from quixstreams.models import TopicConfig
 from quixstreams.sinks import BatchingSink, SinkBatch
 from quixstreams.state.rocksdb import RocksDBOptions
+from redis.typing import FieldT
 
 from core.kafka_config import security_config
-
 from loadtest.bench.peer_logic import AtpLogic, load_ends, report, start_process
 from projection.codec import hash_fields
 from projection.keys import keyspace_of

@@ -21,12 +21,12 @@ import os
 import statistics
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from core.config import Settings, child_environ
-from loadtest.common.harness import write_ends, bar_chart, measure, parser, private_stack, produce, write_report
+from loadtest.common.harness import bar_chart, measure, parser, private_stack, produce, write_ends, write_report
 from loadtest.common.machine import machine
 from loadtest.truth.verify import LogTruth, Verdict, check_redis_positions, read_truth
 
@@ -103,7 +103,7 @@ def run(events: int, runs: int, skus: int, locations: int, seed: int, work_dir: 
         freshness = {"period_s": SYNC_PERIOD_S, "pass_s": t,
                      **{f"p{p}": round(p / 100 * SYNC_PERIOD_S + t, 1) for p in (50, 95, 99)}}
     return {
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
         "input": {"events": sent.sent, "records": sum(ends.values()), "keys": len(truth.expected), "skus": skus,
                   "locations": locations, "seed": seed, "partitions": len(ends)},
         "runs": runs, "peers": rows, "ratios": ratios, "batch_freshness_s": freshness,

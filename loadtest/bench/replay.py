@@ -15,20 +15,20 @@ import re
 import statistics
 import sys
 import tempfile
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import redis
 
 from core.config import Settings, child_environ
-from projection.generations import drop, for_generation
-from projection.verify import compare
 from dataflows.kafka import admin as kafka_admin
 from loadtest.common.harness import measure, parser, private_stack, produce, write_report
 from loadtest.common.machine import machine
 from loadtest.truth.verify import Verdict, check_redis_positions, read_truth
+from projection.generations import drop, for_generation
 from projection.keys import generations_of
+from projection.verify import compare
 
 _SUMMARY = re.compile(r"replayed ([\d,]+) records .* in ([\d.]+) s: ([\d,]+) rec/s, ([\d,]+) keys, "
                       r"peak RSS ([\d,]+) MiB")
@@ -69,7 +69,7 @@ def run(events: int, runs: int, skus: int, locations: int, seed: int, work_dir: 
             results.append(r)
     walls = [r["wall_s"] for r in results]
     return {
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
         "input": {"events": sent.sent, "skus": skus, "locations": locations, "seed": seed,
                   "partitions": partitions},
         "runs": results,

@@ -9,7 +9,6 @@ in Redis and over HTTP. The report says what went in, what came out and what eac
 
 from __future__ import annotations
 
-from core import redact
 import os
 import random
 import signal
@@ -25,18 +24,18 @@ from typing import Any
 import httpx
 import redis
 
+from core import redact
 from core.config import Settings, load_settings
-from dataflows.kafka.producer import EventProducer
-from sandbox.stack import Stack, free_port
 from dataflows.kafka import admin as kafka_admin
+from dataflows.kafka.producer import EventProducer
 from dataflows.runtime.recovery import RecoveryStore
 from loadtest.chaos.input import Outgoing, build_input
+from loadtest.common.machine import machine
 from loadtest.truth.verify import Verdict, verify
+from projection.keys import keyspace_of
 from sandbox.child import Child
 from sandbox.scrape import scrape
-from loadtest.common.machine import machine
-from projection.keys import keyspace_of
-
+from sandbox.stack import Stack, free_port
 
 Log = Callable[[str], None]
 

@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from core.config import Settings, load_settings
-from dataflows.kafka.producer import EventProducer
-from sandbox.stack import Stack, free_port
 from dataflows.kafka import admin as kafka_admin
+from dataflows.kafka.producer import EventProducer
 from sandbox.child import ROOT
 from sandbox.pace import SendResult, send_paced
 from sandbox.simulator import Simulator
+from sandbox.stack import Stack, free_port
 
 REPORT_DIR = Path(__file__).resolve().parents[1] / "reports"
 _TICK = os.sysconf("SC_CLK_TCK")

@@ -13,8 +13,6 @@ import os
 from typing import Any
 
 
-
-
 def machine() -> dict[str, Any]:
     import platform
 

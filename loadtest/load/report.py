@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from loadtest.common.harness import pyplot
 from loadtest.common.machine import machine
-from loadtest.workload.probes import Sample, percentiles
-
 from loadtest.load.config import LoadConfig, Phase
 from loadtest.workload.generator import LagPoint
+from loadtest.workload.probes import Sample, percentiles
 
 TARGETS = {"freshness_p99_ms_at_10k": 250, "freshness_p99_ms_at_80pct_max": 1000,
            "api_single_key_rps": 10_000, "api_p99_ms_at_5000_rps": 10, "api_batch100_p99_ms": 25}
 
 
-def bounded(ph: "Phase") -> bool:
+def bounded(ph: Phase) -> bool:
     """Lag bounded over a constant-rate step: the generator offered >= 95 % of the target, the
     backlog at the end is under two seconds of input, and over the step's second half it grew by
     less than 2 % of the rate per second (least-squares slope)."""
@@ -35,7 +34,7 @@ def bounded(ph: "Phase") -> bool:
     return pts[-1].lag <= 2 * ph.target_rate and slope < 0.02 * ph.target_rate
 
 
-def _phase_row(ph: "Phase", samples: dict[str, list[Sample]]) -> dict[str, Any]:
+def _phase_row(ph: Phase, samples: dict[str, list[Sample]]) -> dict[str, Any]:
     o = ph.offered
     return {
         "name": ph.name, "target_peak_rate": round(ph.target_rate), "offered_events": o.sent, "probes": o.probes,
@@ -49,8 +48,8 @@ def _phase_row(ph: "Phase", samples: dict[str, list[Sample]]) -> dict[str, Any]:
     }
 
 
-def build_report(cfg: "LoadConfig", phases: list["Phase"], api: list[dict[str, Any]], samples: dict[str, list[Sample]],
-                 points: list["LagPoint"], started_wall: float, t0_mono: float) -> dict[str, Any]:
+def build_report(cfg: LoadConfig, phases: list[Phase], api: list[dict[str, Any]], samples: dict[str, list[Sample]],
+                 points: list[LagPoint], started_wall: float, t0_mono: float) -> dict[str, Any]:
     rows = [_phase_row(ph, samples) for ph in phases]
     steps = [r for r in rows if r["name"].startswith("step-")]
     best = max((r["target_peak_rate"] for r in steps if r["bounded"]), default=None)
@@ -62,7 +61,7 @@ def build_report(cfg: "LoadConfig", phases: list["Phase"], api: list[dict[str, A
                              "consumed_per_s": round((b.consumed - a.consumed) / dt)})
     p = cfg.profile
     report: dict[str, Any] = {
-        "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": machine(),
+        "finished_at": datetime.now(UTC).isoformat(timespec="seconds"), "machine": machine(),
         "config": {"profile": p.__dict__, "skus": cfg.skus, "locations": cfg.locations, "seed": cfg.seed,
                    "workers": cfg.workers, "api_workers": cfg.api_workers, "probe_interval_s": cfg.probe_interval_s, "probe_keys": cfg.probe_keys,
                    "step_s": cfg.step_s if cfg.find_max else None, "broker": cfg.broker},

@@ -18,7 +18,6 @@ Everything is stopped afterwards, whatever happens; the numbers go to the report
 
 from __future__ import annotations
 
-from core import redact
 import os
 import sys
 import tempfile
@@ -28,21 +27,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from core import redact
 from core.config import Settings, child_environ, load_settings
-from sandbox.demo import wait_http
 from dataflows.kafka.producer import EventProducer
-from projection.client import connect
-from sandbox.stack import Stack, free_port
-from loadtest.load import api as apiload
 from loadtest.common.harness import cpu_of
+from loadtest.load import api as apiload
+from loadtest.load.config import LoadConfig, Phase
+from loadtest.load.report import bounded, build_report
 from loadtest.workload.generator import LagSampler, offer
 from loadtest.workload.probes import ProbeSource, Watchers, probe_keys
 from loadtest.workload.profile import PeakProfile
-from sandbox.simulator import Simulator
+from projection.client import connect
 from projection.keys import keyspace_of
-from loadtest.load.report import bounded, build_report
-from loadtest.load.config import LoadConfig, Phase
-
+from sandbox.demo import wait_http
+from sandbox.simulator import Simulator
+from sandbox.stack import Stack, free_port
 
 Log = Callable[[str], None]
 

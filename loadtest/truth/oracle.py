@@ -25,8 +25,7 @@ from typing import Any, TypeGuard
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _STATUSES = ("AVAILABLE", "QUARANTINE", "DAMAGED", "HOLD")
 _TOPIC_OF_TYPE = {
-    **{t: "wms" for t in ("RECEIPT", "SHIP", "SHORT_PICK", "ADJUST", "COUNT", "STATUS_MOVE",
-                          "TRANSFER_OUT", "TRANSFER_IN", "RETURN")},
+    **dict.fromkeys(("RECEIPT", "SHIP", "SHORT_PICK", "ADJUST", "COUNT", "STATUS_MOVE", "TRANSFER_OUT", "TRANSFER_IN", "RETURN"), "wms"),
     "RESERVE": "orders", "RELEASE": "orders",
 }
 

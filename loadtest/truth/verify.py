@@ -12,8 +12,8 @@ import redis
 
 from core.config import Settings
 from core.kafka_config import client_config
-from dataflows.runtime.deadletters import read_dead_letters
 from dataflows.kafka.producer import RECORD_OF_ALIAS
+from dataflows.runtime.deadletters import read_dead_letters
 from loadtest.truth.logread import AvroReader, read_topics
 from loadtest.truth.oracle import Expected, Oracle
 from projection.codec import from_hash

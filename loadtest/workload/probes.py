@@ -119,7 +119,7 @@ class Watchers:
     def pids(self) -> list[int]:
         return [p.pid for p in self._procs.values() if p.pid is not None]
 
-    def start(self) -> "Watchers":
+    def start(self) -> Watchers:
         for p in self._procs.values():
             p.start()
         return self

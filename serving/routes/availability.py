@@ -7,6 +7,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 
+from projection.codec import MAX_SAFE_INT, Unreadable
+from projection.keys import GENERATION_PATTERN
 from serving.auth import ApiKey
 from serving.deps import GroupsDep, KeyDep, StoreDep
 from serving.errors import BODY_ERROR_RESPONSES, ERROR_RESPONSES, ApiError, unreadable
@@ -25,8 +27,6 @@ from serving.models import (
 )
 from serving.store import PositionStore
 from state.position import FIELDS, network_total
-from projection.keys import GENERATION_PATTERN
-from projection.codec import MAX_SAFE_INT, Unreadable
 
 router = APIRouter(prefix="/v1/availability", tags=["availability"], responses=ERROR_RESPONSES)
 

@@ -6,6 +6,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
+from projection.codec import Unreadable
 from serving.deps import KeyDep, StoreDep
 from serving.errors import ERROR_RESPONSES, ApiError
 from serving.models import ID_PATTERN, AlertList, DriftAlert, KeyAlerts, UnreadableAlert, parse_alert
@@ -17,7 +18,6 @@ from serving.routes.availability import (
     check_location,
 )
 from state.drift import SEVERITIES
-from projection.codec import Unreadable
 
 router = APIRouter(prefix="/v1/drift", tags=["drift"], responses=ERROR_RESPONSES)
 

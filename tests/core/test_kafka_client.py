@@ -7,8 +7,8 @@ import pytest
 from core import redact
 from core.config import child_environ, load_settings
 from core.errors import ConfigError
-from core.kafka_logs import LOGGER
 from core.kafka_config import client_config, security_config
+from core.kafka_logs import LOGGER
 
 SECRET = "s3cr3t-Pa55"
 SCRAM = {"ATP_KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "ATP_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",

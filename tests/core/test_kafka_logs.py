@@ -100,4 +100,4 @@ def test_a_consumer_with_no_broker_writes_its_lines_through_logging_once_each(tm
     assert "rdkafka" not in out.stderr  # librdkafka printed nothing itself
     lines = [line for line in out.stdout.splitlines() if line.startswith("LOG librdkafka")]
     assert any("Connect to ipv4#127.0.0.1" in line for line in lines), out.stdout
-    assert len(lines) == len(set(line.split("(after")[0] for line in lines)), out.stdout  # each once
+    assert len(lines) == len({line.split("(after")[0] for line in lines}), out.stdout  # each once

@@ -3,12 +3,11 @@ passwords for Redis and Kafka, never show them in any output."""
 
 from __future__ import annotations
 
-
 import pytest
 import redis
 
 from sandbox.stack import free_port
-from tests.conftest import run_atp, get_json, wait_until
+from tests.conftest import get_json, run_atp, wait_until
 
 pytestmark = pytest.mark.integration
 

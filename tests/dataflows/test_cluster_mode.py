@@ -11,13 +11,13 @@ import time
 import pytest
 
 from core.config import load_settings
-from projection.generations import delete_matching, read_meta
 from dataflows.kafka.producer import EventProducer
-from sandbox.stack import free_port
 from dataflows.runtime.recovery import RecoveryStore
-from sandbox.simulator import Simulator
-from projection.keys import READY, KeySpace
 from projection.codec import from_hash
+from projection.generations import delete_matching, read_meta
+from projection.keys import READY, KeySpace
+from sandbox.simulator import Simulator
+from sandbox.stack import free_port
 from tests.conftest import processed, send_events, wait_until
 from tests.reference import fold_all
 

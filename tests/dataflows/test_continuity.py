@@ -12,10 +12,10 @@ import pytest
 from dataflows.kafka.producer import EventProducer
 from dataflows.runtime.continuity import plan_start, read_meta, reset, write_meta
 from dataflows.runtime.recovery import RecoveryError, RecoveryStore
+from projection.codec import from_hash
+from projection.keys import READY, REBUILDING, KeySpace
 from sandbox.scrape import scrape, total
 from sandbox.simulator import Simulator
-from projection.keys import READY, REBUILDING, KeySpace
-from projection.codec import from_hash
 from tests.conftest import processed, wait_until
 from tests.reference import oracle_of
 

@@ -6,13 +6,13 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from projection.verify import compare
 from loadtest.truth.verify import read_truth
 from projection.codec import from_hash
+from projection.keys import generations_of, keyspace_of
+from projection.verify import compare
 from tests.builders import wms
 from tests.conftest import get_json, processed, wait_until
 from tests.dataflows.test_replay import assert_equals_oracle, produce
-from projection.keys import generations_of, keyspace_of
 
 pytestmark = pytest.mark.integration
 

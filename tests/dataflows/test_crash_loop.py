@@ -13,13 +13,13 @@ from pathlib import Path
 import httpx
 import pytest
 
-from dataflows.runtime import deadletters as dlq
 from core.config import child_environ, load_settings
-from projection.generations import read_meta, write_meta
 from dataflows.kafka.producer import EventProducer
-from sandbox.child import ROOT
+from dataflows.runtime import deadletters as dlq
 from dataflows.runtime.continuity import beat
+from projection.generations import read_meta, write_meta
 from projection.keys import READY, KeySpace, keyspace_of
+from sandbox.child import ROOT
 from tests.builders import wms
 from tests.conftest import wait_until
 

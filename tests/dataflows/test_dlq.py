@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from dataflows.runtime import deadletters as dlq
 from dataflows.kafka.producer import EventProducer
+from dataflows.runtime import deadletters as dlq
 from projection.keys import KeySpace
 from tests.builders import wms
 from tests.conftest import run_atp, wait_until

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC
+
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, cluster_main, run_main
 
 from core.config import load_settings
-from dataflows.kafka.producer import RECORD_OF_ALIAS
 from dataflows.flow import FlowIO, build_flow, deps_from_settings
+from dataflows.kafka.producer import RECORD_OF_ALIAS
 from sandbox.simulator import Simulator
 from schemas import Encoder, default_store
 from state.events import kafka_key
@@ -119,7 +121,7 @@ def test_the_zero_argument_entry_builds_the_production_flow(monkeypatch):
 
 
 def test_location_demand_is_summed_in_one_minute_event_time_windows():
-    from datetime import datetime, timezone
+    from datetime import datetime
 
     from dataflows.location_demand import ALIGN, MINUTE
 
@@ -130,8 +132,8 @@ def test_location_demand_is_summed_in_one_minute_event_time_windows():
     flow = build_flow(FlowIO(TestingSource([message(it, i) for i, it in enumerate(items)]), TestingSink([]),
                              TestingSink([]), TestingSink(windows)), deps_from_settings(SETTINGS))
     run_main(flow)
-    got = {(loc, (ALIGN + MINUTE * wid).astimezone(timezone.utc)): tuple(sums) for loc, (wid, sums) in windows}
-    start = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    got = {(loc, (ALIGN + MINUTE * wid).astimezone(UTC)): tuple(sums) for loc, (wid, sums) in windows}
+    start = datetime(2026, 1, 1, tzinfo=UTC)
     assert got == {("DC-01", start): (3, 4), ("DC-02", start): (2, 0), ("DC-01", start + MINUTE): (0, 1)}
 
 

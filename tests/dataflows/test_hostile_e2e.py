@@ -6,8 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from dataflows.runtime.deadletters import read_dead_letters
 from dataflows.kafka.producer import EventProducer
+from dataflows.runtime.deadletters import read_dead_letters
 from state import limits
 from tests.builders import control, snapshot, wms
 from tests.conftest import get_json, processed, wait_until

@@ -9,6 +9,7 @@ an ``event_id`` silently dropped one of them.
 from __future__ import annotations
 
 import pytest
+from bytewax.testing import TestingSink, TestingSource, run_main
 
 from dataflows import logic, timers
 from dataflows.decode import TimeRules
@@ -18,7 +19,6 @@ from state import limits
 from state.errors import InvalidEvent
 from state.fold import APPLIED, KeyState, apply
 from state.position import Position
-from bytewax.testing import TestingSink, TestingSource, run_main
 from tests.builders import T0, control, order, parse, snapshot, wms
 from tests.dataflows.test_flow import SETTINGS, message
 

@@ -23,21 +23,21 @@ from typing import Any
 
 from bytewax.connectors.kafka import KafkaSourceMessage
 from bytewax.testing import TestingSink, TestingSource, run_main
-from hypothesis import HealthCheck, given, settings, strategies as st
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from dataflows.kafka.producer import RECORD_OF_ALIAS
 from dataflows.decode import TimeRules
 from dataflows.flow import FlowDeps, FlowIO, build_flow, deps_from_settings
+from dataflows.kafka.producer import RECORD_OF_ALIAS
 from loadtest.truth.oracle import Oracle
 from sandbox.simulator import Simulator
 from schemas import Encoder, default_store
-from state import drift
-from state import limits
+from state import drift, limits
 from state.events import kafka_key
 from state.position import Position
 from tests.builders import control, order, wms
-from tests.reference import quantities
 from tests.dataflows.test_flow import SETTINGS
+from tests.reference import quantities
 
 NOW = 1_795_000_000_000  # 2026-11-18T...Z: fixed, so a run does not depend on the wall clock
 DAY = 86_400_000

@@ -7,15 +7,15 @@ import json
 import time
 
 import pytest
+from confluent_kafka import Producer
 
+from dataflows.kafka import source as kafka_source
 from dataflows.kafka.producer import EventProducer
 from dataflows.kafka.topicread import read_topics
-from confluent_kafka import Producer
-from dataflows.kafka import source as kafka_source
+from projection.keys import keyspace_of
 from schemas import Decoder, default_store
 from tests.builders import T0, snapshot, wms
 from tests.conftest import processed, wait_until
-from projection.keys import keyspace_of
 
 pytestmark = pytest.mark.integration
 

@@ -11,12 +11,11 @@ import redis
 
 from core.config import load_settings
 from dataflows.kafka.producer import EventProducer
-from sandbox.stack import Stack, free_port
+from projection.keys import READY, generations_of, keyspace_of
 from sandbox.child import Child
-from projection.keys import READY
+from sandbox.stack import Stack, free_port
 from tests.builders import wms
-from tests.conftest import run_atp, BROKER, processed, wait_until
-from projection.keys import generations_of, keyspace_of
+from tests.conftest import BROKER, processed, run_atp, wait_until
 
 pytestmark = [pytest.mark.integration,
               pytest.mark.skipif(BROKER != "kafka", reason="needs a real Apache Kafka: the Kafka tier runs it")]

@@ -7,10 +7,10 @@ import time
 
 import pytest
 
-from dataflows.kafka.producer import EventProducer
 from dataflows import kafka
 from dataflows.kafka import admin as kafka_admin
 from dataflows.kafka import source as kafka_source
+from dataflows.kafka.producer import EventProducer
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 
 from dataflows.kafka.producer import EventProducer
-from tests.builders import order, snapshot, wms
 from sandbox.child import ROOT
+from tests.builders import order, snapshot, wms
 from tests.conftest import env_of, processed, wait_until
 from tests.reference import fold_all
 

@@ -15,11 +15,18 @@ from atp.cli import app
 from core.config import load_settings
 from dataflows import metrics
 from dataflows.decode import DecodeStep
-from dataflows.kafka.output import DeadLetterMessage
-from dataflows.skiplist import CRASH_LOOP, SKIPPED
-from dataflows.runtime.crashguard import FATAL_FILE, LEDGER_FILE, NOTE_FILE, CrashGuard, Ledger, release_fatal_file, unread
 from dataflows.kafka.careful import CAREFUL
-from dataflows.skiplist import SKIP_FILE, Skip, SkipList, add_skip, read_skips
+from dataflows.kafka.output import DeadLetterMessage
+from dataflows.runtime.crashguard import (
+    FATAL_FILE,
+    LEDGER_FILE,
+    NOTE_FILE,
+    CrashGuard,
+    Ledger,
+    release_fatal_file,
+    unread,
+)
+from dataflows.skiplist import CRASH_LOOP, SKIP_FILE, SKIPPED, Skip, SkipList, add_skip, read_skips
 from schemas import Decoder, Encoder, default_store
 from state.events import kafka_key
 from tests.builders import wms

@@ -9,9 +9,9 @@ import time
 import pytest
 
 from dataflows.kafka.producer import EventProducer
-from sandbox.simulator import Simulator
-from projection.keys import KeySpace
 from projection.codec import from_hash
+from projection.keys import KeySpace
+from sandbox.simulator import Simulator
 from tests.conftest import processed, send_events, wait_until
 from tests.reference import fold_all
 

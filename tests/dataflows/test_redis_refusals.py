@@ -15,11 +15,11 @@ import time
 import pytest
 import redis
 
-from sandbox.stack import free_port
-from dataflows.runtime.crashguard import is_infrastructure
 from dataflows.redis_sink import RedisPositionSink
-from state.position import Position
+from dataflows.runtime.crashguard import is_infrastructure
 from projection.keys import KeySpace
+from sandbox.stack import free_port
+from state.position import Position
 from tests.builders import T0
 
 pytestmark = pytest.mark.integration

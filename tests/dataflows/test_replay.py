@@ -6,22 +6,21 @@ import signal
 import threading
 import time
 from collections import defaultdict
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import httpx
 import pytest
 
-from projection.generations import for_generation, read_meta
 from dataflows.kafka.producer import EventProducer
-from sandbox.stack import free_port
-from projection.verify import compare
 from loadtest.truth.verify import read_truth
+from projection.codec import from_hash
+from projection.generations import for_generation, read_meta
+from projection.keys import READY, generations_of, keyspace_of
+from projection.verify import compare
 from sandbox.scrape import scrape, total
 from sandbox.simulator import Simulator
-from projection.keys import READY
-from projection.codec import from_hash
+from sandbox.stack import free_port
 from tests.conftest import processed, wait_until
-from projection.keys import generations_of, keyspace_of
 
 pytestmark = pytest.mark.integration
 
@@ -89,7 +88,7 @@ def test_a_point_in_time_rebuild_equals_the_oracle_up_to_that_time(settings, rcl
     sim = Simulator(seed=22, skus=30, locations=3)
     produce(settings, [sim.next() for _ in range(2000)])
     time.sleep(0.05)
-    cut = datetime.now(timezone.utc)
+    cut = datetime.now(UTC)
     time.sleep(0.05)
     produce(settings, [sim.next() for _ in range(2000)])
     until_ms = int(cut.timestamp() * 1000)

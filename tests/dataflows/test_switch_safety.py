@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import signal
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 
@@ -98,7 +98,7 @@ def test_force_switches_to_a_generation_whose_dataflow_died(settings, rclient, s
 def test_a_point_in_time_generation_is_refused_even_with_force(settings, rclient, start):
     sim = Simulator(seed=43, skus=20, locations=2)
     send_events(EventProducer(settings), [sim.next() for _ in range(300)])
-    cut = datetime.now(timezone.utc).isoformat()
+    cut = datetime.now(UTC).isoformat()
     pit = start("replay", "at-cut", "--until", cut, "--metrics-port", "0")
     assert pit.p.wait(90) == 0, pit.tail()
     for extra in ([], ["--force"]):

@@ -6,14 +6,14 @@ from __future__ import annotations
 import pytest
 
 from core.config import load_settings
-from loadtest.load.api import parse_wrk
-from loadtest.workload.generator import LagPoint, Offered
-from loadtest.load.report import bounded
-from loadtest.load.config import Phase
 from loadtest.bench.peer_logic import AtpLogic
-from projection.codec import hash_fields
+from loadtest.load.api import parse_wrk
+from loadtest.load.config import Phase
+from loadtest.load.report import bounded
+from loadtest.workload.generator import LagPoint, Offered
 from loadtest.workload.probes import ProbeSource, percentiles, probe_keys
 from loadtest.workload.profile import PeakProfile
+from projection.codec import hash_fields
 from schemas import Encoder, default_store
 from state.events import kafka_key, warehouse_event
 from tests.builders import wms
@@ -136,8 +136,8 @@ def test_the_peers_logic_validates_routes_transfers_and_folds_like_the_dataflow(
 
 
 def test_the_report_quotes_phases_freshness_targets_and_cpu():
-    from loadtest.load.report import build_report, markdown
     from loadtest.load.config import LoadConfig
+    from loadtest.load.report import build_report, markdown
     from loadtest.workload.probes import Sample
 
     peak = _step(10_000, [0, 100, 50, 0])
@@ -166,8 +166,8 @@ def test_the_report_quotes_phases_freshness_targets_and_cpu():
 
 
 def test_the_reproduce_line_spells_out_every_option_of_the_run():
-    from loadtest.load.report import reproduce
     from loadtest.load.config import LoadConfig
+    from loadtest.load.report import reproduce
     from loadtest.workload.profile import PeakProfile
 
     cfg = LoadConfig(profile=PeakProfile(500, 4, 5, 5, 10, 5, 5), find_max=True, step_rates=(2500, 5000),

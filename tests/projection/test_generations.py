@@ -9,15 +9,25 @@ from fastapi.testclient import TestClient
 
 from core.config import load_settings
 from core.errors import ConfigError
-from projection.generations import PIT, GenerationError, Spec, drop, for_generation, list_all, now_ms, read_meta, switch, write_meta
-from projection.verify import compare
-from dataflows.runtime.continuity import KeyspaceWatch, plan_start
 from dataflows.redis_sink import RedisPositionSink
+from dataflows.runtime.continuity import KeyspaceWatch, plan_start
+from projection.generations import (
+    PIT,
+    GenerationError,
+    Spec,
+    drop,
+    for_generation,
+    list_all,
+    now_ms,
+    read_meta,
+    switch,
+    write_meta,
+)
+from projection.keys import READY, REBUILDING, generations_of, keyspace_of
+from projection.verify import compare
 from serving.main import create_app
 from state.fold import AVAILABLE, KeyState
 from state.position import Position, position
-from projection.keys import READY, REBUILDING
-from projection.keys import generations_of, keyspace_of
 
 pytestmark = pytest.mark.integration
 

@@ -16,14 +16,13 @@ from fastapi.testclient import TestClient
 
 from core.config import load_settings
 from core.errors import ConfigError
-from projection.generations import delete_matching, write_meta
-from projection.client import connect
-from sandbox.stack import Endpoint, free_port, port_free
 from dataflows.redis_sink import RedisPositionSink
+from projection.client import connect
+from projection.generations import delete_matching, write_meta
+from projection.keys import READY, keyspace_of
+from sandbox.stack import Endpoint, free_port, port_free
 from serving.main import create_app
 from state.position import Position
-from projection.keys import READY
-from projection.keys import keyspace_of
 
 pytestmark = pytest.mark.integration
 

@@ -3,10 +3,10 @@ key, and a second run's ids never collide with the first's."""
 
 from __future__ import annotations
 
+from sandbox.simulator import Simulator
 from state import events as ev
 from state.fold import KeyState, apply
 from state.position import position
-from sandbox.simulator import Simulator
 from tests.builders import parse
 from tests.reference import WINDOW_MS, fold_all
 

@@ -69,7 +69,7 @@ def test_a_running_deployment_is_up_with_its_lag_last_event_and_dead_letters(set
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     stopped = {"running": False, "pid": None}
-    assert doc["processes"] == {name: stopped for name in ("broker", "redis", "dataflow", "api")}
+    assert doc["processes"] == dict.fromkeys(("broker", "redis", "dataflow", "api"), stopped)
     assert doc["components"]["keyspace"]["state"] == "ready"
     assert atp(settings, "stack", "status").stdout.split()[:3] == ["process", "broker", "stopped"]
 

@@ -4,11 +4,19 @@ dataflow's heartbeat, what decides the exit code, and the JSON document."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from core.config import load_settings
-from sandbox.status_report import (Component, Lag, Report, api_url, consumed_offsets, dataflow_line, lag_line,
-                                   lag_per_topic)
+from sandbox.status_report import (
+    Component,
+    Lag,
+    Report,
+    api_url,
+    consumed_offsets,
+    dataflow_line,
+    lag_line,
+    lag_per_topic,
+)
 
 NOW = 1_767_225_600_000
 
@@ -48,7 +56,7 @@ def test_the_dataflow_is_judged_by_its_heartbeat_then_by_its_metrics():
 
 
 def test_the_exit_code_follows_the_components_that_count_and_json_keys_have_no_spaces():
-    at = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    at = datetime(2026, 1, 1, tzinfo=UTC)
     up = [Component("kafka", "up", ok=True), Component("keyspace", "ready", ok=True),
           Component("dead letters", "unknown", detail="Kafka is not reachable", data={"last_hour": None})]
     assert Report(at, up).ok

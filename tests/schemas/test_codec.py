@@ -8,7 +8,7 @@ import json
 import pytest
 from fastavro import schemaless_writer
 
-from schemas import Decoder, DecodeError, Encoder, SchemaStore, default_store
+from schemas import DecodeError, Decoder, Encoder, SchemaStore, default_store
 from schemas.codec import registry_client
 from schemas.store import AVRO_DIR
 

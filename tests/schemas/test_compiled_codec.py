@@ -8,13 +8,13 @@ import io
 import math
 import random
 import struct
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 from fastavro import parse_schema, schemaless_reader, schemaless_writer
 
-from schemas import Decoder, DecodeError, Encoder, default_store
+from schemas import DecodeError, Decoder, Encoder, default_store
 from schemas.codec import SINGLE_OBJECT_MAGIC
 from schemas.compiled import compile_reader, compile_writer, read_long, write_long
 
@@ -171,7 +171,7 @@ def test_a_missing_field_takes_its_default_as_fastavro_does():
 
 
 def test_the_codec_takes_datetimes_for_timestamps_through_fastavro():
-    when = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    when = datetime(2026, 1, 1, tzinfo=UTC)
     record = {"event_id": "e1", "occurred_at": when, "source": "oms", "correlation_id": None, "sku": "S",
               "location": "L", "event_type": "RELEASE", "order_id": "O", "order_line_id": "L1",
               "channel": "web", "qty": None, "expires_at": None}

@@ -8,14 +8,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core.config import Settings
-from sandbox.stack import free_port
 from dataflows.redis_sink import RedisPositionSink
+from dataflows.republish import REPUBLISH
+from dataflows.runtime.continuity import write_meta
+from projection.keys import READY, REBUILDING, KeySpace, generations_of
+from sandbox.stack import free_port
 from serving.main import create_app
 from state.position import Position
-from dataflows.runtime.continuity import write_meta
-from dataflows.republish import REPUBLISH
-from projection.keys import READY, REBUILDING, KeySpace
-from projection.keys import generations_of
 
 pytestmark = pytest.mark.integration
 
@@ -55,8 +54,8 @@ def test_version_guard_and_in_batch_coalescing(sink, rclient, settings):
 
 
 def test_the_packed_write_stores_every_field_as_it_reads_back(sink, rclient, settings):
-    from state.groups import GroupPosition
     from projection.codec import from_hash
+    from state.groups import GroupPosition
 
     ks = KeySpace(settings.redis_key_prefix)
     p = pos(version=9, available=-3, reserved=4, shortfall=7, demand_per_min_5m=0.4, demand_per_min_60m=1.25,

@@ -15,10 +15,10 @@ from fastapi.testclient import TestClient
 
 from core.config import Settings
 from dataflows.runtime.continuity import write_meta
-from serving.main import create_app
+from projection.codec import hash_fields
 from projection.keys import READY, KeySpace
 from projection.scripts import alert_member
-from projection.codec import hash_fields
+from serving.main import create_app
 from tests.serving.test_api import pos
 
 pytestmark = pytest.mark.integration
@@ -399,8 +399,8 @@ def test_an_index_of_the_wrong_type_is_index_unreadable_not_store_unavailable(cl
 def test_a_meta_the_api_tolerates_does_not_stop_the_dataflow_or_the_cli(rclient, settings):
     """The defect: a meta value that is not UTF-8, or a retire_at that is not a number (both served
     by the API), made the dataflow's start, its keyspace watch and `atp generation list` raise."""
-    from projection.generations import read_meta, retire_due
     from dataflows.runtime.continuity import plan_start
+    from projection.generations import read_meta, retire_due
 
     ks = KeySpace(settings.redis_key_prefix)
     write_meta(rclient, ks, "test-run", READY)

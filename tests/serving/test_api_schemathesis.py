@@ -26,13 +26,12 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from core.config import Settings
-from projection.keys import READY
-from projection.scripts import alert_member
 from projection.codec import hash_fields
+from projection.keys import READY, keyspace_of
+from projection.scripts import alert_member
 from serving.auth.keyfile import create, load_secret
 from tests.conftest import get_json, wait_until
 from tests.serving.test_api import pos
-from projection.keys import keyspace_of
 
 pytestmark = pytest.mark.integration
 

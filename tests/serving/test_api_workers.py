@@ -5,9 +5,9 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from projection.keys import keyspace_of
 from sandbox.scrape import scrape, total
 from tests.conftest import get_json, wait_until
-from projection.keys import keyspace_of
 
 pytestmark = pytest.mark.integration
 
