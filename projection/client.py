@@ -23,6 +23,8 @@ def security_options(settings: Settings) -> dict[str, Any]:
     A user and password in ``ATP_REDIS_URL`` win over these (redis-py lets the URL's parts override).
     """
     out: dict[str, Any] = {}
+    if settings.redis_url.startswith("rediss://"):
+        out["ssl_check_hostname"] = True  # redis-py 5 did not check it by default
     if settings.redis_tls_ca_file is not None:
         out["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
     if settings.redis_tls_cert_file is not None:

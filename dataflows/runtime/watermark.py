@@ -4,8 +4,10 @@ The rule (docs/http-api.md, "Freshness"): for each input partition, take the off
 recovery store has committed (Bytewax commits a snapshot only after the outputs of its epoch are
 written, so everything before that offset is in Redis). A partition whose committed offset is its
 end counts as read up to the moment its end was read; any other one, up to the log time of the
-oldest record not yet committed (the record at the committed offset: nothing logged before it is
-missing, as a partition's log times do not go back). The watermark is the minimum over every
+oldest record not yet committed (the record at the committed offset, or the first one retention
+kept: nothing logged before it is missing, as long as a partition's log times do not go back, which
+holds for LogAppendTime topics and for producers whose clocks agree; a producer that writes older
+timestamps after newer ones makes the watermark early by that much). The watermark is the minimum over every
 partition of every input topic. Process 0 (which holds the recovery store) works it out every
 ``INTERVAL_S`` and writes it, in epoch ms, into the keyspace's meta (``watermark``), where every API
 answer reads it in the round trip it already makes; ``atp_watermark_lag_seconds`` is now minus it.
@@ -28,7 +30,7 @@ from prometheus_client import Gauge
 from core.config import Settings
 from core.kafka_config import client_config
 from dataflows.kafka import poll
-from dataflows.kafka.admin import end_offsets
+from dataflows.kafka.admin import end_offsets, low_offsets
 from dataflows.runtime.recovery import RecoveryStore
 from projection.keys import KeySpace
 
@@ -42,12 +44,16 @@ _SET_IF_META = "if redis.call('EXISTS', KEYS[1]) == 1 then return redis.call('HS
 LogTime = Callable[[str, int, int], int | None]  # (topic, partition, offset) -> that record's log time (ms)
 
 
-def watermark(committed: dict[str, int], ends: dict[str, int], log_time: LogTime, now_ms: int) -> int | None:
-    """The rule above, for ``{index}-{topic}`` -> offset maps; None when a partition's time is unknown."""
+def watermark(committed: dict[str, int], ends: dict[str, int], log_time: LogTime, now_ms: int,
+              lows: dict[str, int] | None = None) -> int | None:
+    """The rule above, for ``{index}-{topic}`` -> offset maps; None when a partition's time is unknown.
+    ``lows``: each partition's first retained offset (records before it were deleted by retention)."""
     out = now_ms
     for part, end in ends.items():
         index, _, topic = part.partition("-")
-        at = max(committed.get(part, 0), 0)  # Bytewax keeps OFFSET_BEGINNING (-2) for a partition never read
+        # Bytewax keeps OFFSET_BEGINNING (-2) for a partition never read; retention may have deleted
+        # the records before the low offset, so the oldest one not yet reflected is at least there.
+        at = max(committed.get(part, 0), 0, (lows or {}).get(part, 0))
         if at >= end:
             continue  # read to its end just now
         t = log_time(topic, int(index), at)
@@ -62,7 +68,8 @@ class LogTimes:
 
     def __init__(self, settings: Settings) -> None:
         self._consumer = Consumer(client_config(settings, {"group.id": "atp-watermark", "enable.auto.commit": False,
-                                                           "enable.partition.eof": True}))
+                                                           "enable.partition.eof": True,
+                                                           "auto.offset.reset": "earliest"}))
         self._known: dict[tuple[str, int, int], int] = {}
 
     def __call__(self, topic: str, partition: int, offset: int) -> int | None:
@@ -96,6 +103,7 @@ class WatermarkWriter(threading.Thread):
         self._settings, self._client, self._ks, self._store = settings, client, keyspace, store
         self._interval = interval_s
         self.stopped = threading.Event()
+        self._last: int | None = None
 
     def run(self) -> None:
         times: LogTimes | None = None
@@ -116,11 +124,14 @@ class WatermarkWriter(threading.Thread):
     def tick(self, times: LogTime) -> int | None:
         if not self._store.exists():
             return None
+        now = int(time.time() * 1000)  # before the ends: a record logged after them is not counted as read
         _, committed = self._store.committed_offsets()
         ends = end_offsets(self._settings, timeout_s=5.0)
-        now = int(time.time() * 1000)
-        mark = watermark(committed, ends, times, now)
+        lows = {f"{i}-{t}": low for (t, i), low in low_offsets(self._settings, timeout_s=5.0).items()}
+        mark = watermark(committed, ends, times, now, lows)
         if mark is not None:
             self._client.eval(_SET_IF_META, 1, self._ks.meta, "watermark", str(mark))
-            WATERMARK_LAG.set(max(0.0, (now - mark) / 1000))
+            self._last = mark
+        if self._last is not None:  # grows while no new mark can be worked out: a stuck watermark shows
+            WATERMARK_LAG.set(max(0.0, (now - self._last) / 1000))
         return mark

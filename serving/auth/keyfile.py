@@ -48,6 +48,9 @@ def load_secret(path: Path, create: bool = False) -> bytes:
     """The hashing secret; made (0600) when ``create`` and missing."""
     try:
         data = path.read_bytes().strip()
+    except PermissionError:
+        raise KeyFileError(f"the API key secret {path} cannot be read: it must be readable by the user the API "
+                           "runs as") from None
     except FileNotFoundError:
         if not create:
             raise KeyFileError(f"no API key secret at {path}: create a key with `atp keys create` first") from None
@@ -86,11 +89,18 @@ def read_records(path: Path) -> dict[str, KeyRecord]:
         raw = path.read_text()
     except FileNotFoundError:
         return {}
+    except OSError as exc:  # e.g. replaced by another user's 0600 file
+        raise KeyFileError(f"the API keys file {path} cannot be read ({exc.strerror}): it must be readable by "
+                           "the user the API runs as (run `atp keys` as that user)") from None
     try:
         doc = json.loads(raw)
         if doc.get("format") != FORMAT:
             raise ValueError(f"format {doc.get('format')!r}, expected {FORMAT}")
-        return {r["name"]: KeyRecord(**r) for r in doc["keys"]}
+        records = {r["name"]: KeyRecord(**r) for r in doc["keys"]}
+        for r in records.values():
+            for p in r.previous:
+                int(p["until_ms"]), str(p["hash"])  # a rotation's leftovers must be usable
+        return records
     except (ValueError, TypeError, KeyError) as exc:
         raise KeyFileError(f"the API keys file {path} cannot be read ({type(exc).__name__}: {exc}); "
                         "restore it from a backup or move it away and create the keys again") from None

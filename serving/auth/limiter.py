@@ -109,7 +109,7 @@ class Limiter:
         trip is under way wait for its lot instead of each fetching (and stranding) one."""
         if key.rate <= 0:
             return None
-        for _ in range(2):
+        while True:
             lot = self._lots.get(key.name)
             if lot is not None and lot.until > time.monotonic() and lot.left >= cost:
                 lot.left -= cost
@@ -117,13 +117,14 @@ class Limiter:
             pending = self._fetching.get(key.name)
             if pending is None:
                 break
-            await asyncio.shield(pending)
+            await asyncio.shield(pending)  # then look at the lot it brought
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._fetching[key.name] = done
         try:
             return await self._fetch(key, cost)
         finally:
-            del self._fetching[key.name]
+            if self._fetching.get(key.name) is done:
+                del self._fetching[key.name]
             done.set_result(None)
 
     async def _fetch(self, key: ApiKey, cost: int) -> Verdict | None:
@@ -133,11 +134,13 @@ class Limiter:
         except redis.exceptions.RedisError:
             return None
         bucket, got = float(tokens), int(granted)
+        now = time.monotonic()
+        old = self._lots.get(key.name)
+        kept = old.left if old is not None and old.until > now else 0.0  # taken from the bucket already
         if got < cost:
-            self._lots.pop(key.name, None)
-            return self._verdict(key, False, bucket, cost)
-        self._lots[key.name] = _Lot(got - cost, time.monotonic() + LEASE_S, bucket)
-        return self._verdict(key, True, bucket + got - cost, cost)
+            return self._verdict(key, False, bucket + kept, cost)
+        self._lots[key.name] = _Lot(kept + got - cost, now + LEASE_S, bucket)
+        return self._verdict(key, True, bucket + kept + got - cost, cost)
 
     @staticmethod
     def _verdict(key: ApiKey, allowed: bool, left: float, cost: int) -> Verdict:

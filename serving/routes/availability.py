@@ -124,8 +124,9 @@ async def _get_group(sku: str, group: str, store: PositionStore, groups: dict[st
     if key is not None and not key.sees_group(group, members or []):
         raise forbidden(f"group {group}")
     if members is None:
-        known = ", ".join(sorted(groups)) or "none configured"
-        raise ApiError(404, "unknown_group", f"no location group {group!r} (groups: {known})")
+        limited = key is not None and (key.locations is not None or key.groups is not None)
+        known = "" if limited else f" (groups: {', '.join(sorted(groups)) or 'none configured'})"  # not to a partner
+        raise ApiError(404, "unknown_group", f"no location group {group!r}{known}")
     read = await store.for_group(sku, group, members, generation)
     response.headers[GENERATION_HEADER] = read.generation
     stored, *positions = read.results
@@ -138,13 +139,15 @@ async def _get_group(sku: str, group: str, store: PositionStore, groups: dict[st
         summed = GroupAvailability.from_group(stored, now, read.watermark)
     except Unreadable as exc:
         raise unreadable(f"{sku} in group {group}", exc, {"sku": sku, "group": group}) from None
-    located = [(loc, p) for loc, p in zip(members, positions) if p is not None]
+    # A key named for the group (--groups) reads its sums, but member positions only at its own locations.
+    located = [(loc, p) for loc, p in zip(members, positions) if p is not None and (key is None or key.sees(loc))]
     return SkuAvailability(
         sku=sku,
         locations=[Availability.from_stored(p, now, read.watermark) for _, p in located if not isinstance(p, Unreadable)],
         total=Quantities(**{f: stored[f] for f in FIELDS}),
         group=summed,
         unreadable=_unreadable(located),
+        restricted_to=None if key is None or key.locations is None else sorted(key.locations),
     )
 
 
@@ -164,11 +167,11 @@ async def query(request: QueryRequest, store: StoreDep, response: Response, key:
     # Validated in one call (the models' per-instance constructor calls were most of a batch's CPU).
     return QueryResponse.model_validate({"results": [
         {"sku": sku, "location": loc, "found": False, "availability": None,
+         "error": {"code": "forbidden", "message": f"this API key may not read location {loc}"}}
+        if key is not None and not key.sees(loc) else  # first: what is stored there is not this key's to learn
+        {"sku": sku, "location": loc, "found": False, "availability": None,
          "error": {"code": "position_unreadable", "message": f"the stored position cannot be served: {s.reason}"}}
         if isinstance(s, Unreadable) else
-        {"sku": sku, "location": loc, "found": False, "availability": None,
-         "error": {"code": "forbidden", "message": f"this API key may not read location {loc}"}}
-        if key is not None and not key.sees(loc) else
         {"sku": sku, "location": loc, "found": s is not None, "availability": None if s is None else fields_of(s, now, read.watermark)}
         for (sku, loc), s in zip(pairs, found)
     ]})

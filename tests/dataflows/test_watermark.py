@@ -34,6 +34,10 @@ def test_the_rule():
     assert watermark({}, {"0-wms": 0}, log_time, NOW) == NOW
     assert watermark({"0-wms": -2, "1-orders": 3}, {"0-wms": 0, "1-orders": 3}, log_time, NOW) == NOW
     assert watermark({"0-orders": -2}, {"0-orders": 1}, lambda t, p, o: NOW - 1 if o == 0 else None, NOW) == NOW - 1
+    # Retention deleted a never-read partition's records: it is at its end, not stuck (a second reader
+    # found the watermark stopping for good there); one truncated part way reads from its low offset.
+    assert watermark({"0-wms": -2}, {"0-wms": 9}, log_time, NOW, lows={"0-wms": 9}) == NOW
+    assert watermark({"0-wms": 2}, {"0-wms": 9}, log_time, NOW, lows={"0-wms": 5}) == NOW - 9_000
 
 
 @pytest.mark.integration

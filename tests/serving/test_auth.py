@@ -107,10 +107,16 @@ def test_a_location_limited_key_sees_only_its_locations_in_every_read_route(keye
 
 def test_a_group_limited_key(keyed):
     east = token(keyed, "east-web", ["availability:read"], groups=["EAST"], locations=["DC-01", "DC-02"])
+    one = token(keyed, "east-one", ["availability:read"], groups=["EAST"], locations=["DC-01"])
     dc3 = token(keyed, "dc3-only", ["availability:read"], locations=["DC-03"])
     with TestClient(create_app(keyed)) as c:
         assert c.get("/v1/availability/SKU-1?group=EAST", headers=auth(east)).status_code == 200
         assert c.get("/v1/availability/SKU-1?group=WEST", headers=auth(east)).status_code == 403
+        # Named for the group, limited to DC-01: the group's sums, but no other member's own position
+        # (found by a second reader: every member's position was listed).
+        body = c.get("/v1/availability/SKU-1?group=EAST", headers=auth(one)).json()
+        assert [p["location"] for p in body["locations"]] == ["DC-01"] and body["restricted_to"] == ["DC-01"]
+        assert body["group"]["location"] == "EAST"
         r = c.get("/v1/availability/SKU-1?group=EAST", headers=auth(dc3))  # the group sums locations it may not read
         assert r.status_code == 403 and r.json()["error"]["message"] == "this API key may not read group EAST"
 
@@ -246,3 +252,28 @@ def test_concurrent_requests_of_a_key_share_one_trip_to_redis(keyed):
 
     trips, allowed = asyncio.run(burst())
     assert all(allowed) and trips == 1
+
+
+def test_a_crowd_of_requests_on_a_small_bucket_gets_answers_not_errors(keyed):
+    """300 concurrent requests on a key whose lots are small: each gets a verdict (allowed or refused),
+    none an error or a hang; and no more are allowed than the bucket holds. A second reader found the
+    waiting loop giving up after two lots, so requests crashed with KeyError (500) and others hung."""
+    import asyncio
+
+    from projection.client import connect_async
+    from serving.auth import ApiKey
+    from serving.auth.limiter import Limiter
+
+    async def crowd() -> list[object]:
+        client = connect_async(keyed)
+        limiter = Limiter(client, keyed.redis_key_prefix)
+        key = ApiKey("crowd", frozenset({"availability:read"}), rate=10, burst=40)
+        out = await asyncio.wait_for(asyncio.gather(*(limiter.take(key) for _ in range(300)),
+                                                    return_exceptions=True), 30)
+        await client.aclose()
+        return out
+
+    verdicts = asyncio.run(crowd())
+    assert not [v for v in verdicts if isinstance(v, BaseException)], [v for v in verdicts if isinstance(v, BaseException)][:3]
+    allowed = sum(1 for v in verdicts if v.allowed)
+    assert 0 < allowed <= 40 + 10 * 30  # at most the burst and what refills in the test's time bound

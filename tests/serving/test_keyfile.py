@@ -102,3 +102,24 @@ def test_location_and_group_limits():
     assert k.sees_group("ONE", ["DC-01"]) and not k.sees_group("BOTH", ["DC-01", "DC-02"])
     g = ApiKey("g", frozenset({ADMIN}), None, frozenset({"EAST"}))
     assert g.sees_group("EAST", ["DC-01", "DC-02"]) and not g.sees_group("WEST", ["DC-03"]) and g.allows(DRIFT_READ)
+
+
+def test_an_unreadable_keys_file_keeps_the_keys_loaded_last(files, monkeypatch, caplog):
+    """A keys file the API cannot read (another user's 0600 file) must not turn every request into a
+    500: the keyring keeps what it had and says why (found by a second reader)."""
+    keys, secret_file = files
+    secret = load_secret(secret_file, create=True)
+    monkeypatch.setattr(keyring_mod, "CHECK_EVERY_S", 0.0)
+    token = create(keys, secret, "shop", [AVAILABILITY_READ])
+    ring = Keyring(keys, secret_file)
+    real_read_text = type(keys).read_text
+
+    def denied(self, *a, **kw):
+        if self == keys:
+            raise PermissionError(13, "Permission denied")
+        return real_read_text(self, *a, **kw)
+
+    monkeypatch.setattr(type(keys), "read_text", denied)
+    keys.touch()  # a change the keyring notices
+    assert ring.lookup(token) is not None
+    assert "cannot be read (Permission denied)" in caplog.text
