@@ -128,11 +128,18 @@ class ReadProgress(threading.Thread):
                 return
 
 
-def read_offsets(store: RecoveryStore | None) -> dict[str, int]:
+def resumed_offsets(store: RecoveryStore | None) -> dict[str, int]:
+    """Where the run resumes, per input partition: read from the recovery store once, BEFORE Bytewax
+    starts. Reading its SQLite files while Bytewax writes them crashed the dataflow with SIGBUS under
+    load (the peak load test on Kafka, twice), so nothing reads them while the flow runs."""
+    return dict(store.committed_offsets()[1]) if store is not None and store.exists() else {}
+
+
+def read_offsets(resumed: dict[str, int]) -> dict[str, int]:
     """The next offset to read per input partition (``{index}-{topic}``): what this process's decode
-    step has read (``atp_input_offset``), else what the recovery store committed (where the run
-    resumed; in cluster mode the other processes' partitions, one snapshot interval behind)."""
-    out = dict(store.committed_offsets()[1]) if store is not None and store.exists() else {}
+    step has read (``atp_input_offset``), else where the run resumed (``resumed_offsets``; in cluster
+    mode the other processes' partitions stay there)."""
+    out = dict(resumed)
     for metric in metrics.INPUT_OFFSET.collect():
         for sample in metric.samples:
             part = f"{sample.labels['partition']}-{sample.labels['topic']}"

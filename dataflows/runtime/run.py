@@ -37,6 +37,7 @@ from dataflows.runtime.continuity import (
     follow_start,
     plan_start,
     read_offsets,
+    resumed_offsets,
 )
 from dataflows.runtime.continuity import STOPPED as FLOW_STOPPED
 from dataflows.runtime.crashguard import CrashGuard, unread
@@ -261,7 +262,8 @@ def _read_progress(settings: Settings, replay: Replay | None, store: RecoverySto
     has its own progress): what `atp generation switch` requires (docs/replay-and-generations.md)."""
     if replay is not None or not settings.coordinator:
         return None
-    return ReadProgress(lambda: kafka_admin.end_offsets(settings), lambda: read_offsets(store))
+    resumed = resumed_offsets(store)  # now, before Bytewax writes the store
+    return ReadProgress(lambda: kafka_admin.end_offsets(settings), lambda: read_offsets(resumed))
 
 
 def _plan(settings: Settings, client: redis.Redis, replay: Replay | None) -> StartPlan:

@@ -31,6 +31,7 @@ from core.config import Settings
 from core.kafka_config import client_config
 from dataflows.kafka import poll
 from dataflows.kafka.admin import end_offsets, low_offsets
+from dataflows.runtime.continuity import read_offsets, resumed_offsets
 from dataflows.runtime.recovery import RecoveryStore
 from projection.keys import KeySpace
 
@@ -99,8 +100,11 @@ class WatermarkWriter(threading.Thread):
 
     def __init__(self, settings: Settings, client: redis.Redis, keyspace: KeySpace, store: RecoveryStore,
                  interval_s: float = INTERVAL_S) -> None:
+        """Made before Bytewax starts: the only read of the recovery store is here (see ``tick``)."""
         super().__init__(name="atp-watermark", daemon=True)
-        self._settings, self._client, self._ks, self._store = settings, client, keyspace, store
+        self._settings, self._client, self._ks = settings, client, keyspace
+        self._resumed = resumed_offsets(store)
+        self._before: dict[str, int] = self._resumed  # the offsets read one tick ago
         self._interval = interval_s
         self.stopped = threading.Event()
         self._last: int | None = None
@@ -122,10 +126,11 @@ class WatermarkWriter(threading.Thread):
             times.close()
 
     def tick(self, times: LogTime) -> int | None:
-        if not self._store.exists():
-            return None
+        """The records the decode step had read one tick ago count as reflected: a record read reaches
+        Redis within the same worker step, well inside a tick. (Reading Bytewax's committed offsets
+        from the recovery store instead, as a first version did, crashed the flow with SIGBUS.)"""
         now = int(time.time() * 1000)  # before the ends: a record logged after them is not counted as read
-        _, committed = self._store.committed_offsets()
+        committed, self._before = self._before, read_offsets(self._resumed)
         ends = end_offsets(self._settings, timeout_s=5.0)
         lows = {f"{i}-{t}": low for (t, i), low in low_offsets(self._settings, timeout_s=5.0).items()}
         mark = watermark(committed, ends, times, now, lows)
