@@ -314,7 +314,9 @@ def _run_once(settings: Settings, plan: StartPlan, client: redis.Redis, replay: 
                           progress=_read_progress(settings, replay, store))
     _beat(client, settings, guard.flow if guard is not None else RUNNING)
     watch.start()
-    marks = WatermarkWriter(settings, client, keyspace_of(settings), store) if store and replay is None else None
+    # One process only: in cluster mode process 0 would see only its own partitions move (docs/http-api.md).
+    marks = (WatermarkWriter(settings, client, keyspace_of(settings), store)
+             if store and replay is None and settings.processes == 1 else None)
     if marks is not None:
         marks.start()
     log.info(

@@ -1,19 +1,21 @@
 """The pipeline's watermark: every input event logged before it is reflected in the keyspace.
 
-The rule (docs/http-api.md, "Freshness"): for each input partition, take the offset up to which the
-recovery store has committed (Bytewax commits a snapshot only after the outputs of its epoch are
-written, so everything before that offset is in Redis). A partition whose committed offset is its
-end counts as read up to the moment its end was read; any other one, up to the log time of the
-oldest record not yet committed (the record at the committed offset, or the first one retention
-kept: nothing logged before it is missing, as long as a partition's log times do not go back, which
-holds for LogAppendTime topics and for producers whose clocks agree; a producer that writes older
-timestamps after newer ones makes the watermark early by that much). The watermark is the minimum over every
-partition of every input topic. Process 0 (which holds the recovery store) works it out every
-``INTERVAL_S`` and writes it, in epoch ms, into the keyspace's meta (``watermark``), where every API
-answer reads it in the round trip it already makes; ``atp_watermark_lag_seconds`` is now minus it.
+The rule (docs/http-api.md, "Freshness"): for each input partition, take the offset the decode step
+had read one tick (``INTERVAL_S``) earlier (``atp_input_offset``; a record read reaches Redis within
+the same worker step, well inside a tick), or where the run resumed for a partition not read since.
+A partition read to its end counts as read up to the moment its end was read; any other one, up to
+the log time of the oldest record not yet read (the record at that offset, or the first one
+retention kept: nothing logged before it is missing, as long as a partition's log times do not go
+back, which holds for LogAppendTime topics and for producers whose clocks agree; a producer that
+writes older timestamps after newer ones makes the watermark early by that much). The watermark is
+the minimum over every partition of every input topic. Process 0 works it out every ``INTERVAL_S``
+and writes it, in epoch ms, into the keyspace's meta (``watermark``), where every API answer reads
+it in the round trip it already makes; ``atp_watermark_lag_seconds`` is now minus it.
 
-It trails the truth by up to one snapshot interval (``ATP_SNAPSHOT_INTERVAL_S``), never leads it;
-without a recovery store (``ATP_RECOVERY=false``) there is none, and answers say so (null).
+Bytewax's recovery store is read once, before the flow starts: reading its SQLite files while
+Bytewax writes them crashed the dataflow with SIGBUS under load. Without a recovery store
+(``ATP_RECOVERY=false``) or with several processes (cluster mode: process 0 sees only its own
+partitions move) there is no watermark, and answers say so (null).
 """
 
 from __future__ import annotations
