@@ -1,21 +1,5 @@
-"""The Redis projection of positions: key layout, the version-guarded write, and reading back.
-
-Layout (``{sku}`` is a Redis Cluster hash tag, so a SKU's locations share one slot):
-- ``<prefix>:pos:{<sku>}:<location>``: hash of every position field;
-- ``<prefix>:locs:{<sku>}``: set of the SKU's locations, for the network view;
-- ``<prefix>:grp:{<sku>}:<group>``: a location group's summed position, with ``members`` (JSON
-  ``[[location, version], ...]``, the member versions summed), and ``<prefix>:grps:{<sku>}``;
-- ``<prefix>:alert:{<sku>}:<location>`` and the ``<prefix>:alerts`` indexes: the latest alerts;
-- ``<prefix>:meta``: hash ``run_id`` (the dataflow run that owns the keyspace), ``state``
-  (``ready`` or ``rebuilding``) and ``since`` (epoch ms). No meta key means the keyspace is lost
-  or was never written: readers must not trust what they find, and the dataflow re-publishes.
-  The dataflow's liveness, when it publishes it: ``flow`` (``running``, ``stopped`` or
-  ``crash_loop``) and ``heartbeat`` (epoch ms, rewritten at least every 2 s while it runs); the
-  API's /readyz reads them (serving.routes.health).
-
-Writes are at-least-once (Bytewax re-emits after a restart), so a write lands only if its
-``version`` is higher than the stored one: a replayed older position never overwrites a newer.
-"""
+"""Positions as Redis hashes and back: the fields written, and the checked reading of what is stored
+(``Unreadable`` for what no reader can serve); the key layout is in ``projection.keys``."""
 
 from __future__ import annotations
 

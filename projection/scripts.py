@@ -1,23 +1,5 @@
-"""The Redis projection of positions: key layout, the version-guarded write, and reading back.
-
-Layout (``{sku}`` is a Redis Cluster hash tag, so a SKU's locations share one slot):
-- ``<prefix>:pos:{<sku>}:<location>``: hash of every position field;
-- ``<prefix>:locs:{<sku>}``: set of the SKU's locations, for the network view;
-- ``<prefix>:grp:{<sku>}:<group>``: a location group's summed position, with ``members`` (JSON
-  ``[[location, version], ...]``, the member versions summed), and ``<prefix>:grps:{<sku>}``;
-- ``<prefix>:alert:{<sku>}:<location>`` and the ``<prefix>:alerts`` indexes: the latest alerts;
-- ``<prefix>:expl:{<sku>}:<location>``: the key's lineage, a list of its newest ``LINEAGE_SIZE``
-  changes (events, rebases, controls, expiries; ``projection.codec.lineage_arg``), newest applied first;
-- ``<prefix>:meta``: hash ``run_id`` (the dataflow run that owns the keyspace), ``state``
-  (``ready`` or ``rebuilding``) and ``since`` (epoch ms). No meta key means the keyspace is lost
-  or was never written: readers must not trust what they find, and the dataflow re-publishes.
-  The dataflow's liveness, when it publishes it: ``flow`` (``running``, ``stopped`` or
-  ``crash_loop``) and ``heartbeat`` (epoch ms, rewritten at least every 2 s while it runs); the
-  API's /readyz reads them (serving.routes.health).
-
-Writes are at-least-once (Bytewax re-emits after a restart), so a write lands only if its
-``version`` is higher than the stored one: a replayed older position never overwrites a newer.
-"""
+"""The Lua of the projection's writes: the version-guarded position write (with the key's lineage
+list) and the alert write; the key layout they write is in ``projection.keys``."""
 
 from __future__ import annotations
 
