@@ -47,6 +47,9 @@ class FoldContext:
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NEWEST_EVENT_MS = [0]  # process-wide, for the last-event gauge
+ALERT_LOCATIONS_MAX = 500  # distinct location labels of atp_drift_alerts_total in one process
+OTHER_LOCATION = "other"  # not a location id (ids are case-sensitive; see docs/operations.md)
+_ALERT_LOCATIONS: set[str] = set()  # process-wide, like the metric it bounds
 
 
 def count_late(topic: str) -> None:
@@ -57,8 +60,17 @@ def count_reconciled(labels: tuple[str, str]) -> None:
     metrics.RECONCILIATIONS.labels(*labels).inc()
 
 
-def count_alert(labels: tuple[str, str, str]) -> None:
-    metrics.ALERTS.labels(*labels).inc()
+def count_alert(labels: tuple[str, str, str, str]) -> None:
+    """Counts an alert by kind, severity, source system and location: the first ``ALERT_LOCATIONS_MAX``
+    locations this process alerts for keep their own label, later ones count under ``other`` (a
+    producer could send a new location id with every snapshot; each label value is a series)."""
+    kind, severity, source, location = labels
+    if location not in _ALERT_LOCATIONS:
+        if len(_ALERT_LOCATIONS) >= ALERT_LOCATIONS_MAX:
+            location = OTHER_LOCATION
+        else:
+            _ALERT_LOCATIONS.add(location)
+    metrics.ALERTS.labels(kind, severity, source, location).inc()
 
 
 def count_band(band: str) -> None:

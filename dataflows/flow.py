@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, TypeGuard, cast
@@ -106,7 +107,12 @@ def build_flow(io: FlowIO, deps: FlowDeps) -> Dataflow:
     return flow
 
 
-def deps_from_settings(settings: Settings, formula: int | None = None) -> FlowDeps:
+def _no_watermark() -> int | None:
+    return None
+
+
+def deps_from_settings(settings: Settings, formula: int | None = None,
+                       watermark: Callable[[], int | None] = _no_watermark) -> FlowDeps:
     store = default_store()
     registry = registry_client(settings.schema_registry_url) if settings.schema_registry_url else None
     topic_of = {
@@ -127,7 +133,7 @@ def deps_from_settings(settings: Settings, formula: int | None = None) -> FlowDe
             out_of_order_ms=int(settings.wms_out_of_order_s * 1000),
             low_stock_atp=settings.low_stock_atp,
             stock_progress=STOCK_PROGRESS.get if settings.workers_total == 1 else no_progress),
-        availability=kafka_output.RecordMessage(encoder, "AvailabilityChanged", settings.topic_availability),
+        availability=kafka_output.FeedMessage(encoder, settings.topic_availability, watermark),
         alert=kafka_output.RecordMessage(encoder, "DriftAlert", settings.topic_drift_alerts),
         band=kafka_output.RecordMessage(encoder, "AvailabilityThreshold", settings.topic_thresholds),
         dead_letter=kafka_output.DeadLetterMessage(settings.topic_dead_letter),
@@ -150,15 +156,17 @@ class _DiscardPartition(StatelessSinkPartition[Any]):
         pass
 
 
-def production_flow(settings: Settings, formula: int | None = None, replay: Bounds | None = None) -> Dataflow:
-    """The live flow; a replay reads its bounds, ends there and writes Redis only."""
+def production_flow(settings: Settings, formula: int | None = None, replay: Bounds | None = None,
+                    watermark: Callable[[], int | None] = _no_watermark) -> Dataflow:
+    """The live flow; a replay reads its bounds, ends there and writes Redis only. ``watermark`` gives
+    the pipeline's watermark the availability feed carries (runtime/watermark.py works it out)."""
     io = FlowIO(
         source=kafka_source.source(settings, bounds=replay),
         positions=RedisPositionSink(settings.redis_url, keyspace_of(settings), settings.redis_retry_s,
                                     cluster=settings.redis_cluster, options=security_options(settings)),
         messages=_Discard() if replay is not None else kafka_output.sink(settings),
     )
-    return build_flow(io, deps_from_settings(settings, formula))
+    return build_flow(io, deps_from_settings(settings, formula, watermark))
 
 
 def main_flow() -> Dataflow:

@@ -48,13 +48,26 @@ RECONCILIATIONS = Counter(
     ["source_system", "outcome"],
 )
 ALERTS = Counter(
-    "atp_drift_alerts_total", "Alerts raised, by kind (DRIFT|OVERSOLD), severity and source system.",
-    ["kind", "severity", "source_system"],
+    "atp_drift_alerts_total",
+    "Alerts raised, by kind (DRIFT|OVERSOLD), severity, source system and location (the first 500 locations "
+    "a process alerts for; later ones as 'other').",
+    ["kind", "severity", "source_system", "location"],
 )
 DRIFT_UNITS = Histogram(
     "atp_drift_units", "|snapshot on-hand - stream on-hand| of each verifiable reconciliation.",
     buckets=(0, 1, 2, 5, 10, 25, 50, 100, 250, 1000),
 )
+LOOP_BEAT = Gauge(
+    "atp_dataflow_loop_timestamp_seconds",
+    "When the dataflow's main loop last asked its input for records (Unix time, at most ~1 s old while the "
+    "loop turns, with input or without): the heartbeat of the flow itself, not of a side thread.",
+)
+CRASHES = Gauge(
+    "atp_dataflow_crashes",
+    "Crashes of the dataflow counted at the input position it resumes from; 0 once the input passes where "
+    "the first of them happened (dataflows/runtime/crashguard.py).",
+)
+CAREFUL_MODE = Gauge("atp_dataflow_careful_mode", "1 while a crash loop has the dataflow read one record at a time.")
 BAND_CHANGES = Counter("atp_band_changes_total", "Threshold-feed events, by the band entered.", ["band"])
 MALLOC_TRIM = Histogram(
     "atp_malloc_trim_seconds", "Each malloc_trim call that hands the heap's free pages back to the OS (core.memtrim).",

@@ -185,7 +185,7 @@ class Timers:
             if result.drift is not None:
                 fx.append((metrics.DRIFT_UNITS.observe, abs(result.drift)))
             if result.alert is not None:
-                fx.append((count_alert, ("DRIFT", result.alert.severity, snap.source_system)))
+                fx.append((count_alert, ("DRIFT", result.alert.severity, snap.source_system, result.alert.location)))
                 out.append(result.alert)
         st.pending = tuple(waiting)
 
@@ -216,5 +216,5 @@ class Timers:
         ctx = self._ctx
         pos = position(st, ctx.safety.for_state(st), now_ms, ctx.formula)
         alert = drift.oversold(st, pos.shortfall, pos.available_qty, pos.reserved + pos.safety_stock, now_ms)
-        fx.append((count_alert, ("OVERSOLD", alert.severity, "stream")))
+        fx.append((count_alert, ("OVERSOLD", alert.severity, "stream", alert.location)))
         out.append(alert)

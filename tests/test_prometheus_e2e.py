@@ -38,8 +38,8 @@ ONLY_ON_FAILURE = {"atp_produce_errors_total", "atp_produce_errors_created",
 # What the events below must make fire at once (no `for:`), and what must stay quiet while all is well.
 FIRING = {"AtpDeadLetters", "AtpDriftCritical"}
 PENDING = {"AtpOversoldPositions"}  # oversold for less than its 10 minutes
-QUIET = {"AtpApiDown", "AtpDataflowDown", "AtpDataflowCrashLooping", "AtpKeyspaceNotReady", "AtpKeyspaceLost",
-         "AtpApiErrorRate", "AtpProduceErrors", "AtpTimerFailures"}
+QUIET = {"AtpApiDown", "AtpDataflowDown", "AtpDataflowCrashLooping", "AtpDataflowLoopStopped", "AtpKeyspaceNotReady",
+         "AtpKeyspaceLost", "AtpApiErrorRate", "AtpProduceErrors", "AtpTimerFailures"}
 
 
 class Prometheus:

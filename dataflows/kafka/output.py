@@ -3,6 +3,8 @@ their headers, and the sink that produces them."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from bytewax.connectors.kafka import KafkaSinkMessage
 
 from core.config import Settings
@@ -35,6 +37,21 @@ class RecordMessage:
     def __call__(self, item: Position | Alert | BandChange) -> KafkaSinkMessage[bytes, bytes]:
         value = self._encoder.encode(self._record, item.as_dict(), self._topic)
         return KafkaSinkMessage(item.key.encode(), value, topic=self._topic)
+
+
+class FeedMessage(RecordMessage):
+    """A Position -> AvailabilityChanged, stamped with the pipeline's watermark of the moment
+    (``watermark()``: epoch ms or None; the same figure the API answers carry)."""
+
+    def __init__(self, encoder: Encoder, topic: str, watermark: Callable[[], int | None]) -> None:
+        super().__init__(encoder, "AvailabilityChanged", topic)
+        self._watermark = watermark
+
+    def __call__(self, item: Position | Alert | BandChange) -> KafkaSinkMessage[bytes, bytes]:
+        record = item.as_dict()
+        record["watermark"] = self._watermark()
+        return KafkaSinkMessage(item.key.encode(), self._encoder.encode(self._record, record, self._topic),
+                                topic=self._topic)
 
 
 class DeadLetterMessage:

@@ -36,6 +36,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dataflows import metrics
 from dataflows.kafka.careful import CAREFUL
 from dataflows.skiplist import CRASH_LOOP, Where, _write_json, add_skip, source_of
 
@@ -162,6 +163,8 @@ class CrashGuard:
             led.save(self._path)
             self._ledger = led
         CAREFUL.arm(self.careful, self._note)
+        metrics.CRASHES.set(led.crashes)
+        metrics.CAREFUL_MODE.set(1 if self.careful else 0)
         self._watch_fatal_signals()
 
     def _died_of_a_crash(self, running: dict[str, Any]) -> bool:
@@ -228,6 +231,8 @@ class CrashGuard:
                          " (careful mode ends)" if self.careful else "", led.crashes, len(led.pinned))
                 self.recovering = self.careful = False
                 CAREFUL.arm(False)
+                metrics.CRASHES.set(0)
+                metrics.CAREFUL_MODE.set(0)
                 self._ledger = Ledger(running=led.running)
                 if self._ledger.running is not None:
                     self._ledger.running["careful"] = False

@@ -295,6 +295,10 @@ def _tick(guard: CrashGuard | None) -> None:
         guard.tick()
 
 
+def _no_mark() -> int | None:
+    return None
+
+
 def _run_once(settings: Settings, plan: StartPlan, client: redis.Redis, replay: Replay | None,
               guard: CrashGuard | None = None) -> str:
     REPUBLISH.reset(active=plan.republish)
@@ -328,7 +332,8 @@ def _run_once(settings: Settings, plan: StartPlan, client: redis.Redis, replay: 
     try:
         with _HUSH.around(settings):
             cli_main(
-                production_flow(settings, plan.spec.formula_version, replay.bounds if replay else None),
+                production_flow(settings, plan.spec.formula_version, replay.bounds if replay else None,
+                                watermark=marks.latest if marks is not None else _no_mark),
                 workers_per_process=settings.workers,
                 process_id=settings.process_id,
                 addresses=settings.addresses,

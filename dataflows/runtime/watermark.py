@@ -127,6 +127,10 @@ class WatermarkWriter(threading.Thread):
         if times is not None:
             times.close()
 
+    def latest(self) -> int | None:
+        """The last watermark worked out (epoch ms), for the availability feed; None before the first."""
+        return self._last
+
     def tick(self, times: LogTime) -> int | None:
         """The records the decode step had read one tick ago count as reflected: a record read reaches
         Redis within the same worker step, well inside a tick. (Reading Bytewax's committed offsets

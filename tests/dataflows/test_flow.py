@@ -188,3 +188,19 @@ def test_safety_stock_controls_apply_to_items_and_whole_locations_whatever_the_o
     expected = oracle_of(items).positions()
     assert {k: (e.safety_stock, e.atp, e.version) for k, e in expected.items()} == {
         k: (p.safety_stock, p.atp, p.version) for k, p in final.items()}
+
+
+def test_the_feed_carries_the_watermark_it_is_given():
+    """Each AvailabilityChanged carries the pipeline watermark of the moment it was made (null before one
+    is known), read from the newest schema revision."""
+    from schemas import Decoder
+
+    marks = iter([None, 1_767_225_600_000])
+    out = []
+    flow = build_flow(FlowIO(TestingSource([message(wms("RECEIPT", qty=5, event_id="a"), 0),
+                                            message(wms("RECEIPT", qty=1, event_id="b"), 1)]), TestingSink([]),
+                             TestingSink(out)), deps_from_settings(SETTINGS, watermark=lambda: next(marks)))
+    run_main(flow)
+    decoder = Decoder(default_store())
+    feed = [decoder.decode(m.value)[1] for m in out if m.topic == SETTINGS.topic_availability]
+    assert [(r["on_hand"], r["watermark"]) for r in feed] == [(5, None), (6, 1_767_225_600_000)]

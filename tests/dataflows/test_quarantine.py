@@ -9,6 +9,7 @@ import time
 
 import pytest
 from bytewax.connectors.kafka import KafkaSourceMessage
+from prometheus_client import REGISTRY
 from typer.testing import CliRunner
 
 from atp.cli import app
@@ -129,6 +130,10 @@ def _faulthandler_back_to_stderr():
     faulthandler.enable(file=sys.__stderr__, all_threads=True)
 
 
+def _gauge(name: str) -> float | None:
+    return REGISTRY.get_sample_value(name)
+
+
 def crash_then_start(tmp_path, store: Store, how: str = "fatal") -> CrashGuard:
     """A run that died without cleaning up (its marker stays) of a fatal signal that faulthandler
     wrote down (``fatal``), or killed from outside (``killed``: nothing written), then the next start."""
@@ -160,8 +165,10 @@ def test_crashes_at_one_position_turn_careful_then_pin_the_noted_record(tmp_path
         assert not g.recovering and not g.careful and g.flow == "running"
         g = crash_then_start(tmp_path, store)
         assert g.recovering and not g.careful and g.flow == "crash_loop"
+        assert _gauge("atp_dataflow_crashes") == 1 and _gauge("atp_dataflow_careful_mode") == 0
         g = crash_then_start(tmp_path, store)
         assert g.careful and CAREFUL.on  # 2 crashes: the third run reads one record at a time
+        assert _gauge("atp_dataflow_crashes") == 2 and _gauge("atp_dataflow_careful_mode") == 1
         ledger = Ledger.load(tmp_path / "gen" / LEDGER_FILE)
         assert ledger.crashes == 2 and ledger.until == {f"0-{WMS}": 20}  # partition 1 is empty
         # The careful run notes a record, then crashes on it.
@@ -173,6 +180,7 @@ def test_crashes_at_one_position_turn_careful_then_pin_the_noted_record(tmp_path
         store.committed[f"0-{WMS}"] = 14
         g.tick()
         assert not g.recovering and not g.careful and not CAREFUL.on and g.flow == "running"
+        assert _gauge("atp_dataflow_crashes") == 0 and _gauge("atp_dataflow_careful_mode") == 0
         g.end()
         g = guard(tmp_path, store)
         g.begin()

@@ -7,9 +7,11 @@ import time
 import pytest
 
 from dataflows.kafka.producer import EventProducer
+from dataflows.kafka.topicread import read_topics
 from dataflows.runtime.watermark import watermark
 from projection.client import connect
 from projection.keys import keyspace_of
+from schemas import Decoder, default_store
 from tests.builders import wms
 from tests.conftest import get_json, send_events, wait_until
 
@@ -57,3 +59,12 @@ def test_a_quiet_key_is_not_stale_when_the_pipeline_is_current(settings, start):
     assert meta is not None and int(meta) <= int(time.time() * 1000)
     batch = get_json(f"{base}/v1/availability/SKU-Q")
     assert batch["locations"][0]["watermark"] is not None
+    # The availability feed carries the same watermark: a change made once it is known is stamped.
+    send_events(EventProducer(settings), [wms("RECEIPT", sku="SKU-Q", qty=2, t=1, occurred_at=two_hours_ago + 1)])
+    wait_until(lambda: (get_json(f"{base}/v1/availability/SKU-Q/DC-01") or {}).get("on_hand") == 7, 60,
+               "the second receipt", flow)
+    decoder = Decoder(default_store(), None)
+    feed = [decoder.decode(m.value)[1] for m in read_topics(settings.kafka_bootstrap, [settings.topic_availability])]
+    last = [r for r in feed if r["sku"] == "SKU-Q"][-1]
+    assert last["on_hand"] == 7 and last["watermark"] is not None, last
+    assert int(meta) <= last["watermark"] <= int(time.time() * 1000), last
