@@ -48,7 +48,7 @@ class FoldContext:
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 NEWEST_EVENT_MS = [0]  # process-wide, for the last-event gauge
 ALERT_LOCATIONS_MAX = 500  # distinct location labels of atp_drift_alerts_total in one process
-OTHER_LOCATION = "other"  # not a location id (ids are case-sensitive; see docs/operations.md)
+OTHER_LOCATION = "_other"  # no location id can be this: an id starts with a letter or digit (core.contract)
 _ALERT_LOCATIONS: set[str] = set()  # process-wide, like the metric it bounds
 
 
@@ -63,7 +63,8 @@ def count_reconciled(labels: tuple[str, str]) -> None:
 def count_alert(labels: tuple[str, str, str, str]) -> None:
     """Counts an alert by kind, severity, source system and location: the first ``ALERT_LOCATIONS_MAX``
     locations this process alerts for keep their own label, later ones count under ``other`` (a
-    producer could send a new location id with every snapshot; each label value is a series)."""
+    producer could send a new location id with every snapshot; each label value is a series). Worker
+    threads check and add without a lock: the bound can be passed by at most one per other worker."""
     kind, severity, source, location = labels
     if location not in _ALERT_LOCATIONS:
         if len(_ALERT_LOCATIONS) >= ALERT_LOCATIONS_MAX:

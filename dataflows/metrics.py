@@ -1,5 +1,7 @@
 """The dataflow's Prometheus metrics (names are fixed: dashboards use them). Never a SKU label."""
 
+import time
+
 from prometheus_client import Counter, Gauge, Histogram
 
 from dataflows.hotmetrics import HotCounter, HotHistogram
@@ -59,9 +61,27 @@ DRIFT_UNITS = Histogram(
 )
 LOOP_BEAT = Gauge(
     "atp_dataflow_loop_timestamp_seconds",
-    "When the dataflow's main loop last asked its input for records (Unix time, at most ~1 s old while the "
-    "loop turns, with input or without): the heartbeat of the flow itself, not of a side thread.",
+    "When the dataflow's main loop last asked its input for records or waited on an output (Unix time, set at "
+    "most once a second): the heartbeat of the flow itself, not of a side thread; 0 while a run starts.",
 )
+_BEAT = [0.0]  # when LOOP_BEAT was last set (process-wide, like the gauge)
+
+
+def loop_beat() -> None:
+    """Sets ``atp_dataflow_loop_timestamp_seconds`` at most once a second. Called where Bytewax's loop
+    asks a partition for records (with input or without) and where an output waits for Kafka or
+    Redis (an outage is waited for, and has alerts of its own): a loop that stops there (a step stuck
+    in a call, a deadlock) stops this clock while every side thread still answers."""
+    now = time.time()
+    if now - _BEAT[0] >= 1.0:
+        _BEAT[0] = now
+        LOOP_BEAT.set(now)
+
+
+def loop_beat_reset() -> None:
+    """A run starting again in the same process: 0 until its loop turns (resuming may take a while)."""
+    _BEAT[0] = 0.0
+    LOOP_BEAT.set(0)
 CRASHES = Gauge(
     "atp_dataflow_crashes",
     "Crashes of the dataflow counted at the input position it resumes from; 0 once the input passes where "

@@ -152,6 +152,7 @@ class _RedisPartition(StatelessSinkPartition[Position | Alert | GroupPosition]):
                         "restarted with recovery, resumes from its last snapshot"
                     ) from exc
                 log.warning("redis write failed, retrying in %.2f s: %s", delay, exc)
+                metrics.loop_beat()  # an outage waited for is no hang
                 time.sleep(delay)
                 delay = min(delay * 2, 2.0)
         metrics.REDIS_WRITE.observe(time.perf_counter() - started)

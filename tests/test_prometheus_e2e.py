@@ -27,7 +27,7 @@ from tests.builders import order, snapshot, wms
 from tests.conftest import get_json, processed, wait_until
 from tests.test_observability import PROMETHEUS_CONFIG, RULES, grafana_to_promql, metric_names, panel_queries, rules
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_broker]
 
 # Series that exist only once something failed (a labelled counter gets its first series with its
 # first increment): the test cannot make Kafka refuse an output message or a timer raise, so for

@@ -23,7 +23,7 @@ from bytewax.connectors.kafka import KafkaSink, KafkaSinkMessage
 from bytewax.outputs import StatelessSinkPartition
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from dataflows.metrics import PRODUCE_ERRORS
+from dataflows.metrics import PRODUCE_ERRORS, loop_beat
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ class _Partition(StatelessSinkPartition[KafkaSinkMessage[Any, Any]]):
                     raise KafkaException(KafkaError(KafkaError._QUEUE_FULL, f"the producer queue stayed full for "
                                                     f"{QUEUE_WAIT_S:.0f} s: is the broker reachable?")) from None
                 self._producer.poll(1)
+                loop_beat()
             except KafkaException as exc:
                 err = exc.args[0]
                 if err.code() not in RECORD_ERRORS:
@@ -119,7 +120,8 @@ class _Partition(StatelessSinkPartition[KafkaSinkMessage[Any, Any]]):
         for msg in items:
             self._produce(msg)
             poll(0)
-        self._producer.flush()
+        while self._producer.flush(1.0) > 0:  # waits as flush() does, beating: waiting on the broker is no hang
+            loop_beat()
         if self._undelivered:
             # The epoch is not committed: after the restart the batch is produced again (at least once).
             err = self._undelivered[0]

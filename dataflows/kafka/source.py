@@ -30,17 +30,6 @@ IDLE_CONFIRM_S = 0.5  # how often an idle wms partition's end is confirmed with 
 
 
 IDLE_DISTRUST_S = 30.0  # after the broker was away, how long the end of a partition is not taken as idle
-_BEAT = [0.0]  # when the loop's heartbeat gauge was last set (process-wide, like the gauge)
-
-
-def loop_beat() -> None:
-    """Sets ``atp_dataflow_loop_timestamp_seconds`` at most once a second: Bytewax's loop asks a
-    partition for records whether or not any are waiting, so a loop that stops turning (a hang in a
-    step, a deadlock) stops this clock while every side thread still answers."""
-    now = time.time()
-    if now - _BEAT[0] >= 1.0:
-        _BEAT[0] = now
-        metrics.LOOP_BEAT.set(now)
 
 
 class LivePartition(_KafkaSourcePartition):
@@ -59,7 +48,7 @@ class LivePartition(_KafkaSourcePartition):
     _distrust_until = 0.0  # after the broker was away: the end of the log is not taken as idle before this
 
     def next_batch(self) -> list[Any]:
-        loop_beat()
+        metrics.loop_beat()
         if self._eof:
             raise StopIteration()
         batch: list[Any] = []
@@ -201,7 +190,7 @@ class _RangePartition(StatefulSourcePartition[Any, int]):
         self._consumer, self._next, self._end, self._batch = consumer, start, end, batch_size
 
     def next_batch(self) -> list[Any]:
-        loop_beat()
+        metrics.loop_beat()
         if self._next >= self._end:
             raise StopIteration()
         want = max(1, min(self._batch, self._end - self._next))

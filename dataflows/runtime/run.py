@@ -308,6 +308,7 @@ def _run_once(settings: Settings, plan: StartPlan, client: redis.Redis, replay: 
     _retiring.clear()
     _peers_lost.clear()
     metrics.STATE_KEYS.set(0)  # the logics count themselves in as Bytewax builds them
+    metrics.loop_beat_reset()
     metrics.OVERSOLD.set(0)
     # Process 0 holds the recovery store and judges the re-publish; the others only report to it.
     store = RecoveryStore(settings.recovery_dir) if settings.recovery and settings.coordinator else None

@@ -10,7 +10,7 @@ import pytest
 from loadtest.bench import ladder
 from loadtest.bench.ladder_stage import STAGES
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_broker]
 
 
 def test_every_rung_reads_the_whole_input_and_the_report_renders(tmp_path):

@@ -24,7 +24,7 @@ from sandbox.stack import Endpoint, free_port, port_free
 from serving.main import create_app
 from state.position import Position
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_broker]
 
 
 @pytest.fixture(scope="module")

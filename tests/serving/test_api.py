@@ -16,7 +16,7 @@ from sandbox.stack import free_port
 from serving.main import create_app
 from state.position import Position
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_broker]
 
 
 def pos(sku="SKU-1", location="DC-01", version=1, available=10, reserved=2, **kw):

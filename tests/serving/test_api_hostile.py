@@ -21,7 +21,7 @@ from projection.scripts import alert_member
 from serving.main import create_app
 from tests.serving.test_api import pos
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_broker]
 
 GROUPS = {"EAST": ["DC-01", "DC-02"]}
 DOCUMENTED_503 = {"store_unavailable", "keyspace_missing", "rebuilding", "position_unreadable", "index_unreadable",

@@ -33,7 +33,7 @@ from serving.auth.keyfile import create, load_secret
 from tests.conftest import get_json, wait_until
 from tests.serving.test_api import pos
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_broker]
 
 EXAMPLES = 60  # per operation and generation mode (about 600 requests, about 15 s here)
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_headers_conformance,

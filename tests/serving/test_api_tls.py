@@ -10,7 +10,7 @@ import pytest
 from tests.conftest import run_atp, wait_until
 from tests.tls import make_certs
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_broker]
 
 
 def test_the_api_serves_https_and_refuses_plain_http(settings, start, tmp_path):

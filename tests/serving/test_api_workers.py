@@ -9,7 +9,7 @@ from projection.keys import keyspace_of
 from sandbox.scrape import scrape, total
 from tests.conftest import get_json, wait_until
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_broker]
 
 
 def test_two_api_processes_share_the_port_and_metrics_count_every_request(settings, rclient, start):

@@ -21,7 +21,7 @@ from state.groups import GroupPosition
 from tests.conftest import run_atp, wait_until
 from tests.serving.test_api import pos
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_broker]
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ from state.fold import CONTROL, DELTA, EXPIRY, SET_ON_HAND
 from tests.serving.test_api import client, pos, sink  # noqa: F401 - fixtures
 from tests.serving.test_auth import auth, keyed, token  # noqa: F401 - fixtures
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.one_broker]
 
 T0 = 1_767_225_600_000
 
