@@ -110,14 +110,12 @@ def metrics_samples(settings: Settings) -> dict[Any, float] | None:
 
 def committed_offsets(settings: Settings) -> dict[str, int] | None:
     """The input offsets of the recovery store's last snapshot (None: no store here, or unreadable)."""
-    import sqlite3
-
-    from dataflows.runtime.recovery import RecoveryStore
+    from dataflows.runtime.recovery import RecoveryError, RecoveryStore
 
     store = RecoveryStore(settings.recovery_dir)
     try:
         return store.committed_offsets()[1] if store.exists() else None
-    except sqlite3.Error:  # damaged, or busy past its timeout: `atp run` says which when it starts
+    except RecoveryError:  # damaged, or busy past its timeout: `atp run` says which when it starts
         return None
 
 

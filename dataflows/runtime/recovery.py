@@ -3,12 +3,14 @@
 Bytewax resumes from whatever partitions it finds. We add one table, ``atp_run``, to each
 partition, so that a damaged file, a missing partition or partitions of two different runs are
 refused at start instead of silently resuming from a mix (or from nothing).
+
+This process's own SQLite opens the partitions only before Bytewax does (``validate``, the run
+stamp); what Bytewax committed is read in a child process (``dataflows.runtime.storeread`` says why).
 """
 
 from __future__ import annotations
 
 import logging
-import pickle
 import sqlite3
 import uuid
 from contextlib import closing
@@ -17,7 +19,9 @@ from pathlib import Path
 
 from bytewax.recovery import init_db_dir
 
-from core.errors import StackError
+from dataflows.runtime.storeread import RecoveryError as RecoveryError
+from dataflows.runtime.storeread import connect, read
+from dataflows.runtime.storeread import partitions as _partitions
 
 log = logging.getLogger(__name__)
 
@@ -25,21 +29,12 @@ SOURCE_STEP = "atp.kafka_in"  # flow id + step id: where Bytewax keeps the input
 FOLD_STEP = "atp.atp_fold"  # ... and the per-key fold state
 
 
-class RecoveryError(StackError):
-    """The recovery store cannot be trusted; the message says why and what to do."""
-
-
-def _connect(path: Path, write: bool = False) -> sqlite3.Connection:
-    mode = "rw" if write else "ro"
-    return sqlite3.connect(f"file:{path}?mode={mode}", uri=True, timeout=10)
-
-
 @dataclass(frozen=True)
 class RecoveryStore:
     directory: Path
 
     def partitions(self) -> list[Path]:
-        return sorted(self.directory.glob("part-*.sqlite3"))
+        return _partitions(self.directory)
 
     def exists(self) -> bool:
         return bool(self.partitions())
@@ -61,7 +56,7 @@ class RecoveryStore:
         parts: dict[int, tuple[Path, int, str | None]] = {}
         for path in self.partitions():
             try:
-                with closing(_connect(path)) as db:
+                with closing(connect(path)) as db:
                     if db.execute("PRAGMA quick_check").fetchone()[0] != "ok":
                         raise sqlite3.DatabaseError("integrity check failed")
                     index, count = db.execute("SELECT part_index, part_count FROM parts").fetchone()
@@ -92,32 +87,18 @@ class RecoveryStore:
         return run_id
 
     def committed_offsets(self) -> tuple[int, dict[str, int]]:
-        """The resume epoch and, per input partition (``{index}-{topic}``), the next offset to read."""
-        resume, latest = self._committed(SOURCE_STEP)
-        return resume, {key: pickle.loads(blob) for key, blob in latest.items()}
+        """The resume epoch and, per input partition (``{index}-{topic}``), the next offset to read.
+        Read in a child process (``storeread``): safe while Bytewax runs in this one."""
+        out = read(self.directory, SOURCE_STEP, "offsets")
+        return int(out["resume"]), {key: int(value) for key, value in out["offsets"].items()}
 
     def state_keys(self, step: str = FOLD_STEP) -> int:
         """How many keys a resume of ``step`` builds (those with state at the resume epoch)."""
-        return len(self._committed(step)[1])
-
-    def _committed(self, step: str) -> tuple[int, dict[str, bytes]]:
-        epochs: list[int] = []
-        rows: list[tuple[str, int, bytes | None]] = []
-        for path in self.partitions():
-            with closing(_connect(path)) as db:
-                epochs += [e for (e,) in db.execute("SELECT commit_epoch FROM commits")]
-                rows += db.execute(
-                    "SELECT state_key, snap_epoch, ser_change FROM snaps WHERE step_id = ?", (step,)).fetchall()
-        resume = min(epochs) if epochs else 0
-        latest: dict[str, tuple[int, bytes | None]] = {}
-        for key, epoch, blob in rows:
-            if epoch <= resume and (key not in latest or epoch > latest[key][0]):
-                latest[key] = (epoch, blob)
-        return resume, {key: blob for key, (_, blob) in latest.items() if blob is not None}
+        return int(read(self.directory, step, "keys")["keys"])
 
     @staticmethod
     def _stamp(path: Path, run_id: str) -> None:
-        with closing(_connect(path, write=True)) as db, db:
+        with closing(connect(path, write=True)) as db, db:
             db.execute("CREATE TABLE IF NOT EXISTS atp_run (run_id TEXT NOT NULL)")
             db.execute("DELETE FROM atp_run")
             db.execute("INSERT INTO atp_run (run_id) VALUES (?)", (run_id,))
