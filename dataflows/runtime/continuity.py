@@ -129,9 +129,8 @@ class ReadProgress(threading.Thread):
 
 
 def resumed_offsets(store: RecoveryStore | None) -> dict[str, int]:
-    """Where the run resumes, per input partition: read from the recovery store once, BEFORE Bytewax
-    starts. Reading its SQLite files while Bytewax writes them crashed the dataflow with SIGBUS under
-    load (the peak load test on Kafka, twice), so nothing reads them while the flow runs."""
+    """Where the run resumes, per input partition: read from the recovery store once, before Bytewax
+    starts (read progress and the watermark then follow what the decode step reads, which is newer)."""
     return dict(store.committed_offsets()[1]) if store is not None and store.exists() else {}
 
 

@@ -38,6 +38,7 @@ from typing import Any
 
 from dataflows import metrics
 from dataflows.kafka.careful import CAREFUL
+from dataflows.runtime.storeread import RecoveryError
 from dataflows.skiplist import CRASH_LOOP, Where, _write_json, add_skip, source_of
 
 log = logging.getLogger(__name__)
@@ -223,10 +224,16 @@ class CrashGuard:
         committed input is past where the log ended at the first crash."""
         if not self.recovering:
             return
+        try:  # a child process (dataflows.runtime.storeread): outside the lock, which `crashed` takes
+            committed: dict[str, int] | None = self._committed()
+        except RecoveryError as exc:
+            log.warning("crash guard: %s; the end of the recovery waits for the next check", exc)
+            committed = None
         with self._lock:
+            if not self.recovering:
+                return
             led = self._ledger
-            committed = self._committed()
-            if all(committed.get(p, -1) >= end for p, end in led.until.items()):
+            if committed is not None and all(committed.get(p, -1) >= end for p, end in led.until.items()):
                 log.info("past the crash position%s: %d crash(es) there, %d record(s) quarantined; reading normally",
                          " (careful mode ends)" if self.careful else "", led.crashes, len(led.pinned))
                 self.recovering = self.careful = False

@@ -317,11 +317,11 @@ def _run_once(settings: Settings, plan: StartPlan, client: redis.Redis, replay: 
                           on_retire=_retire, board=board, on_peer_lost=_peer_lost,
                           flow=_flow_of(guard) if settings.coordinator else None, on_tick=lambda: _tick(guard),
                           progress=_read_progress(settings, replay, store))
-    _beat(client, settings, guard.flow if guard is not None else RUNNING)
-    watch.start()
     # One process only: in cluster mode process 0 would see only its own partitions move (docs/http-api.md).
     marks = (WatermarkWriter(settings, client, keyspace_of(settings), store)
              if store and replay is None and settings.processes == 1 else None)
+    _beat(client, settings, guard.flow if guard is not None else RUNNING)
+    watch.start()
     if marks is not None:
         marks.start()
     log.info(

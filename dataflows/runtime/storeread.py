@@ -29,7 +29,10 @@ from core.errors import StackError
 
 ROOT = Path(__file__).resolve().parents[2]  # where ``-m dataflows...`` imports from
 
-READ_TIMEOUT_S = 60.0  # a read waits up to 10 s per partition on Bytewax's write lock
+READ_TIMEOUT_S = 60.0  # a stalled disk, not a busy store: readers of a WAL store do not wait on its writer
+
+
+DAMAGED = 3  # the child's exit code when SQLite says a partition is not a database or is corrupt
 
 
 class RecoveryError(StackError):
@@ -79,11 +82,19 @@ def read(directory: Path, step: str, what: str) -> dict[str, Any]:
     except subprocess.TimeoutExpired:
         raise RecoveryError(f"reading the recovery store {directory} took over {READ_TIMEOUT_S:.0f} s; "
                             "is its disk stalled?") from None
+    except OSError as exc:
+        raise RecoveryError(f"cannot start a process to read the recovery store {directory}: {exc}") from None
+    lines = done.stderr.decode(errors="replace").strip().splitlines()
+    why = lines[-1] if lines else f"exit code {done.returncode}"
+    if done.returncode == DAMAGED:
+        raise RecoveryError(f"the recovery store {directory} is damaged ({why}): restore it from a backup, or "
+                            "start over with `atp reset`")
     if done.returncode != 0:
-        lines = done.stderr.decode(errors="replace").strip().splitlines()
-        raise RecoveryError(f"cannot read the recovery store {directory}: {lines[-1] if lines else done.returncode}. "
-                            "If it is damaged, restore it from a backup or start over with `atp reset`")
-    out: dict[str, Any] = json.loads(done.stdout)
+        raise RecoveryError(f"cannot read the recovery store {directory} ({why})")
+    try:
+        out: dict[str, Any] = json.loads(done.stdout)
+    except ValueError:
+        raise RecoveryError(f"reading the recovery store {directory} gave no answer ({why})") from None
     return out
 
 
@@ -104,6 +115,7 @@ def _main(argv: list[str]) -> int:
 if __name__ == "__main__":
     try:
         sys.exit(_main(sys.argv[1:]))
-    except sqlite3.Error as exc:
+    except sqlite3.DatabaseError as exc:
         sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
-        sys.exit(1)
+        damaged = not isinstance(exc, sqlite3.OperationalError)  # "database is locked" is not damage
+        sys.exit(DAMAGED if damaged else 1)

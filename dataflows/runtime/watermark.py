@@ -12,8 +12,8 @@ the minimum over every partition of every input topic. Process 0 works it out ev
 and writes it, in epoch ms, into the keyspace's meta (``watermark``), where every API answer reads
 it in the round trip it already makes; ``atp_watermark_lag_seconds`` is now minus it.
 
-Bytewax's recovery store is read once, before the flow starts: reading its SQLite files while
-Bytewax writes them crashed the dataflow with SIGBUS under load. Without a recovery store
+Bytewax's recovery store is read once, before the flow starts (in a child process:
+``dataflows.runtime.storeread`` says why). Without a recovery store
 (``ATP_RECOVERY=false``) or with several processes (cluster mode: process 0 sees only its own
 partitions move) there is no watermark, and answers say so (null).
 """
@@ -133,8 +133,9 @@ class WatermarkWriter(threading.Thread):
 
     def tick(self, times: LogTime) -> int | None:
         """The records the decode step had read one tick ago count as reflected: a record read reaches
-        Redis within the same worker step, well inside a tick. (Reading Bytewax's committed offsets
-        from the recovery store instead, as a first version did, crashed the flow with SIGBUS.)"""
+        Redis within the same worker step, well inside a tick. (A first version read Bytewax's committed
+        offsets from the recovery store instead, in this process, and crashed it with SIGBUS:
+        ``dataflows.runtime.storeread``.)"""
         now = int(time.time() * 1000)  # before the ends: a record logged after them is not counted as read
         committed, self._before = self._before, read_offsets(self._resumed)
         ends = end_offsets(self._settings, timeout_s=5.0)

@@ -27,6 +27,7 @@ from dataflows.runtime.crashguard import (
     release_fatal_file,
     unread,
 )
+from dataflows.runtime.storeread import RecoveryError
 from dataflows.skiplist import CRASH_LOOP, SKIP_FILE, SKIPPED, Skip, SkipList, add_skip, read_skips
 from schemas import Decoder, Encoder, default_store
 from state.events import kafka_key
@@ -185,6 +186,29 @@ def test_crashes_at_one_position_turn_careful_then_pin_the_noted_record(tmp_path
         g = guard(tmp_path, store)
         g.begin()
         assert not g.recovering  # a clean end counts nothing
+    finally:
+        CAREFUL.arm(False)
+
+
+def test_a_failed_read_of_the_store_keeps_the_careful_run_alive_and_careful(tmp_path):
+    """The committed offsets are read in a child process; when that read fails, the tick still keeps
+    the careful run's sign of life (else its next crash would not be pinned) and ends nothing."""
+    store = Store()
+    for _ in range(3):
+        g = crash_then_start(tmp_path, store)
+    assert g.careful
+    led = tmp_path / "gen" / LEDGER_FILE
+    before = Ledger.load(led).running["alive_ms"]
+
+    def unreadable() -> dict[str, int]:
+        raise RecoveryError("cannot read the recovery store (exit code -9)")
+
+    g._committed = unreadable
+    time.sleep(0.01)
+    try:
+        g.tick()
+        assert g.careful and g.recovering
+        assert Ledger.load(led).running["alive_ms"] > before
     finally:
         CAREFUL.arm(False)
 

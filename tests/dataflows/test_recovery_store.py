@@ -11,6 +11,8 @@ import signal
 import subprocess
 import sys
 
+import pytest
+
 from sandbox.child import ROOT
 
 COUNT = 400_000
@@ -60,3 +62,18 @@ def test_reading_the_committed_offsets_while_bytewax_writes_them_is_safe(tmp_pat
     assert during == sorted(during), during  # committed offsets only move forward
     assert out["after"] == {"iterable": COUNT}
     assert out["keys"] == 50
+
+
+def test_a_damaged_partition_says_so_and_a_failed_read_does_not_advise_a_reset(tmp_path):
+    from dataflows.runtime.recovery import RecoveryError, RecoveryStore
+    from dataflows.runtime.storeread import read
+
+    damaged = tmp_path / "damaged"
+    damaged.mkdir()
+    (damaged / "part-0.sqlite3").write_bytes(b"not a database" * 100)
+    with pytest.raises(RecoveryError, match=r"is damaged \(DatabaseError: file is not a database\).*atp reset"):
+        RecoveryStore(damaged).committed_offsets()
+    with pytest.raises(RecoveryError, match="cannot read the recovery store") as failed:
+        read(tmp_path, "atp.kafka_in", "everything")
+    assert "atp reset" not in str(failed.value)
+    assert RecoveryStore(tmp_path / "none").committed_offsets() == (0, {})
