@@ -73,6 +73,7 @@ def loadtest(
     locations: int = typer.Option(20, help="Distinct locations."),
     seed: int = typer.Option(1, help="Seed of the simulated stream."),
     workers: int = typer.Option(1, help="Bytewax workers of the dataflow."),
+    snapshot_s: float = typer.Option(5.0, help="The dataflow's snapshot interval (ATP_SNAPSHOT_INTERVAL_S), seconds."),
     api_workers: int = typer.Option(2, help="API processes (ATP_API_WORKERS)."),
     find_max: bool = typer.Option(False, "--find-max", help="Then step the rate up until the lag is no longer bounded."),
     steps: str = typer.Option("5000,10000,15000,20000,25000", help="Rates of the --find-max steps, events/s."),
@@ -97,10 +98,12 @@ def loadtest(
         raise typer.BadParameter(f"--phases takes five numbers of seconds, --steps rates, both comma-separated: {exc}") from None
     settings()  # logging
     cfg = LoadConfig(profile=profile, skus=skus, locations=locations, seed=seed, workers=workers, api_workers=api_workers,
-                     find_max=find_max,
+                     find_max=find_max, snapshot_s=snapshot_s,
                      step_rates=step_rates, step_s=step_s, api_s=api_s, api_rate=api_rate, broker=broker)
     if broker not in ("tansu", "kafka"):
         raise typer.BadParameter("--broker must be tansu or kafka")
+    if not 0 < snapshot_s <= 3600:
+        raise typer.BadParameter("--snapshot-s takes seconds, more than 0 and at most 3600")
     report = run_loadtest(cfg, log=lambda line: console.print(line, markup=False))
     out = report_dir or REPORT_DIR
     name = "loadtest" if broker == "tansu" else f"loadtest-{broker}"

@@ -16,6 +16,7 @@ class LoadConfig:
     locations: int = 20
     seed: int = 1
     workers: int = 1
+    snapshot_s: float = 5.0  # the dataflow's ATP_SNAPSHOT_INTERVAL_S
     api_workers: int = 2
     probe_interval_s: float = 0.02
     probe_keys: int = 16

@@ -86,6 +86,7 @@ def reproduce(cfg: LoadConfig) -> str:
                 if cfg.find_max else "")
     return (f"atp loadtest --base-rate {p.base_rate:g} --peak-factor {p.peak_factor:g} --phases {phases} "
             f"--skus {cfg.skus} --locations {cfg.locations} --seed {cfg.seed} --workers {cfg.workers} "
+            f"--snapshot-s {cfg.snapshot_s:g} "
             f"--api-workers {cfg.api_workers} --api-s {cfg.api_s:g} --api-rate {cfg.api_rate:g} "
             f"--broker {cfg.broker}{find_max}")
 
@@ -141,7 +142,7 @@ def markdown(r: dict[str, Any]) -> str:
     return f"""# Load test: peak season
 
 Finished {r['finished_at']}, {r['machine']['cpus']} CPUs, Python {r['machine']['python']}. Everything on this one
-machine: the {'embedded broker (tansu)' if c.get('broker', 'tansu') == 'tansu' else 'Apache Kafka broker (single-node KRaft)'}, Redis, the dataflow ({c['workers']} worker, recovery on), the API
+machine: the {'embedded broker (tansu)' if c.get('broker', 'tansu') == 'tansu' else 'Apache Kafka broker (single-node KRaft)'}, Redis, the dataflow ({c['workers']} worker, recovery on, a snapshot every {c.get('snapshot_s', 5.0):g} s), the API
 ({c['api_workers']} processes), the
 generator, the probe watchers and wrk. Input: the simulator's event mix over {c['skus']:,} SKUs (Zipf) ×
 {c['locations']} locations, seed {c['seed']}. Profile: {p['base_rate']:,.0f} ev/s for {p['warmup_s']:.0f} s, ramp

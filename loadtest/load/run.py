@@ -51,7 +51,8 @@ def live(cfg: LoadConfig, work_dir: Path, log: Log) -> Iterator[tuple[Settings, 
     settings = load_settings({}, state_dir=work_dir / "state", api_auth="disabled", kafka_bootstrap=f"127.0.0.1:{free_port()}",
                              redis_url=f"redis://127.0.0.1:{free_port()}/0", api_port=free_port(),
                              metrics_port=free_port(), workers=cfg.workers, api_workers=cfg.api_workers,
-                             redis_key_prefix="load", stack_broker=cfg.broker)
+                             redis_key_prefix="load", stack_broker=cfg.broker,
+                             snapshot_interval_s=cfg.snapshot_s)
     stack = Stack(settings)
     try:
         stack.up(create_topics=True)

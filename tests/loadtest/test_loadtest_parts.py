@@ -173,7 +173,7 @@ def test_the_reproduce_line_spells_out_every_option_of_the_run():
     cfg = LoadConfig(profile=PeakProfile(500, 4, 5, 5, 10, 5, 5), find_max=True, step_rates=(2500, 5000),
                      step_s=30, api_s=0)
     assert reproduce(cfg) == ("atp loadtest --base-rate 500 --peak-factor 4 --phases 5,5,10,5,5 --skus 20000 "
-                              "--locations 20 --seed 1 --workers 1 --api-workers 2 --api-s 0 --api-rate 5000 "
+                              "--locations 20 --seed 1 --workers 1 --snapshot-s 5 --api-workers 2 --api-s 0 --api-rate 5000 "
                               "--broker tansu --find-max --steps 2500,5000 --step-s 30")
     assert "--find-max" not in reproduce(LoadConfig())
 
