@@ -150,7 +150,7 @@ def test_the_report_quotes_phases_freshness_targets_and_cpu():
     api.insert(0, {**api[0], "name": "alone_single-key_max", "rps": 12_000.0})
     api.append({**api[0], "name": "alone_100-key_batch_at_200_rps", "target_rps": 200, "rps": 199.0,
                 "latency_ms": {"p50": 5.0, "p75": 9.0, "p90": 20.0, "p99": 31.0}})
-    r = build_report(LoadConfig(find_max=True), [peak, step], api, samples,
+    r = build_report(LoadConfig(find_max=True, snapshot_s=30), [peak, step], api, samples,
                      [LagPoint(0.0, 0, 0), LagPoint(1.0, 1000, 900)], 0.0, 0.0)
     assert r["phases"][0]["freshness_redis_ms"] == {"samples": 3, "p50": 60.0, "p95": 300.0, "p99": 300.0}
     assert r["phases"][1]["bounded"] is False and r["max_sustainable_rate"] is None
@@ -162,7 +162,8 @@ def test_the_report_quotes_phases_freshness_targets_and_cpu():
                    "API >= 10,000 single-key reads/s (beside the pipeline)": False}
     text = markdown(r)
     assert "none of the steps was bounded" in text and "| peak | 0.50 | 0.90 |" in text
-    assert f"Reproduce: `{r['reproduce']}`" in text
+    assert f"Reproduce: `{r['reproduce']}`" in text and "--snapshot-s 30 " in r["reproduce"]
+    assert "recovery on, a snapshot every 30 s)" in text
 
 
 def test_the_reproduce_line_spells_out_every_option_of_the_run():
