@@ -43,8 +43,11 @@ def test_serve_and_run_with_a_password_protected_redis_never_print_it(settings, 
         base = f"http://{s.api_host}:{s.api_port}"
         wait_until(lambda: get_json(f"{base}/healthz") is not None, 30, "the API", api)
         wait_until(lambda: authed.exists(f"{s.redis_key_prefix}:meta"), 60, "the dataflow's keyspace", flow)
+        # The keyspace exists before the start line is written (the start reads the recovery store first).
+        start_line = wait_until(lambda: next((line for line in flow.log.read_text().splitlines()
+                                              if "dataflow starting" in line), None), 30, "the start line", flow)
         flow.stop(), api.stop()
-        assert "redis=redis://:***@127.0.0.1" in flow.log.read_text()  # its start line names Redis, redacted
+        assert "redis=redis://:***@127.0.0.1" in start_line  # its start line names Redis, redacted
         for child in (flow, api):
             assert REDIS_PASSWORD not in child.log.read_text(), child.args
     finally:
