@@ -257,12 +257,11 @@ def _beat(client: redis.Redis, settings: Settings, flow: str) -> None:
             log.debug("could not write flow=%s to the keyspace meta: %s", flow, exc)
 
 
-def _read_progress(settings: Settings, replay: Replay | None, store: RecoveryStore | None) -> ReadProgress | None:
+def _read_progress(settings: Settings, replay: Replay | None, resumed: dict[str, int]) -> ReadProgress | None:
     """How far a live run has read its input, written with the heartbeat (process 0 only; a replay
     has its own progress): what `atp generation switch` requires (docs/replay-and-generations.md)."""
     if replay is not None or not settings.coordinator:
         return None
-    resumed = resumed_offsets(store)  # now, before Bytewax writes the store
     return ReadProgress(lambda: kafka_admin.end_offsets(settings), lambda: read_offsets(resumed))
 
 
@@ -313,12 +312,14 @@ def _run_once(settings: Settings, plan: StartPlan, client: redis.Redis, replay: 
     # Process 0 holds the recovery store and judges the re-publish; the others only report to it.
     store = RecoveryStore(settings.recovery_dir) if settings.recovery and settings.coordinator else None
     board = Board(client, settings) if settings.processes > 1 else None
+    # Where the run resumes: read once (a child process), before Bytewax writes the store.
+    resumed = resumed_offsets(store) if replay is None else {}
     watch = KeyspaceWatch(client, settings, plan, store, mark_ready=replay is None and settings.coordinator,
                           on_retire=_retire, board=board, on_peer_lost=_peer_lost,
                           flow=_flow_of(guard) if settings.coordinator else None, on_tick=lambda: _tick(guard),
-                          progress=_read_progress(settings, replay, store))
+                          progress=_read_progress(settings, replay, resumed))
     # One process only: in cluster mode process 0 would see only its own partitions move (docs/http-api.md).
-    marks = (WatermarkWriter(settings, client, keyspace_of(settings), store)
+    marks = (WatermarkWriter(settings, client, keyspace_of(settings), resumed)
              if store and replay is None and settings.processes == 1 else None)
     _beat(client, settings, guard.flow if guard is not None else RUNNING)
     watch.start()

@@ -33,8 +33,7 @@ from core.config import Settings
 from core.kafka_config import client_config
 from dataflows.kafka import poll
 from dataflows.kafka.admin import end_offsets, low_offsets
-from dataflows.runtime.continuity import read_offsets, resumed_offsets
-from dataflows.runtime.recovery import RecoveryStore
+from dataflows.runtime.continuity import read_offsets
 from projection.keys import KeySpace
 
 log = logging.getLogger(__name__)
@@ -100,12 +99,12 @@ class LogTimes:
 class WatermarkWriter(threading.Thread):
     """Works the watermark out every ``interval_s`` and writes it into the keyspace's meta."""
 
-    def __init__(self, settings: Settings, client: redis.Redis, keyspace: KeySpace, store: RecoveryStore,
+    def __init__(self, settings: Settings, client: redis.Redis, keyspace: KeySpace, resumed: dict[str, int],
                  interval_s: float = INTERVAL_S) -> None:
-        """Made before Bytewax starts: the only read of the recovery store is here (see ``tick``)."""
+        """``resumed``: where the run resumes (``resumed_offsets``, read before Bytewax starts; see ``tick``)."""
         super().__init__(name="atp-watermark", daemon=True)
         self._settings, self._client, self._ks = settings, client, keyspace
-        self._resumed = resumed_offsets(store)
+        self._resumed = resumed
         self._before: dict[str, int] = self._resumed  # the offsets read one tick ago
         self._interval = interval_s
         self.stopped = threading.Event()
